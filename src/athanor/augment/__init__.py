@@ -1,0 +1,16 @@
+"""Augmentations: the AUGMENTS registry. A builder returns an ``Augmentation``: tensor ops run on
+whole batches on the device, plus optional per-sample torchvision transforms (DataLoader path).
+Batch-level mixing (mixup/cutmix) is configured by the group-wide keys in ``MixOptions``."""
+
+from __future__ import annotations
+
+from athanor.augment.base import Augmentation, MixOptions
+from athanor.registry import Registry
+
+AUGMENTS: Registry = Registry(
+    "augment", runtime=("image_size", "channels"), shared=MixOptions.keys()
+)
+
+from athanor.augment import policies  # noqa: E402,F401  (registers the builders)
+
+__all__ = ["AUGMENTS", "Augmentation", "MixOptions"]

@@ -1,0 +1,15 @@
+"""Data sets: the DATASETS registry and the group-wide `data.*` loading options."""
+
+from __future__ import annotations
+
+from athanor.data.base import DataBundle, DatasetSplit, TensorSplit
+from athanor.data.options import DataOptions
+from athanor.registry import Registry
+
+# Keys every data config may carry; the loader code (not the dataset builder) consumes them.
+# Builders may also name them in their signature to receive them (e.g. `root`).
+DATASETS: Registry = Registry("data", shared=DataOptions.keys())
+
+from athanor.data import builtin  # noqa: E402,F401  (registers the builders)
+
+__all__ = ["DATASETS", "DataBundle", "DataOptions", "DatasetSplit", "TensorSplit"]

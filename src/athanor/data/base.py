@@ -1,0 +1,73 @@
+"""What a data builder returns: the splits plus the facts the rest of the run needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TensorSplit:
+    """A split held in memory as uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.ndim == 4, self.images.shape
+        assert len(self.images) == len(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int) -> TensorSplit:
+        return TensorSplit(self.images[:n], self.labels[:n])
+
+    def select(self, indices: torch.Tensor) -> TensorSplit:
+        return TensorSplit(self.images[indices], self.labels[indices])
+
+
+class DatasetSplit:
+    """A split read sample by sample (folders, CSV): ``dataset[i] -> (PIL image or uint8 CHW, label)``."""
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int]):
+        self.dataset = dataset
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int) -> DatasetSplit:
+        return self.select(torch.arange(min(n, len(self))))
+
+    def select(self, indices: torch.Tensor) -> DatasetSplit:
+        sub = torch.utils.data.Subset(self.dataset, indices.tolist())
+        return DatasetSplit(sub, self.labels[indices].tolist())
+
+
+Split = TensorSplit | DatasetSplit
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    val: Split
+    num_classes: int
+    channels: int
+    image_size: int
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+    test: Split | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        kind = "in memory" if isinstance(self.train, TensorSplit) else "read per sample"
+        return (
+            f"{len(self.train)} train / {len(self.val)} val samples, {self.num_classes} classes, "
+            f"{self.channels}x{self.image_size}x{self.image_size}, {kind}"
+        )

@@ -1,0 +1,173 @@
+"""The two data paths. Both yield ``Batch(inputs, targets, labels)`` on the training device with
+inputs normalized float [B, C, H, W]:
+
+- memory: the split lives once as uint8 on the device; batches are gathered by index and
+  augmented with tensor ops (no worker processes, no per-sample Python).
+- torch: a DataLoader reads samples in worker processes (folders, CSV, or per-sample policies
+  such as RandAugment), then the same batch ops run on the device.
+
+Randomness comes from generators seeded by (seed, epoch, batch) or (seed, epoch, sample), so the
+batches are the same whatever the number of workers, and a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from athanor.augment.base import Augmentation
+from athanor.data.base import Split, TensorSplit
+from athanor.data.options import DataOptions
+from athanor.data.order import Order, epoch_generator
+
+log = logging.getLogger(__name__)
+
+
+class Batch(NamedTuple):
+    inputs: torch.Tensor  # float [B, C, H, W], normalized
+    targets: torch.Tensor  # int64 [B] class indices, or float [B, K] soft targets (mixup)
+    labels: torch.Tensor  # int64 [B] for accuracy
+
+
+class Normalize:
+    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return x_uint8.float().div_(255.0)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+class DeviceBatches:
+    """What both paths do once a uint8 batch is on the device: augment, normalize, mix."""
+
+    def __init__(
+        self, normalize: Normalize, augmentation: Augmentation | None, mixer: Mixer | None,
+        seed: int, rank: int, device: torch.device,
+    ):
+        self.normalize, self.augmentation, self.mixer = normalize, augmentation, mixer
+        self.seed, self.rank, self.device = seed, rank, device
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int) -> Batch:
+        x = self.normalize(images.to(self.device, non_blocking=True))
+        y = labels.to(self.device, non_blocking=True)
+        if self.augmentation is None and self.mixer is None:
+            return Batch(self.normalize.standardize(x), y, y)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(epoch_generator(self.seed, epoch, 1_000_003 * (b + 1) + self.rank).seed())
+        if self.augmentation is not None:
+            x = self.augmentation.apply_batch(x, gen)
+        x = self.normalize.standardize(x)
+        targets = y
+        if self.mixer is not None:
+            x, targets = self.mixer(x, y, gen)
+        return Batch(x, targets, y)
+
+
+class MemoryLoader:
+    """Batches gathered from a uint8 tensor resident on the device."""
+
+    path = "memory"
+
+    def __init__(self, split: TensorSplit, order: Order, device_batches: DeviceBatches):
+        device = device_batches.device
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.order, self.device_batches = order, device_batches
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        for b, idx in enumerate(self.order.batches(epoch, start), start=start):
+            idx = idx.to(self.images.device)
+            yield self.device_batches(self.images[idx], self.labels[idx], epoch, b)
+
+
+class _SeededSamples(Dataset):
+    """Reads sample ``i`` of ``epoch`` and applies the per-sample transform under a seed derived
+    from (seed, epoch, i): independent of worker count and of where a resumed epoch starts."""
+
+    def __init__(self, split: Split, transform: Callable | None, image_size: int, seed: int):
+        self.split, self.transform, self.size, self.seed = split, transform, image_size, seed
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def _read(self, i: int) -> tuple[torch.Tensor, int]:
+        if isinstance(self.split, TensorSplit):
+            return self.split.images[i], int(self.split.labels[i])
+        image, label = self.split.dataset[i]
+        if not isinstance(image, torch.Tensor):
+            from torchvision.transforms.v2 import functional as F
+
+            image = F.pil_to_tensor(image)
+        return image, int(label)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, i = key
+        image, label = self._read(i)
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF)
+                image = self.transform(image)
+        if image.shape[-2:] != (self.size, self.size):
+            from torchvision.transforms.v2 import functional as F
+
+            image = F.center_crop(F.resize(image, [self.size], antialias=True), [self.size])
+        return image, label
+
+
+class _EpochBatches:
+    """A batch sampler yielding [(epoch, index), ...] for one rank from a given batch on."""
+
+    def __init__(self, order: Order):
+        self.order = order
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return len(self.order) - self.start
+
+    def __iter__(self):
+        for idx in self.order.batches(self.epoch, self.start):
+            yield [(self.epoch, int(i)) for i in idx]
+
+
+class TorchLoader:
+    """A torch DataLoader over per-sample reads; batch ops then run on the device."""
+
+    path = "torch"
+
+    def __init__(
+        self, samples: _SeededSamples, order: Order, device_batches: DeviceBatches,
+        options: DataOptions,
+    ):
+        self.sampler = _EpochBatches(order)
+        self.length = len(order)
+        self.device_batches = device_batches
+        workers = options.workers()
+        cuda = device_batches.device.type == "cuda"
+        self.loader = DataLoader(
+            samples, batch_sampler=self.sampler, num_workers=workers,
+            pin_memory=options.pin_memory and cuda,
+            persistent_workers=options.persistent_workers and workers > 0,
+            prefetch_factor=options.prefetch_factor if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        self.sampler.epoch, self.sampler.start = epoch, start
+        for b, (images, labels) in enumerate(self.loader, start=start):
+            yield self.device_batches(images, labels, epoch, b)

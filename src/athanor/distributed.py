@@ -1,0 +1,92 @@
+"""Process-group setup/teardown and the few collectives the runner needs.
+
+Started by torchrun (or by `train distributed.nproc_per_node=N`, which uses torch's own elastic
+launcher), each process reads RANK / LOCAL_RANK / WORLD_SIZE from the environment.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def env_dist() -> Dist:
+    return Dist(
+        rank=int(os.environ.get("RANK", 0)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world=int(os.environ.get("WORLD_SIZE", 1)),
+    )
+
+
+def resolve_device(name: str, d: Dist) -> torch.device:
+    """`auto`: the local rank's GPU when CUDA is present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            from athanor.errors import ConfigError
+
+            raise ConfigError(f"device={name!r} but CUDA is not available here; use device=cpu or auto.")
+        if device.index is None:
+            device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def setup(d: Dist, device: torch.device, backend: str, timeout_s: int) -> None:
+    if not d.enabled or dist.is_initialized():
+        return
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+        device_id=device if device.type == "cuda" else None,
+    )
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (e.g. a stop request)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(all_reduce_sum(t).item() > 0)

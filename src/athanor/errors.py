@@ -1,0 +1,19 @@
+"""User-facing errors: one clear paragraph, no traceback, a distinct exit code."""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class ConfigError(ValueError):
+    """A mistake in the user's config or command line. Reported as one paragraph, exit code 2."""
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or gradients became NaN/Inf; the run stops and is marked failed."""
+
+
+class InterruptedRun(Exception):
+    """Raised by the loop after a clean stop on SIGTERM/SIGUSR1/SIGINT (a checkpoint was written)."""

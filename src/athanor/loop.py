@@ -1,0 +1,146 @@
+"""The training loop. It knows nothing of Hydra, paths or the model's architecture: it steps,
+evaluates, reports and asks for checkpoints at the right moments."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from athanor.data.loaders import Batch
+from athanor.distributed import any_rank
+from athanor.errors import InterruptedRun
+from athanor.evaluate import evaluate
+from athanor.settings import RunSettings
+from athanor.step import Stepper
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps completed
+    batch: int = 0  # batches consumed in the current epoch (mid-epoch resume point)
+    best: float | None = None  # best monitored metric so far (early stopping)
+    stale: int = 0  # validations since it last improved
+    stop_reason: str | None = None
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def chunks(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
+    it = iter(batches)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class Loop:
+    def __init__(
+        self, *, stepper: Stepper, loaders, settings: RunSettings, steps_per_epoch: int,
+        total_steps: int, num_classes: int, reporter, save: Callable[[Progress, dict], None],
+        stop_requested: Callable[[], bool], device: torch.device, eval_loss: nn.Module,
+        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.stepper, self.loaders, self.settings = stepper, loaders, settings
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.num_classes, self.reporter, self.save = num_classes, reporter, save
+        self.stop_requested, self.device, self.eval_loss = stop_requested, device, eval_loss
+        self.prepare = prepare
+        self.started = time.monotonic()
+        self.last_metrics: dict[str, float] = {}
+
+    def fit(self, p: Progress) -> dict[str, float]:
+        t, ckpt = self.settings.trainer, self.settings.checkpoint
+        while p.epoch < t.epochs and p.step < self.total_steps and p.stop_reason is None:
+            self.reporter.epoch_start(p)
+            for micro in chunks(self.loaders.train.epoch(p.epoch, start=p.batch), t.accumulate):
+                if p.batch // t.accumulate >= self.steps_per_epoch or len(micro) < t.accumulate:
+                    break  # leftover micro-batches that cannot fill an optimizer step
+                want_norm = (p.step + 1) % t.log_every == 0
+                result = self.stepper.step(micro, p.step, want_norm=want_norm)
+                p.step += 1
+                p.batch += len(micro)
+                self.reporter.train_step(p, result)
+                if p.step >= self.total_steps:
+                    p.stop_reason = "max_steps" if t.max_steps else None
+                    break
+                if ckpt.every_steps and p.step % ckpt.every_steps == 0:
+                    self.save(p, {})
+                if self._should_stop(p):
+                    break
+            epoch_done = p.stop_reason is None or p.stop_reason == "max_steps"
+            if epoch_done:
+                p.epoch, p.batch = p.epoch + 1, 0
+            metrics = self.validate(p) if self._validation_due(p) else {}
+            self.reporter.epoch_end(p, metrics)
+            self._early_stopping(p, metrics)
+            if self._checkpoint_due(p) or p.stop_reason:
+                self.save(p, metrics)
+            if p.stop_reason == "interrupted":
+                raise InterruptedRun(f"stopped by a signal at step {p.step}")
+        return self.last_metrics
+
+    def _should_stop(self, p: Progress) -> bool:
+        budget = self.settings.trainer.max_time
+        out_of_time = budget is not None and time.monotonic() - self.started >= budget
+        if any_rank(self.stop_requested(), self.device):
+            p.stop_reason = "interrupted"
+        elif any_rank(out_of_time, self.device):
+            p.stop_reason = "max_time"
+        return p.stop_reason is not None
+
+    def _validation_due(self, p: Progress) -> bool:
+        if p.stop_reason == "interrupted":
+            return False
+        finished = p.epoch >= self.settings.trainer.epochs or p.step >= self.total_steps
+        return finished or p.stop_reason is not None or p.epoch % self.settings.trainer.val_every == 0
+
+    def _checkpoint_due(self, p: Progress) -> bool:
+        every = self.settings.checkpoint.every_epochs
+        finished = p.epoch >= self.settings.trainer.epochs or p.step >= self.total_steps
+        return finished or (every is not None and p.epoch % every == 0)
+
+    def validate(self, p: Progress) -> dict[str, float]:
+        t = self.settings.trainer
+        kwargs = dict(autocast=self.stepper.autocast, tta_flip=t.tta_flip,
+                      limit=t.limit_val_batches, prepare=self.prepare)
+        counts = evaluate(self.stepper.model, self.loaders.val.epoch(0), self.eval_loss,
+                          self.num_classes, self.device, **kwargs)
+        metrics = counts.metrics("val")
+        if self.stepper.ema is not None:
+            ema_counts = evaluate(self.stepper.ema.model, self.loaders.val.epoch(0), self.eval_loss,
+                                  self.num_classes, self.device, **kwargs)
+            metrics.update(ema_counts.metrics("val_ema"))
+        self.reporter.validation(p, metrics, counts)
+        self.last_metrics = metrics
+        return metrics
+
+    def _early_stopping(self, p: Progress, metrics: dict[str, float]) -> None:
+        es = self.settings.trainer.early_stopping
+        if es.monitor is None or es.monitor not in metrics:
+            return
+        value = metrics[es.monitor]
+        better = (
+            p.best is None
+            or (es.mode == "max" and value > p.best + es.min_delta)
+            or (es.mode == "min" and value < p.best - es.min_delta)
+        )
+        if better:
+            p.best, p.stale = value, 0
+            return
+        p.stale += 1
+        if p.stale > es.patience:
+            log.info("Early stopping: %s has not improved for %d validations (best %.4f).",
+                     es.monitor, p.stale, p.best)
+            p.stop_reason = "early_stopping"

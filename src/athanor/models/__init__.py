@@ -1,0 +1,16 @@
+"""Models: the MODELS registry. Builders receive the data's shape at run time:
+``builder(*, num_classes, in_channels, image_size, **config kwargs) -> nn.Module``."""
+
+from __future__ import annotations
+
+from athanor.registry import Registry
+
+MODELS: Registry = Registry(
+    "model",
+    runtime=("num_classes", "in_channels", "image_size"),
+    shared=("weights", "strict", "freeze", "init"),
+)
+
+from athanor.models import simple, vision  # noqa: E402,F401  (registers the builders)
+
+__all__ = ["MODELS"]

@@ -1,0 +1,83 @@
+"""Run-folder naming for Hydra (registered as OmegaConf resolvers by the CLI).
+
+- ``athanor_run_dir``: the folder of a new run, made unique atomically (two runs started in the
+  same second get ``..._1``), a temp folder for dry runs and non-zero ranks, or the resumed run's
+  own folder for ``resume=<folder or .pt>``.
+- ``athanor_hydra_subdir``: ``.hydra`` normally; a resumed run keeps its original ``.hydra/`` and
+  records the resume's config under ``.hydra/resume-<time>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+_chosen: dict[str, str] = {}
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def make_unique(path: str) -> str:
+    """Create ``path`` (or ``path_1``, ``path_2``, ...) exclusively; memoized per process."""
+    if path in _chosen:
+        return _chosen[path]
+    candidate, i = path, 0
+    while True:
+        try:
+            Path(candidate).mkdir(parents=True, exist_ok=False)
+            break
+        except FileExistsError:
+            i += 1
+            candidate = f"{path}_{i}"
+    _chosen[path] = candidate
+    return candidate
+
+
+def resumed_run_folder(resume: str | None) -> Path | None:
+    """The run folder that ``resume=`` points at, when it is an existing folder or .pt file."""
+    if not resume or resume == "auto":
+        return None
+    p = Path(resume)
+    if p.is_file() and p.parent.name == "checkpoints":
+        return p.parent.parent
+    if p.is_dir() and (p / "checkpoints").is_dir():
+        return p
+    return None  # validated later with a clear message
+
+
+def run_dir(default: str, dry_run: bool = False, resume: str | None = None) -> str:
+    if "run_dir" in _chosen:
+        return _chosen["run_dir"]
+    if _rank() != 0 or dry_run:
+        chosen = tempfile.mkdtemp(prefix="athanor-scratch-")
+    elif (folder := resumed_run_folder(resume)) is not None:
+        chosen = str(folder)
+    else:
+        chosen = make_unique(default)
+    _chosen["run_dir"] = chosen
+    return chosen
+
+
+def hydra_subdir(resume: str | None = None) -> str:
+    if resumed_run_folder(resume) is not None:
+        return f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}"
+    return ".hydra"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of Hydra's override_dirname (no nested folders from paths)."""
+    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in str(text))[:150] or "default"
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("athanor_run_dir", run_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("athanor_unique", make_unique, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True,
+                                    use_cache=True)
+    OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)

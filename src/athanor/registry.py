@@ -1,0 +1,140 @@
+"""Registries: stable names in configs -> builder functions in code.
+
+A config node is ``{name: <registered name>, **builder kwargs}``. Runtime objects (parameters,
+optimizer, number of classes, ...) are passed by the building code and may not be set in YAML.
+Keys listed as ``shared`` belong to the whole group (e.g. ``data.batch_size``) and are handled by
+the group's build code rather than by each builder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from athanor.errors import ConfigError
+from athanor.typecheck import check_value
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    builder: Callable[..., Any]
+    description: str
+
+
+def closest(name: str, options: Iterable[str]) -> str:
+    """' Did you mean X?' for the nearest valid option, or '' when nothing is close."""
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+class Registry(Generic[T]):
+    def __init__(self, group: str, *, runtime: Iterable[str] = (), shared: Iterable[str] = ()):
+        self.group = group
+        self.runtime = frozenset(runtime)  # passed by code, never by config
+        self.shared = frozenset(shared)  # group-wide keys handled outside the builder
+        self._entries: dict[str, Entry] = {}
+        self._fallback: Callable[[str], Entry | None] | None = None
+
+    def register(self, name: str, description: str | None = None) -> Callable:
+        """Decorator: ``@MODELS.register("resnet18")``. The docstring's first line describes it."""
+
+        def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise RuntimeError(f"{self.group} '{name}' is registered twice")
+            doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
+            self._entries[name] = Entry(name, fn, doc)
+            return fn
+
+        return wrap
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: Any) -> Entry:
+        if not isinstance(name, str) or name not in self._entries:
+            valid = ", ".join(self.names())
+            raise ConfigError(
+                f"Unknown {self.group} name {name!r}.{closest(str(name), self._entries)} "
+                f"Registered {self.group} names: {valid}. "
+                f"(`athanor list {self.group}` describes each.)"
+            )
+        return self._entries[name]
+
+    def split(self, spec: Mapping[str, Any]) -> tuple[Entry, dict[str, Any], dict[str, Any]]:
+        """-> (entry, builder kwargs, shared kwargs); validates names, keys and types."""
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ConfigError(
+                f"The `{self.group}` config must be a mapping with a `name:` key naming a "
+                f"registered builder, got {spec!r}. Registered: {', '.join(self.names())}."
+            )
+        entry = self.get(spec["name"])
+        kwargs = {k: v for k, v in spec.items() if k != "name" and k not in self.shared}
+        shared = {k: v for k, v in spec.items() if k in self.shared}
+        self._check_kwargs(entry, kwargs)
+        return entry, kwargs, shared
+
+    def check(self, spec: Mapping[str, Any]) -> None:
+        """Validate a config node against its builder's signature without building anything."""
+        self.split(spec)
+
+    def build(self, spec: Mapping[str, Any], **runtime: Any) -> T:
+        entry, kwargs, _ = self.split(spec)
+        try:
+            return entry.builder(**runtime, **kwargs)
+        except (ValueError, TypeError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(
+                f"{self.group} '{entry.name}' rejected its arguments {kwargs}: {err}"
+            ) from err
+
+    def _check_kwargs(self, entry: Entry, kwargs: dict[str, Any]) -> None:
+        sig = inspect.signature(entry.builder)
+        params = sig.parameters
+        clash = sorted(set(kwargs) & self.runtime)
+        if clash:
+            raise ConfigError(
+                f"{self.group} '{entry.name}': {', '.join(clash)} is set by the runner at run time "
+                f"(from the data, model or schedule) and cannot be given in the config; remove it."
+            )
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        configurable = [
+            n for n, p in params.items()
+            if n not in self.runtime and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        unknown = [k for k in kwargs if k not in params and not accepts_any]
+        if unknown:
+            bad = unknown[0]
+            raise ConfigError(
+                f"{self.group} '{entry.name}' has no argument {bad!r}.{closest(bad, configurable)} "
+                f"Valid arguments of {self.group} '{entry.name}': "
+                f"{', '.join(configurable) or '(none)'}"
+                + (f"; group-wide keys: {', '.join(sorted(self.shared))}" if self.shared else "")
+                + "."
+            )
+        missing = [
+            n for n in configurable
+            if params[n].default is inspect.Parameter.empty and n not in kwargs
+        ]
+        if missing:
+            raise ConfigError(
+                f"{self.group} '{entry.name}' needs argument(s) {', '.join(missing)}; "
+                f"add them to conf/{self.group}/{entry.name}.yaml or the command line."
+            )
+        hints = typing.get_type_hints(entry.builder)
+        for key, value in kwargs.items():
+            if key in hints:
+                check_value(f"{self.group}.{key}", value, hints[key])

@@ -1,0 +1,226 @@
+"""One training run: settings -> run folder -> build -> resume -> loop -> summary.
+
+Whatever happens, the TensorBoard writer is closed, the summary says how the run ended
+(completed / failed / interrupted) and the process group is destroyed (``finally``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from athanor import distributed
+from athanor.build import (
+    build_augmentation, build_data, build_loaders, build_loss, build_model, build_optimizer,
+    build_scheduler, plan_steps, validate,
+)
+from athanor.checkpoint import Checkpointer
+from athanor.distributed import Dist
+from athanor.ema import Ema
+from athanor.errors import ConfigError, InterruptedRun
+from athanor.loop import Loop, Progress
+from athanor.optim.param_groups import describe_groups
+from athanor.reporting import Reporter
+from athanor.rundir import RunDir, provenance
+from athanor.seeding import rng_state, seed_everything, set_determinism
+from athanor.settings import RunSettings, run_settings
+from athanor.signals import StopSignals
+from athanor.step import Stepper, warn_precision
+from athanor.tracking import NullTracker, TensorBoardTracker
+
+log = logging.getLogger("athanor")
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class TrainingRun:
+    def __init__(self, config: dict[str, Any], settings: RunSettings, d: Dist,
+                 device: torch.device, run: RunDir):
+        self.config, self.settings, self.d, self.device, self.run = config, settings, d, device, run
+        self.tracker: NullTracker = NullTracker()
+        self.started = time.time()
+
+    # -- build ---------------------------------------------------------------------------------
+    def build(self) -> None:
+        s, cfg, device = self.settings, self.config, self.device
+        seed_everything(s.seed)  # same initial weights on every rank and every run
+        set_determinism(s.trainer.deterministic, device)
+        self.bundle, options = build_data(cfg)
+        augmentation, mix = build_augmentation(cfg, self.bundle)
+        from athanor.augment.mixing import build_mixer
+
+        mixer = build_mixer(mix, self.bundle.num_classes)
+        self.loaders = build_loaders(
+            self.bundle, options, augmentation, mixer, seed=s.seed, d=self.d, device=device,
+            overfit_batches=s.trainer.overfit_batches,
+        )
+        log.info("data path: %s, %d batches per epoch of %d (global)", self.loaders.path,
+                 len(self.loaders.train), options.batch_size)
+        self.model = build_model(cfg, self.bundle).to(device)
+        total, trainable = count_params(self.model)
+        self.params = (total, trainable)
+        log.info("model %s: %.2f M params (%.2f M trainable)", cfg["model"]["name"], total / 1e6,
+                 trainable / 1e6)
+        train_model = self._wrap(self.model)
+        self.optimizer = build_optimizer(cfg, self.model)
+        log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(self.optimizer))
+        self.steps_per_epoch, self.total_steps = plan_steps(s, len(self.loaders.train))
+        self.scheduler = build_scheduler(cfg, self.optimizer, steps_per_epoch=self.steps_per_epoch,
+                                         total_steps=self.total_steps)
+        log.info("schedule %s: %d optimizer steps (%d per epoch)", cfg["scheduler"]["name"],
+                 self.total_steps, self.steps_per_epoch)
+        loss_fn = build_loss(cfg["loss"], num_classes=self.bundle.num_classes).to(device)
+        ema = None
+        if s.trainer.ema.decay is not None:
+            ema = Ema(self.model, s.trainer.ema.decay, every=s.trainer.ema.every,
+                      warmup=s.trainer.ema.warmup)
+        warn_precision(s.trainer.precision, device)
+        self.stepper = Stepper(self.model, train_model, self.optimizer, self.scheduler, loss_fn,
+                               s.trainer, device, ema)
+        seed_everything(s.seed + self.d.rank)  # dropout etc. differ across ranks
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """channels_last, SyncBatchNorm and DDP: the module the loop calls for training."""
+        t = self.settings.trainer
+        if t.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.d.enabled:
+            if t.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def snapshot(self, p: Progress) -> dict[str, Any]:
+        ema = self.stepper.ema
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.stepper.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "progress": p.state_dict(),
+            "epoch": p.epoch,
+            "step": p.step,
+            "batch_in_epoch": p.batch,
+            "rng": rng_state(),
+            "config": self.config,
+        }
+
+    # -- run -----------------------------------------------------------------------------------
+    def fit(self, signals: StopSignals) -> dict[str, float]:
+        s = self.settings
+        main = self.d.is_main
+        self.checkpointer = Checkpointer(self.run.checkpoints, s.checkpoint, active=main)
+        progress = Progress()
+        if main and s.logger.tensorboard:
+            self.tracker = TensorBoardTracker(self.run.tensorboard, flush_secs=s.logger.flush_secs)
+        self.reporter = Reporter(
+            tracker=self.tracker, logger=s.logger, optimizer=self.optimizer,
+            log_every=s.trainer.log_every, steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps, epochs=s.trainer.epochs,
+            append_metrics=self.run.append_metrics, active=main,
+        )
+
+        def save(p: Progress, metrics: dict[str, float]) -> None:
+            self.checkpointer.save(self.snapshot(p), metrics=metrics)
+
+        loop = Loop(
+            stepper=self.stepper, loaders=self.loaders, settings=s,
+            steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+            num_classes=self.bundle.num_classes, reporter=self.reporter, save=save,
+            stop_requested=lambda: signals.requested, device=self.device,
+            eval_loss=nn.CrossEntropyLoss().to(self.device),
+        )
+        self.progress = progress
+        return loop.fit(progress)
+
+    def summary_fields(self) -> dict[str, Any]:
+        history = self.reporter.history if hasattr(self, "reporter") else []
+        monitor = self.settings.checkpoint.monitor
+        p = getattr(self, "progress", Progress())
+        fields: dict[str, Any] = {
+            "epochs": p.epoch, "steps": p.step, "wall_time_s": round(time.time() - self.started, 2),
+            "final": history[-1] if history else {},
+            "monitor": monitor,
+            "best": _best(history, monitor, self.settings.checkpoint.mode),
+            "stop_reason": p.stop_reason,
+        }
+        if hasattr(self, "params"):
+            fields["params"] = {"total": self.params[0], "trainable": self.params[1]}
+        return fields
+
+    def close(self) -> None:
+        if hasattr(self, "reporter"):
+            self.reporter.close()
+        self.tracker.close()
+
+
+def _best(history: list[dict], key: str, mode: str) -> dict[str, Any]:
+    scored = [h for h in history if isinstance(h.get(key), int | float)]
+    if not scored:
+        return {}
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda h: h[key])
+
+
+def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
+    """Rank 0's folder is the run's folder (Hydra's ${now:} differs between processes)."""
+    path = distributed.broadcast_object(str(run_dir) if run_dir else None)
+    if path is None:
+        raise ConfigError("No run folder was given to the training run.")
+    return RunDir(Path(path))
+
+
+def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
+    """Train once. Returns the monitored metric's best value (for sweepers), or None."""
+    settings = run_settings(config)
+    validate(config)
+    d = distributed.env_dist()
+    device = distributed.resolve_device(settings.device, d)
+    distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
+    try:
+        run = agree_on_run_dir(run_dir, d)
+        return _train(config, settings, d, device, run)
+    finally:
+        distributed.teardown()
+
+
+def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float | None:
+    job = TrainingRun(config, settings, d, device, run)
+    if d.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.update_summary(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           **provenance())
+    status, error = "failed", None
+    try:
+        with StopSignals() as signals:
+            job.build()
+            job.fit(signals)
+        status = "completed"
+    except InterruptedRun as err:
+        status, error = "interrupted", str(err)
+        raise
+    except BaseException as err:
+        error = f"{type(err).__name__}: {err}"
+        if isinstance(err, KeyboardInterrupt):
+            status = "interrupted"
+        raise
+    finally:
+        job.close()
+        if d.is_main:
+            summary = run.update_summary(status=status, error=error, **job.summary_fields())
+            log.info("run %s: %s in %s", status, run.path, summary.get("wall_time_s"))
+    best = summary.get("best", {}).get(settings.checkpoint.monitor) if d.is_main else None
+    return best if best is None or math.isfinite(best) else None

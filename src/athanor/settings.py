@@ -1,0 +1,204 @@
+"""Typed, frozen settings for everything that is not a registered component.
+
+The CLI hands plain dicts; ``parse(cls, dict, prefix)`` refuses unknown keys and wrong types and
+each class's ``__post_init__`` refuses impossible values, so mistakes surface before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from athanor.errors import ConfigError
+from athanor.registry import closest
+from athanor.typecheck import check_value
+
+S = TypeVar("S")
+
+
+def parse(cls: type[S], values: dict[str, Any] | None, prefix: str) -> S:
+    """Build dataclass ``cls`` from a plain dict, recursing into nested dataclass fields."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting {prefix}.{unknown[0]}.{closest(unknown[0], fields)} "
+            f"Valid keys under {prefix}: {', '.join(fields)}."
+        )
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = parse(hint, value, f"{prefix}.{name}")
+        else:
+            check_value(f"{prefix}.{name}", value, hint)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(key: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    _require(value is not None and value > 0, f"{key}={value!r} must be a positive number.")
+
+
+def parse_duration(value: float | str | None) -> float | None:
+    """Seconds from a number of seconds or 'DD:HH:MM:SS' / 'HH:MM:SS' / 'MM:SS'."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    try:
+        parts = [float(p) for p in value.split(":")]
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 4:
+        raise ConfigError(
+            f"trainer.max_time={value!r} is not a duration; use seconds (3600) or 'HH:MM:SS'."
+        )
+    seconds = 0.0
+    for part, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False):
+        seconds += part * unit
+    return seconds
+
+
+@dataclass(frozen=True)
+class EmaSettings:
+    decay: float | None = None  # e.g. 0.999; None disables EMA
+    every: int = 1  # update every N optimizer steps
+    warmup: bool = True  # decay ramps up as min(decay, (1+t)/(10+t)) early in training
+
+    def __post_init__(self) -> None:
+        if self.decay is not None:
+            _require(0 < self.decay < 1, f"trainer.ema.decay={self.decay} must be in (0, 1).")
+        _positive("trainer.ema.every", self.every)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    monitor: str | None = None  # e.g. val/loss; None disables early stopping
+    patience: int = 5  # in validations without improvement
+    mode: Literal["min", "max"] = "max"
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.patience >= 0, f"trainer.early_stopping.patience={self.patience} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    epochs: int = 10
+    max_steps: int | None = None  # cap on optimizer steps
+    val_every: int = 1  # in epochs
+    log_every: int = 20  # in optimizer steps
+    precision: int | str = 32  # 32 | bf16 | fp16
+    accumulate: int = 1  # micro-batches per optimizer step
+    grad_clip: float | None = None
+    grad_clip_mode: Literal["norm", "value"] = "norm"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    ema: EmaSettings = field(default_factory=EmaSettings)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    max_time: float | str | None = None  # wall-clock budget
+    skip_nonfinite: int = 0  # NaN/Inf steps to skip before failing
+    detect_anomaly: bool = False
+    sync_bn: bool = False
+    overfit_batches: int = 0  # >0: train on this many fixed batches, no augmentation
+    limit_train_batches: int | None = None  # per epoch
+    limit_val_batches: int | None = None
+    tta_flip: bool = False  # average predictions over the image and its mirror at evaluation
+
+    def __post_init__(self) -> None:
+        _require(
+            self.epochs >= 1,
+            f"trainer.epochs={self.epochs} must be at least 1 (the number of passes over the "
+            "training data).",
+        )
+        for key in ("max_steps", "val_every", "log_every", "accumulate", "limit_train_batches",
+                    "limit_val_batches"):
+            _positive(f"trainer.{key}", getattr(self, key))
+        _positive("trainer.grad_clip", self.grad_clip)
+        _require(
+            str(self.precision) in ("32", "bf16", "fp16"),
+            f"trainer.precision={self.precision!r} is not supported; valid: 32, bf16, fp16.",
+        )
+        object.__setattr__(self, "precision", str(self.precision))
+        object.__setattr__(self, "max_time", parse_duration(self.max_time))
+        _positive("trainer.max_time", self.max_time)
+        _require(self.skip_nonfinite >= 0, "trainer.skip_nonfinite must be >= 0.")
+        _require(self.overfit_batches >= 0, "trainer.overfit_batches must be >= 0.")
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    enabled: bool = True  # false: write no checkpoint files (debug=fast)
+    every_epochs: int | None = 1
+    every_steps: int | None = None  # mid-epoch checkpoints
+    keep: int = 1  # periodic checkpoints kept besides last.pt and best.pt
+    monitor: str = "val/acc"  # metric deciding best.pt; val_ema/acc follows the EMA weights
+    mode: Literal["min", "max"] = "max"
+    save_last: bool = True
+    on_error: Literal["stop", "warn"] = "stop"
+
+    def __post_init__(self) -> None:
+        _positive("checkpoint.every_epochs", self.every_epochs)
+        _positive("checkpoint.every_steps", self.every_steps)
+        _require(self.keep >= 0, f"checkpoint.keep={self.keep} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    tensorboard: bool = True
+    progress: Literal["auto", "bar", "plain", "none"] = "auto"
+    grad_stats_every: int = 0  # per-layer |grad|/|weight| ratios every N steps; 0 = off
+    histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = off
+    image_grid: bool = True  # a grid of augmented training images at the start
+    plots: bool = True  # PNG curves and confusion matrix in the run folder
+    flush_secs: int = 30
+
+    def __post_init__(self) -> None:
+        _require(self.grad_stats_every >= 0, "logger.grad_stats_every must be >= 0.")
+        _require(self.histograms_every >= 0, "logger.histograms_every must be >= 0.")
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    nproc_per_node: int = 1  # >1: `train` launches a worker group itself (torch elastic launcher)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout_s: int = 120  # collective timeout: a dead peer ends the group instead of hanging
+
+    def __post_init__(self) -> None:
+        _positive("distributed.nproc_per_node", self.nproc_per_node)
+        _positive("distributed.timeout_s", self.timeout_s)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Top-level keys of the composed config plus the parsed non-component groups."""
+
+    seed: int = 0
+    device: str = "auto"
+    name: str = "run"
+    resume: str | None = None
+    dry_run: bool = False
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    logger: LoggerSettings = field(default_factory=LoggerSettings)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
+
+
+COMPONENT_GROUPS = ("model", "data", "optim", "scheduler", "augment", "loss")
+
+
+def run_settings(config: dict[str, Any]) -> RunSettings:
+    """Parse everything but the component groups (which their registries validate)."""
+    rest = {k: v for k, v in config.items() if k not in COMPONENT_GROUPS}
+    return parse(RunSettings, rest, "config")

@@ -1,0 +1,54 @@
+"""The `athanor` utility command: `athanor list [group]` (more subcommands join here)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def registries() -> dict:
+    from athanor.build import REGISTRIES
+
+    return REGISTRIES
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    regs = registries()
+    groups = [args.group] if args.group else list(regs)
+    for group in groups:
+        if group not in regs:
+            from athanor.registry import closest
+
+            print(f"Unknown group {group!r}.{closest(group, regs)} Groups: {', '.join(regs)}.",
+                  file=sys.stderr)
+            return 2
+        print(f"{group}:")
+        for entry in regs[group].entries():
+            print(f"  {entry.name:<22} {entry.description}")
+        if group == "model":
+            from athanor.models.vision import classification_archs
+
+            archs = classification_archs()
+            print(f"  torchvision archs (model=torchvision model.arch=<name>), {len(archs)}:")
+            line = "    "
+            for arch in archs:
+                if len(line) + len(arch) > 98:
+                    print(line.rstrip())
+                    line = "    "
+                line += arch + " "
+            print(line.rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="athanor", description="athanor utilities")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="registered names per config group")
+    p.add_argument("group", nargs="?", help="model, data, optim, scheduler, augment or loss")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
