@@ -32,8 +32,12 @@ from athanor.settings import RunSettings, parse
 log = logging.getLogger(__name__)
 
 REGISTRIES = {
-    "model": MODELS, "data": DATASETS, "optim": OPTIMIZERS, "scheduler": SCHEDULERS,
-    "augment": AUGMENTS, "loss": LOSSES,
+    "model": MODELS,
+    "data": DATASETS,
+    "optim": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "augment": AUGMENTS,
+    "loss": LOSSES,
 }
 
 
@@ -41,7 +45,9 @@ def validate(config: dict[str, Any]) -> None:
     """Check every component node against its builder before any work starts."""
     for group, registry in REGISTRIES.items():
         if group not in config:
-            raise ConfigError(f"The config has no `{group}` group; add `- {group}: ...` to the defaults.")
+            raise ConfigError(
+                f"The config has no `{group}` group; add `- {group}: ...` to the defaults."
+            )
         registry.check(config[group])
     data_options(DATASETS.split(config["data"])[2])
     parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
@@ -58,7 +64,10 @@ def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
 
 def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
     if options.subset:
-        bundle.train, bundle.val = bundle.train.subset(options.subset), bundle.val.subset(options.subset)
+        bundle.train, bundle.val = (
+            bundle.train.subset(options.subset),
+            bundle.val.subset(options.subset),
+        )
     if options.mean is not None:
         bundle.mean = list(options.mean)
     if options.std is not None:
@@ -73,7 +82,9 @@ def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
     return bundle
 
 
-def build_augmentation(config: dict[str, Any], bundle: DataBundle) -> tuple[Augmentation, MixOptions]:
+def build_augmentation(
+    config: dict[str, Any], bundle: DataBundle
+) -> tuple[Augmentation, MixOptions]:
     _, _, shared = AUGMENTS.split(config["augment"])
     mix = parse(MixOptions, shared, "augment")
     augmentation = AUGMENTS.build(
@@ -93,12 +104,17 @@ def choose_path(bundle: DataBundle, options: DataOptions, augmentation: Augmenta
     """memory when the split is a tensor, fits the budget and needs no per-sample transform."""
     if options.loader == "torch" or not isinstance(bundle.train, TensorSplit):
         if options.loader == "memory":
-            log.warning("data.loader=memory: this data set is read per sample; using the DataLoader path.")
+            log.warning(
+                "data.loader=memory: this data set is read per sample; using the DataLoader path."
+            )
         return "torch"
     size_mb = (bundle.train.images.numel() + bundle.val.images.numel()) / 2**20
     if size_mb > options.memory_budget_mb:
-        log.info("data: %.0f MB exceeds data.memory_budget_mb=%.0f; using the DataLoader path.",
-                 size_mb, options.memory_budget_mb)
+        log.info(
+            "data: %.0f MB exceeds data.memory_budget_mb=%.0f; using the DataLoader path.",
+            size_mb,
+            options.memory_budget_mb,
+        )
         return "torch"
     if not augmentation.batchable:
         log.info("augment %s runs per sample; using the DataLoader path.", augmentation.description)
@@ -107,8 +123,15 @@ def choose_path(bundle: DataBundle, options: DataOptions, augmentation: Augmenta
 
 
 def build_loaders(
-    bundle: DataBundle, options: DataOptions, augmentation: Augmentation, mixer,
-    *, seed: int, d: Dist, device: torch.device, overfit_batches: int = 0,
+    bundle: DataBundle,
+    options: DataOptions,
+    augmentation: Augmentation,
+    mixer,
+    *,
+    seed: int,
+    d: Dist,
+    device: torch.device,
+    overfit_batches: int = 0,
 ) -> Loaders:
     path = choose_path(bundle, options, augmentation)
     train_split = bundle.train
@@ -118,21 +141,34 @@ def build_loaders(
         augmentation, mixer = Augmentation(), None
     weights = _sample_weights(train_split) if options.sampler == "weighted" else None
     train_order = EpochOrder(
-        len(train_split), options.batch_size, seed=seed, shuffle=not overfit_batches,
-        drop_last=options.drop_last, rank=d.rank, world=d.world, weights=weights,
+        len(train_split),
+        options.batch_size,
+        seed=seed,
+        shuffle=not overfit_batches,
+        drop_last=options.drop_last,
+        rank=d.rank,
+        world=d.world,
+        weights=weights,
     )
-    val_order = ShardOrder(len(bundle.val), max(1, options.batch_size // d.world), rank=d.rank,
-                           world=d.world)
+    val_order = ShardOrder(
+        len(bundle.val), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
+    )
     normalize = Normalize(bundle.mean, bundle.std, device)
     train_batches = DeviceBatches(normalize, augmentation, mixer, seed, d.rank, device)
     val_batches = DeviceBatches(normalize, None, None, seed, d.rank, device)
     if path == "memory":
-        return Loaders(MemoryLoader(train_split, train_order, train_batches),
-                       MemoryLoader(bundle.val, val_order, val_batches), path)
+        return Loaders(
+            MemoryLoader(train_split, train_order, train_batches),
+            MemoryLoader(bundle.val, val_order, val_batches),
+            path,
+        )
     train = _SeededSamples(train_split, augmentation.sample_train, bundle.image_size, seed)
     val = _SeededSamples(bundle.val, augmentation.sample_val, bundle.image_size, seed)
-    return Loaders(TorchLoader(train, train_order, train_batches, options),
-                   TorchLoader(val, val_order, val_batches, options), path)
+    return Loaders(
+        TorchLoader(train, train_order, train_batches, options),
+        TorchLoader(val, val_order, val_batches, options),
+        path,
+    )
 
 
 def _sample_weights(split) -> torch.Tensor:
@@ -143,7 +179,9 @@ def _sample_weights(split) -> torch.Tensor:
 
 def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
     model = MODELS.build(
-        config["model"], num_classes=bundle.num_classes, in_channels=bundle.channels,
+        config["model"],
+        num_classes=bundle.num_classes,
+        in_channels=bundle.channels,
         image_size=bundle.image_size,
     )
     from athanor.models.options import apply_model_options

@@ -117,7 +117,9 @@ class Checkpointer:
             return True
         return value > self.best if self.settings.mode == "max" else value < self.best
 
-    def save(self, state: dict[str, Any], *, metrics: dict[str, float] | None = None) -> Path | None:
+    def save(
+        self, state: dict[str, Any], *, metrics: dict[str, float] | None = None
+    ) -> Path | None:
         """Write a checkpoint; update last.pt / best.pt; prune old periodic files."""
         value = (metrics or {}).get(self.settings.monitor)
         is_best = self.improved(value)

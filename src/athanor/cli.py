@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from athanor.errors import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, InterruptedRun, NonFiniteError,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    ConfigError,
+    InterruptedRun,
+    NonFiniteError,
 )
 from athanor.paths import register_resolvers
 
@@ -23,18 +28,14 @@ DEBUG_ENV = "ATHANOR_DEBUG"  # =1: show full tracebacks for user errors too
 
 def report(kind: str, message: str) -> None:
     """One paragraph on stderr (and in the run's log)."""
-    text = textwrap.fill(f"{kind}: {message}", width=100, break_long_words=False,
-                         break_on_hyphens=False)
-    log.error("%s", text)
-    if not _logs_to_stderr():
-        print(text, file=sys.stderr)
-
-
-def _logs_to_stderr() -> bool:
-    return any(
-        isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout)
-        for h in logging.getLogger().handlers
+    text = textwrap.fill(
+        f"{kind}: {message}", width=100, break_long_words=False, break_on_hyphens=False
     )
+    print(text, file=sys.stderr, flush=True)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger().handlers:  # the run's log file, not the console again
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _is_multirun() -> bool:
@@ -48,7 +49,11 @@ def _record_failure(run_dir: Path, message: str) -> None:
     from athanor.distributed import env_dist
     from athanor.rundir import RunDir
 
-    if env_dist().is_main and run_dir.exists() and not str(run_dir).startswith("/tmp/athanor-scratch"):
+    if (
+        env_dist().is_main
+        and run_dir.exists()
+        and not str(run_dir).startswith("/tmp/athanor-scratch")
+    ):
         RunDir(run_dir).update_summary(status="failed", error=message)
 
 
@@ -104,9 +109,35 @@ def _evaluate_task(cfg) -> Any:
     return run_task(lambda c, d: evaluate_checkpoint(c), config, _output_dir())
 
 
+def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """A message for ``group=option`` overrides naming no file of ``conf/<group>/``, or None.
+
+    Hydra reports these too, but without suggesting the closest option; a sweep's
+    comma-separated choices are each checked."""
+    from athanor.registry import closest
+
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        folder = conf_dir / key
+        if not sep or "." in key or not key or not folder.is_dir() or value in ("", "null"):
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options:
+                return (
+                    f"{key}={choice!r} names no file conf/{key}/{choice}.yaml.{closest(choice, options)} "
+                    f"Valid {key} options: {', '.join(options)}."
+                )
+    return None
+
+
 def _hydra_main(task, config_name: str) -> None:
     import hydra
 
+    problem = check_group_choices(sys.argv[1:])
+    if problem:
+        report("Config error", problem)
+        sys.exit(EXIT_USER_ERROR)
     register_resolvers()
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
     main()

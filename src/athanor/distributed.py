@@ -47,7 +47,9 @@ def resolve_device(name: str, d: Dist) -> torch.device:
         if not torch.cuda.is_available():
             from athanor.errors import ConfigError
 
-            raise ConfigError(f"device={name!r} but CUDA is not available here; use device=cpu or auto.")
+            raise ConfigError(
+                f"device={name!r} but CUDA is not available here; use device=cpu or auto."
+            )
         if device.index is None:
             device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
@@ -60,7 +62,8 @@ def setup(d: Dist, device: torch.device, backend: str, timeout_s: int) -> None:
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(
-        backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+        backend=backend,
+        timeout=datetime.timedelta(seconds=timeout_s),
         device_id=device if device.type == "cuda" else None,
     )
 

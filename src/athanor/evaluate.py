@@ -31,13 +31,17 @@ class MetricCounts:
         self.loss_sum += loss_sum.double()
         self.count += labels.numel()
         flat = labels * self.num_classes + topk[:, 0]
-        self.confusion += torch.bincount(flat, minlength=self.num_classes**2).view_as(self.confusion)
+        self.confusion += torch.bincount(flat, minlength=self.num_classes**2).view_as(
+            self.confusion
+        )
 
     def reduce(self) -> MetricCounts:
-        packed = torch.cat([
-            torch.stack([self.loss_sum, self.count, self.top1, self.top5]),
-            self.confusion.flatten(),
-        ])
+        packed = torch.cat(
+            [
+                torch.stack([self.loss_sum, self.count, self.top1, self.top5]),
+                self.confusion.flatten(),
+            ]
+        )
         all_reduce_sum(packed)
         self.loss_sum, self.count, self.top1, self.top5 = packed[:4]
         self.confusion = packed[4:].view_as(self.confusion)

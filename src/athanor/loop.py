@@ -47,9 +47,19 @@ def chunks(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
 
 class Loop:
     def __init__(
-        self, *, stepper: Stepper, loaders, settings: RunSettings, steps_per_epoch: int,
-        total_steps: int, num_classes: int, reporter, save: Callable[[Progress, dict], None],
-        stop_requested: Callable[[], bool], device: torch.device, eval_loss: nn.Module,
+        self,
+        *,
+        stepper: Stepper,
+        loaders,
+        settings: RunSettings,
+        steps_per_epoch: int,
+        total_steps: int,
+        num_classes: int,
+        reporter,
+        save: Callable[[Progress, dict], None],
+        stop_requested: Callable[[], bool],
+        device: torch.device,
+        eval_loss: nn.Module,
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.stepper, self.loaders, self.settings = stepper, loaders, settings
@@ -104,7 +114,9 @@ class Loop:
         if p.stop_reason == "interrupted":
             return False
         finished = p.epoch >= self.settings.trainer.epochs or p.step >= self.total_steps
-        return finished or p.stop_reason is not None or p.epoch % self.settings.trainer.val_every == 0
+        return (
+            finished or p.stop_reason is not None or p.epoch % self.settings.trainer.val_every == 0
+        )
 
     def _checkpoint_due(self, p: Progress) -> bool:
         every = self.settings.checkpoint.every_epochs
@@ -113,14 +125,30 @@ class Loop:
 
     def validate(self, p: Progress) -> dict[str, float]:
         t = self.settings.trainer
-        kwargs = dict(autocast=self.stepper.autocast, tta_flip=t.tta_flip,
-                      limit=t.limit_val_batches, prepare=self.prepare)
-        counts = evaluate(self.stepper.model, self.loaders.val.epoch(0), self.eval_loss,
-                          self.num_classes, self.device, **kwargs)
+        kwargs = dict(
+            autocast=self.stepper.autocast,
+            tta_flip=t.tta_flip,
+            limit=t.limit_val_batches,
+            prepare=self.prepare,
+        )
+        counts = evaluate(
+            self.stepper.model,
+            self.loaders.val.epoch(0),
+            self.eval_loss,
+            self.num_classes,
+            self.device,
+            **kwargs,
+        )
         metrics = counts.metrics("val")
         if self.stepper.ema is not None:
-            ema_counts = evaluate(self.stepper.ema.model, self.loaders.val.epoch(0), self.eval_loss,
-                                  self.num_classes, self.device, **kwargs)
+            ema_counts = evaluate(
+                self.stepper.ema.model,
+                self.loaders.val.epoch(0),
+                self.eval_loss,
+                self.num_classes,
+                self.device,
+                **kwargs,
+            )
             metrics.update(ema_counts.metrics("val_ema"))
         self.reporter.validation(p, metrics, counts)
         self.last_metrics = metrics
@@ -141,6 +169,10 @@ class Loop:
             return
         p.stale += 1
         if p.stale > es.patience:
-            log.info("Early stopping: %s has not improved for %d validations (best %.4f).",
-                     es.monitor, p.stale, p.best)
+            log.info(
+                "Early stopping: %s has not improved for %d validations (best %.4f).",
+                es.monitor,
+                p.stale,
+                p.best,
+            )
             p.stop_reason = "early_stopping"

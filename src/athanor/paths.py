@@ -78,6 +78,7 @@ def register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("athanor_run_dir", run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("athanor_unique", make_unique, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True,
-                                    use_cache=True)
+    OmegaConf.register_new_resolver(
+        "athanor_hydra_subdir", hydra_subdir, replace=True, use_cache=True
+    )
     OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)

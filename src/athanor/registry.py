@@ -112,7 +112,8 @@ class Registry(Generic[T]):
             )
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         configurable = [
-            n for n, p in params.items()
+            n
+            for n, p in params.items()
             if n not in self.runtime and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         unknown = [k for k in kwargs if k not in params and not accepts_any]
@@ -126,7 +127,8 @@ class Registry(Generic[T]):
                 + "."
             )
         missing = [
-            n for n in configurable
+            n
+            for n in configurable
             if params[n].default is inspect.Parameter.empty and n not in kwargs
         ]
         if missing:

@@ -18,8 +18,17 @@ log = logging.getLogger("athanor")
 
 class Reporter:
     def __init__(
-        self, *, tracker: NullTracker, logger: LoggerSettings, optimizer, log_every: int,
-        steps_per_epoch: int, total_steps: int, epochs: int, append_metrics, active: bool = True,
+        self,
+        *,
+        tracker: NullTracker,
+        logger: LoggerSettings,
+        optimizer,
+        log_every: int,
+        steps_per_epoch: int,
+        total_steps: int,
+        epochs: int,
+        append_metrics,
+        active: bool = True,
     ):
         self.tracker, self.settings, self.optimizer = tracker, logger, optimizer
         self.log_every, self.steps_per_epoch = log_every, steps_per_epoch
@@ -53,8 +62,13 @@ class Reporter:
             from tqdm import tqdm
 
             done = p.batch and min(self.steps_per_epoch, p.step % max(1, self.steps_per_epoch))
-            self.bar = tqdm(total=self.steps_per_epoch, initial=done or 0, leave=False,
-                            desc=f"epoch {p.epoch + 1}/{self.epochs}", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=done or 0,
+                leave=False,
+                desc=f"epoch {p.epoch + 1}/{self.epochs}",
+                dynamic_ncols=True,
+            )
 
     def train_step(self, p, result) -> None:
         """Accumulate on the device; synchronize only every ``log_every`` steps."""
@@ -69,8 +83,12 @@ class Reporter:
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         loss = float(self.loss_sum) / max(self.count, 1)
         acc = float(self.correct) / max(self.count, 1)
-        scalars = {"train/loss": loss, "train/acc": acc, **self.lrs(),
-                   "train/samples_per_s": self.count / elapsed}
+        scalars = {
+            "train/loss": loss,
+            "train/acc": acc,
+            **self.lrs(),
+            "train/samples_per_s": self.count / elapsed,
+        }
         if result.grad_norm is not None:
             scalars["train/grad_norm"] = float(result.grad_norm)
         if torch.cuda.is_available():
@@ -80,8 +98,10 @@ class Reporter:
         self._window_reset()
 
     def _show(self, p, s: dict[str, float]) -> None:
-        text = (f"loss {s['train/loss']:.4f} acc {s['train/acc']:.3f} lr {s['lr']:.3g} "
-                f"{s['train/samples_per_s']:.0f} samples/s")
+        text = (
+            f"loss {s['train/loss']:.4f} acc {s['train/acc']:.3f} lr {s['lr']:.3g} "
+            f"{s['train/samples_per_s']:.0f} samples/s"
+        )
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
         elif self.mode == "plain":
@@ -103,8 +123,13 @@ class Reporter:
         if not self.active:
             return
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        log.info("epoch %d/%d done (step %d)%s", p.epoch, self.epochs, p.step,
-                 f": {shown}" if shown else "")
+        log.info(
+            "epoch %d/%d done (step %d)%s",
+            p.epoch,
+            self.epochs,
+            p.step,
+            f": {shown}" if shown else "",
+        )
 
     def close(self) -> None:
         if self.bar is not None:

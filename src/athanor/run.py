@@ -17,8 +17,15 @@ from torch import nn
 
 from athanor import distributed
 from athanor.build import (
-    build_augmentation, build_data, build_loaders, build_loss, build_model, build_optimizer,
-    build_scheduler, plan_steps, validate,
+    build_augmentation,
+    build_data,
+    build_loaders,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    plan_steps,
+    validate,
 )
 from athanor.checkpoint import Checkpointer
 from athanor.distributed import Dist
@@ -43,8 +50,14 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 class TrainingRun:
-    def __init__(self, config: dict[str, Any], settings: RunSettings, d: Dist,
-                 device: torch.device, run: RunDir):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        settings: RunSettings,
+        d: Dist,
+        device: torch.device,
+        run: RunDir,
+    ):
         self.config, self.settings, self.d, self.device, self.run = config, settings, d, device, run
         self.tracker: NullTracker = NullTracker()
         self.started = time.time()
@@ -60,32 +73,56 @@ class TrainingRun:
 
         mixer = build_mixer(mix, self.bundle.num_classes)
         self.loaders = build_loaders(
-            self.bundle, options, augmentation, mixer, seed=s.seed, d=self.d, device=device,
+            self.bundle,
+            options,
+            augmentation,
+            mixer,
+            seed=s.seed,
+            d=self.d,
+            device=device,
             overfit_batches=s.trainer.overfit_batches,
         )
-        log.info("data path: %s, %d batches per epoch of %d (global)", self.loaders.path,
-                 len(self.loaders.train), options.batch_size)
+        log.info(
+            "data path: %s, %d batches per epoch of %d (global)",
+            self.loaders.path,
+            len(self.loaders.train),
+            options.batch_size,
+        )
         self.model = build_model(cfg, self.bundle).to(device)
         total, trainable = count_params(self.model)
         self.params = (total, trainable)
-        log.info("model %s: %.2f M params (%.2f M trainable)", cfg["model"]["name"], total / 1e6,
-                 trainable / 1e6)
+        log.info(
+            "model %s: %.2f M params (%.2f M trainable)",
+            cfg["model"]["name"],
+            total / 1e6,
+            trainable / 1e6,
+        )
         train_model = self._wrap(self.model)
         self.optimizer = build_optimizer(cfg, self.model)
         log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(self.optimizer))
         self.steps_per_epoch, self.total_steps = plan_steps(s, len(self.loaders.train))
-        self.scheduler = build_scheduler(cfg, self.optimizer, steps_per_epoch=self.steps_per_epoch,
-                                         total_steps=self.total_steps)
-        log.info("schedule %s: %d optimizer steps (%d per epoch)", cfg["scheduler"]["name"],
-                 self.total_steps, self.steps_per_epoch)
+        self.scheduler = build_scheduler(
+            cfg, self.optimizer, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps
+        )
+        log.info(
+            "schedule %s: %d optimizer steps (%d per epoch)",
+            cfg["scheduler"]["name"],
+            self.total_steps,
+            self.steps_per_epoch,
+        )
         loss_fn = build_loss(cfg["loss"], num_classes=self.bundle.num_classes).to(device)
         ema = None
         if s.trainer.ema.decay is not None:
-            ema = Ema(self.model, s.trainer.ema.decay, every=s.trainer.ema.every,
-                      warmup=s.trainer.ema.warmup)
+            ema = Ema(
+                self.model,
+                s.trainer.ema.decay,
+                every=s.trainer.ema.every,
+                warmup=s.trainer.ema.warmup,
+            )
         warn_precision(s.trainer.precision, device)
-        self.stepper = Stepper(self.model, train_model, self.optimizer, self.scheduler, loss_fn,
-                               s.trainer, device, ema)
+        self.stepper = Stepper(
+            self.model, train_model, self.optimizer, self.scheduler, loss_fn, s.trainer, device, ema
+        )
         seed_everything(s.seed + self.d.rank)  # dropout etc. differ across ranks
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -127,20 +164,31 @@ class TrainingRun:
         if main and s.logger.tensorboard:
             self.tracker = TensorBoardTracker(self.run.tensorboard, flush_secs=s.logger.flush_secs)
         self.reporter = Reporter(
-            tracker=self.tracker, logger=s.logger, optimizer=self.optimizer,
-            log_every=s.trainer.log_every, steps_per_epoch=self.steps_per_epoch,
-            total_steps=self.total_steps, epochs=s.trainer.epochs,
-            append_metrics=self.run.append_metrics, active=main,
+            tracker=self.tracker,
+            logger=s.logger,
+            optimizer=self.optimizer,
+            log_every=s.trainer.log_every,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            epochs=s.trainer.epochs,
+            append_metrics=self.run.append_metrics,
+            active=main,
         )
 
         def save(p: Progress, metrics: dict[str, float]) -> None:
             self.checkpointer.save(self.snapshot(p), metrics=metrics)
 
         loop = Loop(
-            stepper=self.stepper, loaders=self.loaders, settings=s,
-            steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
-            num_classes=self.bundle.num_classes, reporter=self.reporter, save=save,
-            stop_requested=lambda: signals.requested, device=self.device,
+            stepper=self.stepper,
+            loaders=self.loaders,
+            settings=s,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            num_classes=self.bundle.num_classes,
+            reporter=self.reporter,
+            save=save,
+            stop_requested=lambda: signals.requested,
+            device=self.device,
             eval_loss=nn.CrossEntropyLoss().to(self.device),
         )
         self.progress = progress
@@ -151,7 +199,9 @@ class TrainingRun:
         monitor = self.settings.checkpoint.monitor
         p = getattr(self, "progress", Progress())
         fields: dict[str, Any] = {
-            "epochs": p.epoch, "steps": p.step, "wall_time_s": round(time.time() - self.started, 2),
+            "epochs": p.epoch,
+            "steps": p.step,
+            "wall_time_s": round(time.time() - self.started, 2),
             "final": history[-1] if history else {},
             "monitor": monitor,
             "best": _best(history, monitor, self.settings.checkpoint.mode),
@@ -201,8 +251,9 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
     job = TrainingRun(config, settings, d, device, run)
     if d.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
-        run.update_summary(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                           **provenance())
+        run.update_summary(
+            status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), **provenance()
+        )
     status, error = "failed", None
     try:
         with StopSignals() as signals:

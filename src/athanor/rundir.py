@@ -1,12 +1,12 @@
 """The run folder's anatomy and the metadata that lets a run reproduce itself.
 
-    <run>/.hydra/            Hydra's composed config, hydra config, overrides
-    <run>/train.log          the log (Hydra's file handler)
-    <run>/tb/                TensorBoard events
-    <run>/checkpoints/       last.pt, best.pt, periodic step_*.pt
-    <run>/metrics.jsonl      one JSON object per evaluation
-    <run>/summary.json       status, best/final metrics, timing, model size, provenance
-    <run>/config.yaml        the resolved config as plain data
+<run>/.hydra/            Hydra's composed config, hydra config, overrides
+<run>/train.log          the log (Hydra's file handler)
+<run>/tb/                TensorBoard events
+<run>/checkpoints/       last.pt, best.pt, periodic step_*.pt
+<run>/metrics.jsonl      one JSON object per evaluation
+<run>/summary.json       status, best/final metrics, timing, model size, provenance
+<run>/config.yaml        the resolved config as plain data
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class RunDir:
         if not self.metrics.exists():
             return
         keep = [
-            line for line in self.metrics.read_text().splitlines()
+            line
+            for line in self.metrics.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= after_step
         ]
         tmp = self.metrics.with_suffix(".jsonl.tmp")

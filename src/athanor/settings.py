@@ -89,7 +89,9 @@ class EarlyStopping:
     min_delta: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.patience >= 0, f"trainer.early_stopping.patience={self.patience} must be >= 0.")
+        _require(
+            self.patience >= 0, f"trainer.early_stopping.patience={self.patience} must be >= 0."
+        )
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,14 @@ class TrainerSettings:
             f"trainer.epochs={self.epochs} must be at least 1 (the number of passes over the "
             "training data).",
         )
-        for key in ("max_steps", "val_every", "log_every", "accumulate", "limit_train_batches",
-                    "limit_val_batches"):
+        for key in (
+            "max_steps",
+            "val_every",
+            "log_every",
+            "accumulate",
+            "limit_train_batches",
+            "limit_val_batches",
+        ):
             _positive(f"trainer.{key}", getattr(self, key))
         _positive("trainer.grad_clip", self.grad_clip)
         _require(

@@ -22,8 +22,11 @@ class StopSignals:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
         self.requested = True
-        log.warning("%s received: finishing the current step, then saving a checkpoint "
-                    "(Ctrl-C again to exit at once).", name)
+        log.warning(
+            "%s received: finishing the current step, then saving a checkpoint "
+            "(Ctrl-C again to exit at once).",
+            name,
+        )
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast_factory(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
     """A zero-argument context factory: autocast for bf16/fp16, a no-op for 32."""
     if precision == "32":
         return contextlib.nullcontext
@@ -32,11 +34,15 @@ def autocast_factory(precision: str, device: torch.device) -> Callable[[], conte
 def warn_precision(precision: str, device: torch.device) -> None:
     """Say so when a precision choice does nothing useful (or hurts) on this device."""
     if device.type == "cpu" and precision == "fp16":
-        log.warning("trainer.precision=fp16 on CPU: autocast fp16 is slow and gains nothing here; "
-                    "use precision=32 (or bf16 on CPUs with AMX/AVX512-bf16).")
+        log.warning(
+            "trainer.precision=fp16 on CPU: autocast fp16 is slow and gains nothing here; "
+            "use precision=32 (or bf16 on CPUs with AMX/AVX512-bf16)."
+        )
     elif device.type == "cpu" and precision == "bf16":
-        log.warning("trainer.precision=bf16 on CPU: only CPUs with native bf16 (AMX, AVX512-bf16) "
-                    "gain speed; without it this runs many times slower than precision=32.")
+        log.warning(
+            "trainer.precision=bf16 on CPU: only CPUs with native bf16 (AMX, AVX512-bf16) "
+            "gain speed; without it this runs many times slower than precision=32."
+        )
     elif device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
         log.warning("trainer.precision=bf16: this GPU has no native bf16; use fp16 instead.")
 
@@ -52,8 +58,14 @@ class StepResult:
 
 class Stepper:
     def __init__(
-        self, model: nn.Module, train_model: nn.Module, optimizer: torch.optim.Optimizer,
-        scheduler, loss_fn: nn.Module, settings: TrainerSettings, device: torch.device,
+        self,
+        model: nn.Module,
+        train_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        loss_fn: nn.Module,
+        settings: TrainerSettings,
+        device: torch.device,
         ema: Ema | None = None,
     ):
         self.model, self.train_model = model, train_model  # train_model: DDP/compiled wrapper
@@ -107,7 +119,9 @@ class Stepper:
             return None
         self.scaler.unscale_(self.optimizer)
         if s.grad_clip is not None and s.grad_clip_mode == "value":
-            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.params if p.grad is not None]
+            )
             torch.nn.utils.clip_grad_value_(self.params, s.grad_clip)
             return norm
         max_norm = s.grad_clip if s.grad_clip is not None else math.inf
@@ -122,8 +136,13 @@ class Stepper:
         what = "loss" if not torch.isfinite(loss).item() else "gradient norm"
         if self.nonfinite_skipped < self.settings.skip_nonfinite:
             self.nonfinite_skipped += 1
-            log.warning("Non-finite %s at step %d: step skipped (%d of trainer.skip_nonfinite=%d).",
-                        what, step + 1, self.nonfinite_skipped, self.settings.skip_nonfinite)
+            log.warning(
+                "Non-finite %s at step %d: step skipped (%d of trainer.skip_nonfinite=%d).",
+                what,
+                step + 1,
+                self.nonfinite_skipped,
+                self.settings.skip_nonfinite,
+            )
             return False
         raise NonFiniteError(
             f"The {what} became NaN/Inf at optimizer step {step + 1}. The last good checkpoint is "

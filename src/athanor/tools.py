@@ -19,8 +19,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         if group not in regs:
             from athanor.registry import closest
 
-            print(f"Unknown group {group!r}.{closest(group, regs)} Groups: {', '.join(regs)}.",
-                  file=sys.stderr)
+            print(
+                f"Unknown group {group!r}.{closest(group, regs)} Groups: {', '.join(regs)}.",
+                file=sys.stderr,
+            )
             return 2
         print(f"{group}:")
         for entry in regs[group].entries():

@@ -23,8 +23,14 @@ def digits(*, val_split: float | None = 0.2) -> DataBundle:
     split = TensorSplit(images, torch.from_numpy(raw.target).long())
     train, val = holdout(split, val_split or 0.2)
     return DataBundle(
-        train=train, val=val, num_classes=10, channels=1, image_size=8,
-        class_names=[str(d) for d in range(10)], mean=[0.3], std=[0.38],
+        train=train,
+        val=val,
+        num_classes=10,
+        channels=1,
+        image_size=8,
+        class_names=[str(d) for d in range(10)],
+        mean=[0.3],
+        std=[0.38],
     )
 
 
@@ -50,7 +56,12 @@ def fake(
         return TensorSplit(to_uint8(x.clamp(0, 1), 1.0), labels)
 
     return DataBundle(
-        train=make(num_train), val=make(num_val), num_classes=num_classes, channels=channels,
-        image_size=size, class_names=[f"class_{i}" for i in range(num_classes)],
-        mean=[0.5] * channels, std=[0.25] * channels,
+        train=make(num_train),
+        val=make(num_val),
+        num_classes=num_classes,
+        channels=channels,
+        image_size=size,
+        class_names=[f"class_{i}" for i in range(num_classes)],
+        mean=[0.5] * channels,
+        std=[0.25] * channels,
     )

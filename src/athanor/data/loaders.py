@@ -52,8 +52,13 @@ class DeviceBatches:
     """What both paths do once a uint8 batch is on the device: augment, normalize, mix."""
 
     def __init__(
-        self, normalize: Normalize, augmentation: Augmentation | None, mixer: Mixer | None,
-        seed: int, rank: int, device: torch.device,
+        self,
+        normalize: Normalize,
+        augmentation: Augmentation | None,
+        mixer: Mixer | None,
+        seed: int,
+        rank: int,
+        device: torch.device,
     ):
         self.normalize, self.augmentation, self.mixer = normalize, augmentation, mixer
         self.seed, self.rank, self.device = seed, rank, device
@@ -149,7 +154,10 @@ class TorchLoader:
     path = "torch"
 
     def __init__(
-        self, samples: _SeededSamples, order: Order, device_batches: DeviceBatches,
+        self,
+        samples: _SeededSamples,
+        order: Order,
+        device_batches: DeviceBatches,
         options: DataOptions,
     ):
         self.sampler = _EpochBatches(order)
@@ -158,7 +166,9 @@ class TorchLoader:
         workers = options.workers()
         cuda = device_batches.device.type == "cuda"
         self.loader = DataLoader(
-            samples, batch_sampler=self.sampler, num_workers=workers,
+            samples,
+            batch_sampler=self.sampler,
+            num_workers=workers,
             pin_memory=options.pin_memory and cuda,
             persistent_workers=options.persistent_workers and workers > 0,
             prefetch_factor=options.prefetch_factor if workers > 0 else None,

@@ -18,8 +18,16 @@ class EpochOrder:
     """Global batches of ``batch_size`` per epoch; each rank takes its contiguous slice."""
 
     def __init__(
-        self, n: int, batch_size: int, *, seed: int, shuffle: bool, drop_last: bool,
-        rank: int = 0, world: int = 1, weights: torch.Tensor | None = None,
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle: bool,
+        drop_last: bool,
+        rank: int = 0,
+        world: int = 1,
+        weights: torch.Tensor | None = None,
     ):
         if batch_size % world:
             from athanor.errors import ConfigError
@@ -51,9 +59,9 @@ class EpochOrder:
         order = self.permutation(epoch)
         per_rank = self.batch_size // self.world
         for b in range(start, len(self)):
-            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
             if len(batch) == self.batch_size:
-                yield batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+                yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
             else:  # ragged last batch: split as evenly as possible
                 yield batch.tensor_split(self.world)[self.rank]
 
@@ -72,7 +80,7 @@ class ShardOrder:
     def batches(self, epoch: int = 0, start: int = 0):
         del epoch
         for b in range(start, len(self)):
-            yield self.indices[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.indices[b * self.batch_size : (b + 1) * self.batch_size]
 
 
 Order = EpochOrder | ShardOrder

@@ -55,7 +55,9 @@ def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> None:
     if not path.is_file():
-        raise ConfigError(f"model.weights={path} does not exist (give a local state_dict or checkpoint).")
+        raise ConfigError(
+            f"model.weights={path} does not exist (give a local state_dict or checkpoint)."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -76,8 +78,14 @@ def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> None:
             f"model.weights={path} does not match the model: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}. Use model.strict=false to load what matches."
         )
-    log.info("model: loaded %d tensors from %s (missing %d, unexpected %d, shape-skipped %d)",
-             len(state) - len(unexpected), path, len(missing), len(unexpected), len(mismatched))
+    log.info(
+        "model: loaded %d tensors from %s (missing %d, unexpected %d, shape-skipped %d)",
+        len(state) - len(unexpected),
+        path,
+        len(missing),
+        len(unexpected),
+        len(mismatched),
+    )
     for name in missing[:10]:
         log.info("  missing: %s", name)
     for name in unexpected[:10]:
@@ -90,7 +98,9 @@ def freeze(model: nn.Module, prefixes: list[str]) -> None:
         hit = [n for n in names if n == prefix or n.startswith(prefix + ".")]
         if not hit:
             top = sorted({n.split(".")[0] for n in names})
-            raise ConfigError(f"model.freeze prefix {prefix!r} matches no parameter; top-level: {top}.")
+            raise ConfigError(
+                f"model.freeze prefix {prefix!r} matches no parameter; top-level: {top}."
+            )
     frozen = 0
     for name, p in model.named_parameters():
         if any(name == q or name.startswith(q + ".") for q in prefixes):

@@ -54,5 +54,10 @@ def simple_cnn(
         out = width * 2**stage
         layers += [_conv_block(c, out), _conv_block(out, out), nn.MaxPool2d(2, ceil_mode=True)]
         c = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes)]
+    layers += [
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(c, num_classes),
+    ]
     return nn.Sequential(*layers)

@@ -39,8 +39,13 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
                 new = nn.Conv2d(
-                    in_channels, child.out_channels, child.kernel_size, child.stride,
-                    child.padding, child.dilation, child.groups if child.groups == 1 else 1,
+                    in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups if child.groups == 1 else 1,
                     bias=child.bias is not None,
                 )
                 setattr(parent, child_name, new)
@@ -49,13 +54,18 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
 
 @MODELS.register("torchvision")
 def torchvision_model(
-    *, num_classes: int, in_channels: int, image_size: int, arch: str = "resnet18",
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    arch: str = "resnet18",
     options: dict | None = None,
 ) -> nn.Module:
     """Any torchvision classification model: `model.arch=<name>` (see `athanor list model`)."""
     del image_size
-    return build_torchvision(arch, num_classes=num_classes, in_channels=in_channels,
-                             **(options or {}))
+    return build_torchvision(
+        arch, num_classes=num_classes, in_channels=in_channels, **(options or {})
+    )
 
 
 def _register_arch(arch: str) -> None:

@@ -27,7 +27,10 @@ def _kind_of(module: nn.Module, param_name: str) -> set[str]:
 
 
 def param_groups(
-    model: nn.Module, *, no_decay: list[str] | None = None, lr_mult: dict[str, float] | None = None,
+    model: nn.Module,
+    *,
+    no_decay: list[str] | None = None,
+    lr_mult: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Split trainable parameters into groups keyed by (decay?, lr factor).
 
@@ -40,7 +43,9 @@ def param_groups(
     lr_mult = dict(lr_mult or {})
     bad = [k for k in no_decay if k not in VALID_NO_DECAY]
     if bad:
-        raise ConfigError(f"optim.no_decay has {bad[0]!r}; valid entries: {', '.join(VALID_NO_DECAY)}.")
+        raise ConfigError(
+            f"optim.no_decay has {bad[0]!r}; valid entries: {', '.join(VALID_NO_DECAY)}."
+        )
     names = {n for n, _ in model.named_modules()}
     for prefix in lr_mult:
         if not any(n == prefix or n.startswith(prefix + ".") for n in names):
@@ -60,8 +65,13 @@ def param_groups(
             factor = float(lr_mult[max(matches, key=len)]) if matches else 1.0
             group = groups.setdefault(
                 (decay, factor),
-                {"params": [], "lr_mult": factor, "decay": decay,
-                 "name": ("decay" if decay else "no_decay") + (f"_x{factor:g}" if factor != 1 else "")},
+                {
+                    "params": [],
+                    "lr_mult": factor,
+                    "decay": decay,
+                    "name": ("decay" if decay else "no_decay")
+                    + (f"_x{factor:g}" if factor != 1 else ""),
+                },
             )
             group["params"].append(param)
     if not groups:

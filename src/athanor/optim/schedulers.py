@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
 
 from athanor.errors import ConfigError
 from athanor.optim import SCHEDULERS
@@ -22,15 +27,15 @@ def constant(optimizer, *, total_steps: int, steps_per_epoch: int) -> LRSchedule
 
 
 @SCHEDULERS.register("cosine")
-def cosine(optimizer, *, total_steps: int, steps_per_epoch: int, min_lr: float = 0.0) -> LRScheduler:
+def cosine(
+    optimizer, *, total_steps: int, steps_per_epoch: int, min_lr: float = 0.0
+) -> LRScheduler:
     """Cosine decay from the base LR to `min_lr` over the run (after warmup)."""
     del steps_per_epoch
     return CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=min_lr)
 
 
-def warmup_steps_from(
-    shared: dict, steps_per_epoch: int, total_steps: int
-) -> tuple[int, float]:
+def warmup_steps_from(shared: dict, steps_per_epoch: int, total_steps: int) -> tuple[int, float]:
     """-> (warmup optimizer steps, start factor) from scheduler.warmup_{epochs,steps,start_factor}."""
     epochs, steps = shared.get("warmup_epochs"), shared.get("warmup_steps")
     if epochs is not None and steps is not None:
@@ -71,6 +76,3 @@ def build_schedule(
 def total_optimizer_steps(epochs: int, steps_per_epoch: int, max_steps: int | None) -> int:
     total = epochs * steps_per_epoch
     return min(total, max_steps) if max_steps else total
-
-
-

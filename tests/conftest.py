@@ -1,0 +1,111 @@
+"""Shared fixtures: run the real CLI in a temp folder, compose the real config in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    cwd: Path
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def run_dirs(self) -> list[Path]:
+        """Run folders (those with a summary.json or .hydra/) under cwd/outputs, oldest first."""
+        found = {p.parent for p in (self.cwd / "outputs").rglob(".hydra")}
+        return sorted(found, key=lambda p: p.stat().st_mtime)
+
+    @property
+    def run_dir(self) -> Path:
+        dirs = self.run_dirs()
+        assert dirs, f"no run folder was written\n{self.output[-3000:]}"
+        return dirs[-1]
+
+    def summary(self) -> dict:
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+    def metrics(self) -> list[dict]:
+        lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def cli(
+    module: str,
+    *args: str,
+    cwd: Path,
+    expect: int | None = 0,
+    env: dict | None = None,
+    timeout: float = 600,
+) -> CliResult:
+    """Run ``python -m <module> <args>`` as a user would, in ``cwd``."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result = CliResult(proc.returncode, proc.stdout, proc.stderr, cwd)
+    if expect is not None:
+        assert proc.returncode == expect, (
+            f"exit {proc.returncode} != {expect}\nSTDOUT:\n{proc.stdout[-4000:]}\n"
+            f"STDERR:\n{proc.stderr[-4000:]}"
+        )
+    return result
+
+
+# Small and quick: every test run trains a few steps at most unless it says otherwise.
+FAST = ("trainer.epochs=1", "trainer.log_every=1", "logger.progress=plain")
+
+
+@pytest.fixture
+def train(tmp_path):
+    """``train("model=mlp", ...)`` runs the real `train` CLI in a fresh temp folder."""
+
+    def run(*overrides: str, expect: int | None = 0, **kwargs) -> CliResult:
+        return cli(
+            "athanor.train", *overrides, cwd=kwargs.pop("cwd", tmp_path), expect=expect, **kwargs
+        )
+
+    return run
+
+
+@pytest.fixture
+def athanor_cmd(tmp_path):
+    def run(*args: str, expect: int | None = 0, **kwargs) -> CliResult:
+        return cli("athanor", *args, cwd=kwargs.pop("cwd", tmp_path), expect=expect, **kwargs)
+
+    return run
+
+
+def compose(*overrides: str) -> dict:
+    """The composed config as plain data, exactly as `train` would see it (in-process)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from athanor.paths import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,56 @@
+"""User mistakes end with one clear paragraph, a non-zero exit and no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import FAST
+
+CASES = [
+    # (overrides, words the message must contain)
+    (["model.name=resnt18"], ["resnt18", "Did you mean 'resnet18'?", "simple_cnn"]),
+    (["+optim.lrr=0.1"], ["no argument 'lrr'", "Did you mean 'lr'?", "weight_decay"]),
+    (["optim.lr=-0.1"], ["optim", "-0.1", "learning rate"]),
+    (["trainer.epochs=0"], ["trainer.epochs=0", "at least 1"]),
+    (["trainer.epochs=abc"], ["trainer.epochs='abc'", "expected int"]),
+    (["trainer.precision=fp8"], ["fp8", "32, bf16, fp16"]),
+    (["data.batch_size=0"], ["data.batch_size=0"]),
+    (["+trainer.epoks=3"], ["trainer.epoks", "Did you mean 'epochs'?"]),
+    (["optim.no_decay=[bias,nrom]"], ["nrom", "bias, norm"]),
+    (["scheduler.warmup_steps=100000"], ["Warmup", "100000"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "words"), CASES, ids=[c[0][0] for c in CASES])
+def test_user_error_is_one_paragraph_without_traceback(train, overrides, words):
+    result = train(*FAST, *overrides, expect=2)
+    err = result.stderr
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in err, f"{word!r} not in:\n{err}"
+    paragraph = [line for line in err.splitlines() if "Config error" in line]
+    assert len(paragraph) == 1
+
+
+def test_failed_run_leaves_summary_saying_why(train):
+    result = train(*FAST, "optim.lr=-0.1", expect=2)
+    summary = result.summary()
+    assert summary["status"] == "failed" and "learning rate" in summary["error"]
+
+
+def test_unknown_group_option_suggests_the_closest_file(train):
+    result = train("model=resnt18", expect=2)
+    assert "Traceback" not in result.output
+    assert "model='resnt18'" in result.stderr and "Did you mean 'resnet18'?" in result.stderr
+    assert "simple_cnn" in result.stderr
+
+
+def test_unknown_choice_inside_a_sweep_is_caught_before_any_job(train):
+    result = train("-m", "optim=sgd,adamm", expect=2)
+    assert "Did you mean 'adamw'?" in result.stderr
+    assert not (result.cwd / "outputs").exists()
+
+
+def test_debug_switch_shows_traceback(train):
+    result = train(*FAST, "trainer.epochs=0", expect=None, env={"ATHANOR_DEBUG": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr

@@ -1,0 +1,103 @@
+"""The Registry: registration, building, and the errors users see for bad names/arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from athanor.errors import ConfigError
+from athanor.registry import Registry
+
+
+def make_registry() -> Registry:
+    reg: Registry = Registry("widget", runtime=("size",), shared=("batch",))
+
+    @reg.register("square")
+    def square(*, size: int, scale: float = 1.0, tags: list[str] | None = None) -> dict:
+        """A square widget."""
+        return {"size": size, "scale": scale, "tags": tags}
+
+    @reg.register("circle", description="round")
+    def circle(*, size: int, radius: int) -> dict:
+        return {"size": size, "radius": radius}
+
+    return reg
+
+
+def test_register_build_and_names():
+    reg = make_registry()
+    assert reg.names() == ["circle", "square"]
+    assert reg.build({"name": "square", "scale": 2.0}, size=3) == {
+        "size": 3,
+        "scale": 2.0,
+        "tags": None,
+    }
+    assert [e.description for e in reg.entries()] == ["round", "A square widget."]
+
+
+def test_shared_keys_are_not_passed_to_the_builder():
+    reg = make_registry()
+    entry, kwargs, shared = reg.split({"name": "square", "scale": 2.0, "batch": 8})
+    assert entry.name == "square" and kwargs == {"scale": 2.0} and shared == {"batch": 8}
+    assert reg.build({"name": "square", "batch": 8}, size=1)["scale"] == 1.0
+
+
+def test_duplicate_registration_is_refused():
+    reg = make_registry()
+    with pytest.raises(RuntimeError, match="registered twice"):
+        reg.register("square")(lambda: None)
+
+
+def test_unknown_name_lists_names_and_suggests_closest():
+    with pytest.raises(ConfigError) as err:
+        make_registry().build({"name": "sqare"}, size=1)
+    text = str(err.value)
+    assert "'sqare'" in text and "Did you mean 'square'?" in text and "circle, square" in text
+
+
+def test_unknown_argument_names_builder_and_valid_arguments():
+    with pytest.raises(ConfigError) as err:
+        make_registry().check({"name": "square", "scael": 2.0})
+    text = str(err.value)
+    assert "widget 'square' has no argument 'scael'" in text
+    assert "Did you mean 'scale'?" in text and "scale, tags" in text
+
+
+def test_runtime_argument_in_config_is_refused():
+    with pytest.raises(ConfigError, match="size is set by the runner"):
+        make_registry().check({"name": "square", "size": 4})
+
+
+def test_missing_required_argument():
+    with pytest.raises(ConfigError, match="needs argument"):
+        make_registry().check({"name": "circle"})
+
+
+@pytest.mark.parametrize("value", ["big", True, [1.0]])
+def test_wrong_type_is_refused(value):
+    with pytest.raises(ConfigError, match=r"widget.scale=.*wrong type.*expected float"):
+        make_registry().check({"name": "square", "scale": value})
+
+
+def test_int_is_accepted_for_float_and_list_items_are_checked():
+    reg = make_registry()
+    reg.check({"name": "square", "scale": 2, "tags": ["a"]})
+    with pytest.raises(ConfigError, match="widget.tags"):
+        reg.check({"name": "square", "tags": [1]})
+
+
+def test_spec_without_name():
+    with pytest.raises(ConfigError, match="`name:` key"):
+        make_registry().check({"scale": 1.0})
+
+
+def test_builder_value_errors_become_config_errors():
+    reg: Registry = Registry("thing")
+
+    @reg.register("picky")
+    def picky(*, lr: float = 0.1):
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+    with pytest.raises(
+        ConfigError, match="thing 'picky' rejected its arguments.*Invalid learning rate"
+    ):
+        reg.build({"name": "picky", "lr": -1.0})
