@@ -11,7 +11,7 @@ import torch
 
 from athanor.augment import AUGMENTS
 from athanor.augment.base import MixOptions
-from athanor.augment.batch_ops import Cutout, HorizontalFlip, RandomCrop, RandomErasing
+from athanor.augment.batch_ops import ColorJitter, Cutout, HorizontalFlip, RandomCrop, RandomErasing
 from athanor.augment.mixing import build_mixer
 from athanor.build import build_augmentation, build_data, build_loaders
 from athanor.distributed import Dist
@@ -136,6 +136,21 @@ def test_erasing_and_cutout_set_boxes_to_the_value():
     holes = (cut == 0).all(1).flatten(1).sum(1)
     assert (holes <= 16).all() and (holes > 0).all()
     assert ((cut == x) | (cut == 0)).all()
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_batched_colour_jitter_matches_torchvision_adjust(which):
+    from torchvision.transforms.v2 import functional as F
+
+    adjust = [F.adjust_brightness, F.adjust_contrast, F.adjust_saturation][which]
+    strengths = [0.0, 0.0, 0.0]
+    strengths[which] = 0.5
+    x = torch.rand(6, 3, 8, 8)
+    out = ColorJitter(*strengths)(x, gen(4))
+    factors = 1 + 0.5 * (2 * torch.rand(6, 3, generator=gen(4))[:, which] - 1)
+    for i in range(6):
+        assert torch.allclose(out[i], adjust(x[i], factors[i].item()), atol=1e-5)
+    assert not torch.allclose(out, x)
 
 
 def test_cifar_cutout_runs_after_normalization_at_the_mean_colour():

@@ -124,3 +124,39 @@ class Cutout:
 
     def __str__(self) -> str:
         return f"cutout {self.size}px"
+
+
+@dataclass(frozen=True)
+class ColorJitter:
+    """Brightness, contrast and saturation jitter per image, batched: each factor is drawn
+    uniformly from [1 - s, 1 + s] per image and applied as torchvision's adjust_* do (blend with
+    black, with the image's mean grey, with its grey version), in this fixed order, clamped to
+    [0, 1]. Hue has no cheap batched form: the policy runs torchvision's ColorJitter per sample
+    when hue > 0."""
+
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        strengths = torch.tensor([self.brightness, self.contrast, self.saturation], device=x.device)
+        factors = 1 + strengths * (2 * _uniform(x, gen, 3) - 1)  # [B, 3]
+        f = factors[:, :, None, None, None]  # broadcast over [C, H, W]
+        x = (x * f[:, 0]).clamp(0, 1)
+        mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)  # [B, 1, 1, 1]
+        x = ((x - mean) * f[:, 1] + mean).clamp(0, 1)
+        if x.shape[1] == 3:
+            grey = _grey(x)
+            x = ((x - grey) * f[:, 2] + grey).clamp(0, 1)
+        return x
+
+    def __str__(self) -> str:
+        return "colour jitter"
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] luminance with torchvision's rgb_to_grayscale weights (grey stays grey)."""
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.2989, 0.587, 0.114], device=x.device, dtype=x.dtype)
+    return (x * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)

@@ -11,7 +11,13 @@ from typing import Literal
 
 from athanor.augment import AUGMENTS
 from athanor.augment.base import Augmentation, BatchOp
-from athanor.augment.batch_ops import Cutout, HorizontalFlip, RandomCrop, RandomErasing
+from athanor.augment.batch_ops import (
+    ColorJitter,
+    Cutout,
+    HorizontalFlip,
+    RandomCrop,
+    RandomErasing,
+)
 from athanor.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -198,14 +204,20 @@ def color_jitter(
     pad_mode: PadMode = "reflect",
     flip: bool = True,
 ) -> Augmentation:
-    """Random brightness / contrast / saturation / hue per sample [+ crop/flip]."""
+    """Random brightness / contrast / saturation, batched on the device (hue > 0: per sample)."""
     from torchvision.transforms import v2
 
     del channels
-    if not 0 <= hue <= 0.5:
-        raise ConfigError(f"augment.hue={hue} must be in [0, 0.5].")
-    transform = v2.ColorJitter(brightness, contrast, saturation, hue)
-    return _policy("colour jitter", transform, image_size, padding, pad_mode, flip)
+    if not 0 <= hue <= 0.5 or min(brightness, contrast, saturation) < 0:
+        raise ConfigError(
+            f"augment color_jitter: brightness, contrast and saturation must be >= 0 and "
+            f"hue={hue} in [0, 0.5]."
+        )
+    if hue > 0:  # hue rotation has no cheap batched form
+        transform = v2.ColorJitter(brightness, contrast, saturation, hue)
+        return _policy("colour jitter with hue", transform, image_size, padding, pad_mode, flip)
+    jitter = ColorJitter(brightness, contrast, saturation)
+    return Augmentation(batch_ops=[*crop_flip(image_size, padding, pad_mode, flip), jitter])
 
 
 @AUGMENTS.register("random_erasing")

@@ -122,8 +122,10 @@ def imagefolder(
     image_size: int | None = 224,
     channels: int = 3,
 ) -> DataBundle:
-    """Class sub-folders of images: <root>/{train,val[,test]}/<class>/*.png, or one folder split
-    by data.val_split (ImageNet layout; read per sample)."""
+    """Class sub-folders of images (ImageNet layout: train/, val/[, test/]), read per sample.
+
+    <root>/train/<class>/<image> with <root>/val/..., or <root>/<class>/<image> split by
+    data.val_split. Labels of val/ and test/ use the training folder's class indices."""
     from torchvision.datasets.folder import find_classes
 
     _check_channels(channels)
