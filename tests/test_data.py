@@ -95,6 +95,8 @@ def test_options_a_data_set_would_ignore_are_refused_before_any_work():
         validate(compose("data=fake", "data.val_split=0.1"))
     with pytest.raises(ConfigError, match="applies to: csv"):
         validate(compose("data=cifar10", "data.annotations=x.csv"))
+    with pytest.raises(ConfigError, match="data.download=True does not apply to data set 'csv'"):
+        validate(compose("data=csv", "data.download=true"))
     with pytest.raises(ConfigError, match="class_names lists 2 names"):
         build_data(compose(*SMALL, "data.class_names=[a,b]"))
 

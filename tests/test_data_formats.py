@@ -213,9 +213,14 @@ def test_imagefolder_with_train_val_and_test_folders(tmp_path):
     write_png_tree(tmp_path / "train", ["cat", "dog", "eel"], per_class=3, size=12, seed=1)
     write_png_tree(tmp_path / "val", ["cat", "eel"], per_class=2, size=12, seed=2)  # no dog
     write_png_tree(tmp_path / "test", ["dog"], per_class=1, size=12, seed=3)
+    from PIL import Image
+
+    Image.new("RGB", (5, 7), (255, 0, 0)).save(tmp_path / "train" / "eel" / "red.bmp")  # via PIL
     bundle = load("imagefolder", tmp_path, "data.image_size=8")
     assert bundle.class_names == ["cat", "dog", "eel"] and bundle.num_classes == 3
-    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (9, 4, 1)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (10, 4, 1)
+    red, label = bundle.train.dataset[9]
+    assert red.shape == (3, 7, 5) and red[:, 0, 0].tolist() == [255, 0, 0] and label == 2
     assert bundle.val.labels.tolist() == [0, 0, 2, 2], "val labels use the train folder's indices"
     image, label = bundle.test.dataset[0]
     assert image.dtype == torch.uint8 and image.shape == (3, 12, 12) and label == 1

@@ -64,14 +64,14 @@ def check_data(spec: dict[str, Any]) -> DataOptions:
     """Refuse `data.*` keys that the chosen data set would silently ignore (before any work)."""
     entry, _, shared = DATASETS.split(spec)
     options = data_options(shared)
-    for key in ("val_split", "annotations"):
+    for key in ("val_split", "annotations", "download"):
         value = getattr(options, key)
-        if value is not None and key not in _data_options_for(entry, options):
+        if value not in (None, False) and key not in _data_options_for(entry, options):
             users = [e.name for e in DATASETS.entries() if key in _data_options_for(e, options)]
             raise ConfigError(
-                f"data.{key}={value!r} does not apply to data set '{entry.name}', which brings "
-                f"its own {'validation set' if key == 'val_split' else 'file list'}; remove it. "
-                f"data.{key} applies to: {', '.join(users)}."
+                f"data.{key}={value!r} does not apply to data set '{entry.name}' (it has its own "
+                f"validation set, or no files to list or fetch); remove it. data.{key} applies "
+                f"to: {', '.join(users)}."
             )
     return options
 
