@@ -8,7 +8,6 @@ optimizer into the schedule, steps per epoch into the schedule); no builder read
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,8 @@ from torch import nn
 from athanor.augment import AUGMENTS, Augmentation, MixOptions
 from athanor.data import DATASETS, DataBundle, DataOptions, TensorSplit
 from athanor.data.loaders import DeviceBatches, MemoryLoader, Normalize, TorchLoader, _SeededSamples
-from athanor.data.options import data_options
 from athanor.data.order import EpochOrder, ShardOrder
+from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss
@@ -54,75 +53,14 @@ def validate(config: dict[str, Any]) -> None:
     parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
 
 
-def _data_options_for(entry, options: DataOptions) -> dict[str, Any]:
-    """The group-wide `data.*` values a builder names in its signature (root, val_split, ...)."""
-    wanted = inspect.signature(entry.builder).parameters
-    return {key: getattr(options, key) for key in DataOptions.keys() if key in wanted}
-
-
-def check_data(spec: dict[str, Any]) -> DataOptions:
-    """Refuse `data.*` keys that the chosen data set would silently ignore (before any work)."""
-    entry, _, shared = DATASETS.split(spec)
-    options = data_options(shared)
-    for key in ("val_split", "annotations", "download"):
-        value = getattr(options, key)
-        if value not in (None, False) and key not in _data_options_for(entry, options):
-            users = [e.name for e in DATASETS.entries() if key in _data_options_for(e, options)]
-            raise ConfigError(
-                f"data.{key}={value!r} does not apply to data set '{entry.name}' (it has its own "
-                f"validation set, or no files to list or fetch); remove it. data.{key} applies "
-                f"to: {', '.join(users)}."
-            )
-    return options
-
-
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
+    """The data set with the `data.*` options applied (subset, image size, normalization)."""
     options = check_data(config["data"])
-    entry = DATASETS.get(config["data"]["name"])
-    bundle = DATASETS.build(config["data"], **_data_options_for(entry, options))
-    bundle = _apply_data_options(bundle, options)
-    log.info("data %s: %s", entry.name, bundle.describe())
+    bundle = apply_data_options(
+        DATASETS.build(config["data"], **builder_options(config["data"])), options
+    )
+    log.info("data %s: %s", config["data"]["name"], bundle.describe())
     return bundle, options
-
-
-def _resize(split, size: int):
-    """A TensorSplit resized once to size x size (shorter side + centre crop); others as is."""
-    if not isinstance(split, TensorSplit) or split.images.shape[-1] == size:
-        return split
-    from torchvision.transforms.v2 import functional as F
-
-    images = F.center_crop(F.resize(split.images, [size], antialias=True), [size])
-    return TensorSplit(images, split.labels)
-
-
-def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
-    """data.subset / image_size / mean / std / class_names on top of what the builder returned."""
-    done: dict[int, Any] = {}  # val may be the test split itself: treat it once, keep it shared
-    for name in ("train", "val", "test"):
-        split = getattr(bundle, name)
-        if split is not None and id(split) not in done:
-            new = split.subset(options.subset) if options.subset else split
-            done[id(split)] = _resize(new, options.image_size) if options.image_size else new
-        setattr(bundle, name, done.get(id(split)))
-    if options.image_size:
-        bundle.image_size = options.image_size
-    if options.mean is not None:
-        bundle.mean = list(options.mean)
-    if options.std is not None:
-        bundle.std = list(options.std)
-    if options.class_names is not None:
-        bundle.class_names = list(options.class_names)
-    for name, stat in (("mean", bundle.mean), ("std", bundle.std)):
-        if len(stat) != bundle.channels:
-            raise ConfigError(
-                f"data.{name} has {len(stat)} values but the images have {bundle.channels} channels."
-            )
-    if len(bundle.class_names) != bundle.num_classes:
-        raise ConfigError(
-            f"data.class_names lists {len(bundle.class_names)} names but the data set has "
-            f"{bundle.num_classes} classes."
-        )
-    return bundle
 
 
 def build_augmentation(
