@@ -16,7 +16,7 @@ from athanor.ema import Ema
 from athanor.errors import NonFiniteError
 from athanor.settings import EmaSettings, TrainerSettings
 from athanor.speed import CompiledOrEager
-from athanor.step import Stepper
+from athanor.step import Stepper, warn_precision
 
 
 def mlp(seed: int = 0, unused: bool = False) -> nn.Module:
@@ -196,3 +196,12 @@ def test_compile_failure_falls_back_to_eager_with_a_message(monkeypatch, caplog)
     torch.testing.assert_close(out, model(x))
     assert caplog.text.count("torch.compile failed (RuntimeError: backend exploded)") == 1
     assert "falling back to eager" in caplog.text
+
+
+def test_precision_warnings_say_when_a_choice_hurts_on_this_device(caplog):
+    with caplog.at_level(logging.WARNING):
+        warn_precision("32", torch.device("cpu"))
+        assert not caplog.text
+        warn_precision("bf16", torch.device("cpu"))
+        warn_precision("fp16", torch.device("cpu"))
+    assert "precision=bf16 on CPU" in caplog.text and "precision=fp16 on CPU" in caplog.text
