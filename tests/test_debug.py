@@ -30,8 +30,8 @@ def test_debug_overfit_reaches_full_training_accuracy_on_digits(train):
 
 def _built(tmp_path, *overrides: str):
     from athanor.distributed import Dist
-    from athanor.rundir import RunDir
     from athanor.run import TrainingRun
+    from athanor.rundir import RunDir
     from athanor.settings import run_settings
 
     config = compose(
