@@ -50,6 +50,8 @@ def test_tensorboard_has_every_insight_tag(insight_run):
         "train/samples_per_s",
         "sys/peak_rss_gb",
         "lr",
+        "lr/decay",  # one curve per parameter group (adamw: decay / no_decay)
+        "lr/no_decay",
         "val/acc",
         "val/acc5",
         "val_ema/acc",
@@ -200,3 +202,12 @@ def test_fp16_checkpoints_its_grad_scaler_and_warns_on_cpu_with_a_progress_bar(t
     # tqdm on stderr with the live numbers; no plain per-step lines in the log
     assert "samples/s" in result.stderr and "epoch 1/1" in result.stderr
     assert "step 1/2:" not in (result.run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_compile_that_fails_for_real_falls_back_to_eager(train):
+    # no working C++ compiler: inductor fails at the first step; the run must go on, eager
+    env = {"CXX": "/nonexistent/g++", "CC": "/nonexistent/gcc"}
+    result = train(*FAST, *QUIET, "trainer.max_steps=2", "trainer.compile=true", env=env)
+    assert "torch.compile failed" in result.output and "falling back to eager" in result.output
+    assert result.summary()["status"] == "completed" and result.summary()["steps"] == 2

@@ -5,6 +5,7 @@ run folder. Only the main process reports; the loop calls it at fixed points."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,8 +45,8 @@ class Reporter:
         self.total_steps, self.epochs = total_steps, epochs
         self.append_metrics, self.active = append_metrics, active
         mode = logger.progress
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "plain"
+        if mode == "auto":  # CI logs and redirected output want lines, not a redrawn bar
+            mode = "bar" if sys.stderr.isatty() and not os.environ.get("CI") else "plain"
         self.mode = mode if active else "none"
         self.bar = None
         self._window_reset()

@@ -190,7 +190,9 @@ class TrainingRun:
             active=main,
         )
         if main and s.logger.image_grid and s.logger.tensorboard:
-            self.reporter.image_grid(next(iter(self.loaders.train.epoch(0))).inputs)
+            # fork_rng: peeking at a batch must not shift the RNG the training run consumes
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self.reporter.image_grid(next(iter(self.loaders.train.epoch(0))).inputs)
 
         def save(p: Progress, metrics: dict[str, float]) -> None:
             self.checkpointer.save(self.snapshot(p), metrics=metrics)
