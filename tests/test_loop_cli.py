@@ -211,3 +211,22 @@ def test_compile_that_fails_for_real_falls_back_to_eager(train):
     result = train(*FAST, *QUIET, "trainer.max_steps=2", "trainer.compile=true", env=env)
     assert "torch.compile failed" in result.output and "falling back to eager" in result.output
     assert result.summary()["status"] == "completed" and result.summary()["steps"] == 2
+
+
+def test_a_monitor_naming_no_metric_is_refused_before_training(train):
+    result = train(*FAST, *QUIET, "trainer.early_stopping.monitor=val/acc1", expect=2)
+    assert "val/acc1" in result.stderr and "val/loss, val/acc, val/acc5" in result.stderr
+    assert "Traceback" not in result.output and "step 1/" not in result.output
+
+
+def test_monitors_on_ema_metrics_need_ema():
+    from athanor.errors import ConfigError
+    from athanor.run import check_monitors
+    from athanor.settings import run_settings
+
+    settings = run_settings({"checkpoint": {"monitor": "val_ema/acc"}})
+    check_monitors(settings, 10, ema=True)
+    with pytest.raises(ConfigError, match="needs trainer.ema.decay"):
+        check_monitors(settings, 10, ema=False)
+    with pytest.raises(ConfigError, match="Valid: val/loss, val/acc.$"):
+        check_monitors(run_settings({"checkpoint": {"monitor": "val/acc5"}}), 3, ema=False)

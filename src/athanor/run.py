@@ -31,6 +31,7 @@ from athanor.checkpoint import Checkpointer
 from athanor.distributed import Dist
 from athanor.ema import Ema
 from athanor.errors import ConfigError, InterruptedRun
+from athanor.evaluate import MetricCounts
 from athanor.loop import Loop, Progress
 from athanor.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
@@ -119,6 +120,7 @@ class TrainingRun:
                 every=s.trainer.ema.every,
                 warmup=s.trainer.ema.warmup,
             )
+        check_monitors(s, self.bundle.num_classes, ema=ema is not None)
         warn_precision(s.trainer.precision, device)
         self.prepare = to_channels_last if s.trainer.channels_last else None
         self.stepper = Stepper(
@@ -244,6 +246,22 @@ class TrainingRun:
                 log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
         self.tracker.close()
+
+
+def check_monitors(s: RunSettings, num_classes: int, *, ema: bool) -> None:
+    """A monitor naming no validation metric would silently never stop or never pick best.pt."""
+    valid = MetricCounts.names("val", num_classes)
+    valid += MetricCounts.names("val_ema", num_classes) if ema else []
+    for key, value in (
+        ("trainer.early_stopping.monitor", s.trainer.early_stopping.monitor),
+        ("checkpoint.monitor", s.checkpoint.monitor),
+    ):
+        if value is not None and value not in valid:
+            hint = " (val_ema/* needs trainer.ema.decay)" if value.startswith("val_ema/") else ""
+            raise ConfigError(
+                f"{key}={value!r} is not a validation metric of this run{hint}. "
+                f"Valid: {', '.join(valid)}."
+            )
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
