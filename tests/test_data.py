@@ -5,12 +5,14 @@ on CIFAR-10 files and on an image folder."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from athanor.augment import Augmentation
 from athanor.augment.mixing import build_mixer
-from athanor.build import build_augmentation, build_data, build_loaders, validate
+from athanor.build import build_augmentation, build_data, build_loaders, choose_path, validate
 from athanor.data import DataBundle, DataOptions, TensorSplit
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
@@ -148,3 +150,17 @@ def test_imagefolder_trains_end_to_end_on_the_dataloader_path(train, tmp_path):
     assert "12 train / 4 val samples" in log and "read per sample" in log
     assert "data path: torch" in log and "random resized crop 16 per sample" in log
     assert result.summary()["steps"] == 3
+
+
+def test_memory_path_falls_back_with_a_reason(caplog, tmp_path):
+    with caplog.at_level(logging.INFO):
+        assert loaders("data.memory_budget_mb=0.01").path == "torch"
+    assert "exceeds data.memory_budget_mb=0; using the DataLoader path" in caplog.text
+    write_png_tree(tmp_path / "train", ["a"], per_class=2, size=8, seed=1)
+    write_png_tree(tmp_path / "val", ["a"], per_class=1, size=8, seed=2)
+    config = compose("data=imagefolder", f"data.root={tmp_path}", "data.loader=memory")
+    bundle, options = build_data(config)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert choose_path(bundle, options, Augmentation()) == "torch"
+    assert "read per sample from files; using the DataLoader path" in caplog.text
