@@ -12,7 +12,7 @@ import torch
 
 from athanor.augment import Augmentation
 from athanor.augment.mixing import build_mixer
-from athanor.build import build_augmentation, build_data, build_loaders, choose_path, validate
+from athanor.build import build_augmentation, build_data, build_loaders, validate
 from athanor.data import DataBundle, DataOptions, TensorSplit
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
@@ -152,15 +152,33 @@ def test_imagefolder_trains_end_to_end_on_the_dataloader_path(train, tmp_path):
     assert result.summary()["steps"] == 3
 
 
-def test_memory_path_falls_back_with_a_reason(caplog, tmp_path):
+def test_memory_path_falls_back_when_over_budget(caplog):
     with caplog.at_level(logging.INFO):
         assert loaders("data.memory_budget_mb=0.01").path == "torch"
     assert "exceeds data.memory_budget_mb=0; using the DataLoader path" in caplog.text
-    write_png_tree(tmp_path / "train", ["a"], per_class=2, size=8, seed=1)
-    write_png_tree(tmp_path / "val", ["a"], per_class=1, size=8, seed=2)
-    config = compose("data=imagefolder", f"data.root={tmp_path}", "data.loader=memory")
-    bundle, options = build_data(config)
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        assert choose_path(bundle, options, Augmentation()) == "torch"
-    assert "read per sample from files; using the DataLoader path" in caplog.text
+
+
+def test_image_files_on_the_memory_path_give_the_dataloader_batches(tmp_path):
+    write_png_tree(tmp_path / "train", ["a", "b"], per_class=8, size=10, seed=1)
+    write_png_tree(tmp_path / "val", ["a", "b"], per_class=2, size=10, seed=2)
+
+    def folder(loader: str):
+        config = compose(
+            "data=imagefolder",
+            f"data.root={tmp_path}",
+            "data.image_size=8",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            f"data.loader={loader}",
+            "augment=cifar",
+            "augment.padding=2",
+        )
+        bundle, options = build_data(config)
+        augmentation, _ = build_augmentation(config, bundle)
+        return build_loaders(bundle, options, augmentation, None, seed=3, d=Dist(), device=CPU)
+
+    memory, files = folder("memory"), folder("auto")
+    assert (memory.path, files.path) == ("memory", "torch")
+    assert memory.train.images.shape == (16, 3, 8, 8)  # decoded once, resized + centre-cropped
+    assert same(batches(memory.train, 1), batches(files.train, 1))
+    assert same(batches(memory.val, 0), batches(files.val, 0))

@@ -17,7 +17,14 @@ from torch import nn
 
 from athanor.augment import AUGMENTS, Augmentation, MixOptions
 from athanor.data import DATASETS, DataBundle, DataOptions, TensorSplit
-from athanor.data.loaders import DeviceBatches, MemoryLoader, Normalize, TorchLoader, _SeededSamples
+from athanor.data.loaders import (
+    DeviceBatches,
+    MemoryLoader,
+    Normalize,
+    TorchLoader,
+    _SeededSamples,
+    load_into_memory,
+)
 from athanor.data.order import EpochOrder, ShardOrder
 from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
@@ -85,27 +92,29 @@ class Loaders:
 
 
 def choose_path(bundle: DataBundle, options: DataOptions, augmentation: Augmentation) -> str:
-    """memory when the split is a tensor, fits the budget and needs no per-sample transform;
-    otherwise torch (a DataLoader), saying why when the user asked for memory or auto."""
+    """memory when the data fits data.memory_budget_mb and needs no per-sample transform: an
+    in-memory set by default (loader=auto), files only when asked (loader=memory: decoded once).
+    Otherwise torch (a DataLoader), saying why unless that is the data set's normal path."""
     if options.loader == "torch":
         return "torch"
+    files = not isinstance(bundle.train, TensorSplit)
     reason = None
-    if not isinstance(bundle.train, TensorSplit):
-        reason = "this data set is read per sample from files"
-    elif (size_mb := _tensor_mb(bundle)) > options.memory_budget_mb:
+    if files and options.loader == "auto":
+        return "torch"
+    if (size_mb := _decoded_mb(bundle)) > options.memory_budget_mb:
         reason = f"{size_mb:.0f} MB exceeds data.memory_budget_mb={options.memory_budget_mb:.0f}"
     elif not augmentation.batchable:
         reason = f"the augmentation runs per sample ({augmentation.sample_train})"
     if reason is None:
         return "memory"
-    if options.loader == "memory" or isinstance(bundle.train, TensorSplit):
-        log.info("data path: %s; using the DataLoader path (data.loader=torch).", reason)
+    log.info("data path: %s; using the DataLoader path (data.loader=torch).", reason)
     return "torch"
 
 
-def _tensor_mb(bundle: DataBundle) -> float:
-    splits = [s for s in (bundle.train, bundle.val) if isinstance(s, TensorSplit)]
-    return sum(s.images.numel() for s in splits) / 2**20
+def _decoded_mb(bundle: DataBundle) -> float:
+    """Size of train + val as uint8 tensors (files: once decoded at data.image_size)."""
+    per_image = bundle.channels * bundle.image_size**2
+    return sum(len(s) * per_image for s in (bundle.train, bundle.val)) / 2**20
 
 
 def build_loaders(
@@ -123,6 +132,11 @@ def build_loaders(
     function of (seed, epoch, batch index): the order comes from EpochOrder, the augmentation
     from the batch's generator (memory path) or per-sample seeds (DataLoader path)."""
     path = choose_path(bundle, options, augmentation)
+    if path == "memory" and not isinstance(bundle.train, TensorSplit):
+        for name in ("train", "val", "test"):  # image files, decoded once (data.loader=memory)
+            split = getattr(bundle, name)
+            if split is not None:
+                setattr(bundle, name, load_into_memory(split, bundle.image_size, options))
     train_split = bundle.train
     if overfit_batches:
         # a few fixed batches, no augmentation: the model must be able to memorize them

@@ -13,6 +13,7 @@ batches are the same whatever the number of workers, and a resumed run sees the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -191,3 +192,27 @@ class TorchLoader:
         self.sampler.epoch, self.sampler.start = epoch, start
         for b, (images, labels) in enumerate(self.loader, start=start):
             yield self.device_batches(images, labels, epoch, b)
+
+
+def load_into_memory(split: Split, image_size: int, options: DataOptions) -> TensorSplit:
+    """Decode every sample of a per-sample split once (in DataLoader workers), resized and
+    centre-cropped to ``image_size``, into a uint8 TensorSplit for the memory path."""
+    if isinstance(split, TensorSplit):
+        return split
+    started = time.perf_counter()
+    keys = [(0, i) for i in range(len(split))]
+    loader = DataLoader(
+        _SeededSamples(split, None, image_size, seed=0),
+        batch_size=256,
+        sampler=keys,
+        num_workers=options.workers() if len(keys) >= 2048 else 0,  # workers cost ~1 s to start
+    )
+    images, labels = zip(*loader, strict=True)
+    tensors = TensorSplit(torch.cat(images), torch.cat(labels))
+    log.info(
+        "data: decoded %d images into memory (%.0f MB) in %.1f s",
+        len(tensors),
+        tensors.images.numel() / 2**20,
+        time.perf_counter() - started,
+    )
+    return tensors
