@@ -7,7 +7,9 @@ inputs normalized float [B, C, H, W]:
   such as RandAugment), then the same batch ops run on the device.
 
 Randomness comes from generators seeded by (seed, epoch, batch) or (seed, epoch, sample), so the
-batches are the same whatever the number of workers, and a resumed run sees the same data.
+batches are the same whatever the number of workers, and a resumed run sees the same data: a
+training batch is a pure function of (seed, epoch, batch index) (and the rank, under DDP, whose
+batch ops draw one stream per rank for that rank's shard of the global batch).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Batch(NamedTuple):
 
 
 class Normalize:
+    """uint8 -> float in [0, 1] (what batch ops see), then standardize with the data's mean/std."""
+
     def __init__(self, mean: list[float], std: list[float], device: torch.device):
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
