@@ -182,3 +182,32 @@ def test_image_files_on_the_memory_path_give_the_dataloader_batches(tmp_path):
     assert memory.train.images.shape == (16, 3, 8, 8)  # decoded once, resized + centre-cropped
     assert same(batches(memory.train, 1), batches(files.train, 1))
     assert same(batches(memory.val, 0), batches(files.val, 0))
+
+
+@pytest.mark.parametrize("loader", ["memory", "torch"])
+def test_ranks_together_see_the_single_process_batches(loader):
+    # 45 samples in global batches of 8 without drop_last: the last batch (5) splits 3 + 2
+    config = compose(
+        *SMALL,
+        "data.num_train=45",
+        "data.drop_last=false",
+        f"data.loader={loader}",
+        "augment=random_erasing",
+        "augment.padding=2",
+        "augment.p=1.0",
+    )
+    bundle, options = build_data(config)
+    augmentation, _ = build_augmentation(config, bundle)
+
+    def epoch(rank: int, world: int) -> list:
+        built = build_loaders(
+            bundle, options, augmentation, None, seed=0, d=Dist(rank, rank, world), device=CPU
+        )
+        return list(built.train.epoch(1))
+
+    single = epoch(0, 1)
+    ranks = [epoch(0, 2), epoch(1, 2)]
+    assert len(single) == 6 and [len(b.labels) for b in ranks[1]][-1] == 2
+    for b, whole in enumerate(single):
+        joined = torch.cat([ranks[0][b].inputs, ranks[1][b].inputs])
+        assert torch.equal(joined, whole.inputs), f"batch {b} differs between 1 and 2 processes"

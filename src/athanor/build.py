@@ -154,7 +154,7 @@ def build_loaders(
         weights=weights,
     )
     normalize = Normalize(bundle.mean, bundle.std, device)
-    train_batches = DeviceBatches(normalize, augmentation, mixer, seed, d.rank, device)
+    train_batches = DeviceBatches(normalize, augmentation, mixer, seed, device)
     if path == "memory":
         train = MemoryLoader(train_split, train_order, train_batches)
     else:
@@ -165,7 +165,7 @@ def build_loaders(
         order = ShardOrder(
             len(split), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
         )
-        batches = DeviceBatches(normalize, None, None, seed, d.rank, device)
+        batches = DeviceBatches(normalize, None, None, seed, device)
         if path == "memory":
             return MemoryLoader(split, order, batches)
         samples = _SeededSamples(split, augmentation.sample_val, bundle.image_size, seed)
