@@ -129,6 +129,8 @@ def test_run_folder_has_valid_pngs_and_summary_has_model(insight_run):
     log = (insight_run.run_dir / "train.log").read_text()
     assert "kFLOPs per sample" in log and "module" in log
     assert log.count("epoch 1/2 done") == 1 and "epoch 2/2 done" in log
+    # logger.progress=plain: a line per log_every optimizer steps with the live numbers
+    assert "epoch 1 step 1/5: loss" in log and "samples/s" in log
 
 
 def test_early_stopping_stops_after_patience(train):
