@@ -21,6 +21,8 @@ from athanor.tracking import NullTracker
 
 log = logging.getLogger("athanor")
 
+OVERFIT_TARGET = 0.99  # training accuracy debug=overfit must reach
+
 
 class Reporter:
     def __init__(
@@ -182,6 +184,19 @@ class Reporter:
         final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
         if final:
             self.tracker.hparams(hparams, final)
+
+    def overfit_verdict(self) -> None:
+        """debug=overfit: a healthy model and loss memorize a few fixed batches."""
+        acc = self.train_history[-1]["train/acc"] if self.train_history else 0.0
+        if acc >= OVERFIT_TARGET:
+            log.info("overfit check: reached %.1f%% training accuracy: ok", 100 * acc)
+        else:
+            log.warning(
+                "overfit check: only %.1f%% training accuracy on a few fixed batches (expected "
+                "~100%%): check the labels, the loss, the learning rate and that the model can "
+                "learn at all.",
+                100 * acc,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
