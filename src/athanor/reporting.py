@@ -85,9 +85,10 @@ class Reporter:
 
     def train_step(self, p, result) -> None:
         """Accumulate on the device; synchronize only every ``log_every`` steps."""
-        self.loss_sum = self.loss_sum + result.loss.detach() * result.count
-        self.correct = self.correct + result.correct
-        self.count += result.count
+        if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
+            self.loss_sum = self.loss_sum + result.loss.detach() * result.count
+            self.correct = self.correct + result.correct
+            self.count += result.count
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
