@@ -69,7 +69,9 @@ class DeviceBatches:
         if self.augmentation is None and self.mixer is None:
             return Batch(self.normalize.standardize(x), y, y)
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(epoch_generator(self.seed, epoch, 1_000_003 * (b + 1) + self.rank).seed())
+        # initial_seed(), not seed(): seed() would reseed from the OS (non-reproducible batches)
+        stream = 1_000_003 * (b + 1) + self.rank
+        gen.manual_seed(epoch_generator(self.seed, epoch, stream).initial_seed())
         if self.augmentation is not None:
             x = self.augmentation.apply_batch(x, gen)
         x = self.normalize.standardize(x)
@@ -172,6 +174,9 @@ class TorchLoader:
             pin_memory=options.pin_memory and cuda,
             persistent_workers=options.persistent_workers and workers > 0,
             prefetch_factor=options.prefetch_factor if workers > 0 else None,
+            # its own generator: each new iterator would otherwise draw from the global RNG, and
+            # a resumed run (one more iterator) would see different dropout masks
+            generator=torch.Generator(),
         )
 
     def __len__(self) -> int:
