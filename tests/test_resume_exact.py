@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 # tiny but real: dropout (global RNG), mixup (per-batch generators), EMA, mid-epoch checkpoints
 BASE = (
     "data=fake",
-    "data.num_train=512",
+    "data.num_train=256",
     "data.num_val=64",
     "data.batch_size=16",
     "model=mlp",
@@ -33,7 +33,7 @@ BASE = (
     "trainer.deterministic=true",
     "trainer.ema.decay=0.9",
     "augment.mixup_alpha=0.2",
-    "checkpoint.every_steps=4",
+    "checkpoint.every_steps=3",
     "checkpoint.keep=2",
     "logger.progress=plain",
     "logger.image_grid=false",
@@ -41,10 +41,11 @@ BASE = (
     "seed=3",
     "hydra.run.dir=run",
 )
-TOTAL_STEPS = 3 * 512 // 16
+TOTAL_STEPS = 3 * 256 // 16
+# (overrides, number of kills)
 VARIANTS = {
-    "memory": ("++data.loader=memory",),
-    "dataloader": ("++data.loader=torch", "++data.num_workers=0"),
+    "memory": (("++data.loader=memory",), 3),
+    "dataloader": (("++data.loader=torch", "++data.num_workers=0"), 2),
 }
 
 
@@ -95,14 +96,16 @@ def without_time(records: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_sigkill_at_random_moments_then_resume_auto_is_bitwise_identical(tmp_path, variant):
-    overrides = (*BASE, *VARIANTS[variant])
+    extra, kills = VARIANTS[variant]
+    overrides = (*BASE, *extra)
     ref_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     ref_dir.mkdir()
     killed_dir.mkdir()
     cli("athanor.train", *overrides, cwd=ref_dir)
 
     rng = random.Random(f"kill-points-{variant}")
-    kill_steps = sorted(rng.sample(range(4, TOTAL_STEPS - 16, 4), 3))
+    # distinct checkpoint steps: each kill waits for a checkpoint the resumed process wrote
+    kill_steps = sorted(rng.sample(range(3, TOTAL_STEPS - 9, 3), kills))
     for step in kill_steps:
         assert run_and_kill(killed_dir, overrides, step, rng.uniform(0.0, 0.03)), (
             f"the run ended before the kill after step {step}: the test lost its point"

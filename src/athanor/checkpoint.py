@@ -96,22 +96,21 @@ def load_file(path: Path) -> dict[str, Any]:
     return state
 
 
-def candidates(folder: Path) -> list[Path]:
-    """Checkpoints of a folder, newest first: last.pt, then step_*.pt and best.pt by write time.
+def _inode(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
-    Names of one file (last.pt is a hard link to a step file) are listed once: a damaged file is
-    damaged under every name."""
-    found = [folder / "last.pt"] if (folder / "last.pt").is_file() else []
-    others = [p for p in [*folder.glob("step_*.pt"), folder / "best.pt"] if p.is_file()]
-    found += sorted(others, key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    seen: set[tuple[int, int]] = set()
-    unique = []
-    for path in found:
-        st = path.stat()
-        if (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            unique.append(path)
-    return unique
+
+def candidates(folder: Path) -> list[Path]:
+    """Checkpoints of a folder, newest first: step_*.pt by step, then last.pt / best.pt when
+    they are not hard links to one of those (a copy where links failed; an old best.pt).
+
+    The step files decide, not last.pt: a process killed between writing step_N.pt and
+    re-linking last.pt leaves step_N.pt as the newest complete file."""
+    steps = sorted(folder.glob("step_*.pt"), reverse=True)
+    linked = {_inode(p) for p in steps}
+    named = [folder / "last.pt", folder / "best.pt"]
+    return steps + [p for p in named if p.is_file() and _inode(p) not in linked]
 
 
 def load_latest(folder: Path) -> tuple[dict[str, Any], Path] | None:
@@ -217,7 +216,6 @@ class Checkpointer:
         return path
 
     def _prune(self) -> None:
-        # by write time, not name: after resuming from an older file the newest are the live ones
-        periodic = sorted(self.folder.glob("step_*.pt"), key=lambda p: p.stat().st_mtime_ns)
+        periodic = sorted(self.folder.glob("step_*.pt"))
         for old in periodic[: max(0, len(periodic) - max(1, self.settings.keep))]:
             old.unlink(missing_ok=True)  # last.pt / best.pt are hard links: their data stays
