@@ -142,8 +142,8 @@ def state_bytes(*modules: nn.Module) -> int:
 
 def check_disk(folder: Path, checkpoint_bytes: int, copies: int) -> None:
     """Refuse an unwritable run folder; warn when ``copies`` checkpoints would not fit."""
-    folder.mkdir(parents=True, exist_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
