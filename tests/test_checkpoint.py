@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from athanor import checkpoint
-from athanor.checkpoint import CheckpointSaveError, Checkpointer, check_disk, load_latest
+from athanor.checkpoint import Checkpointer, CheckpointSaveError, check_disk, load_latest
 from athanor.errors import ConfigError
 from athanor.rundir import RunDir
 from athanor.settings import CheckpointSettings

@@ -126,7 +126,9 @@ def load_latest(folder: Path) -> tuple[dict[str, Any], Path] | None:
             log.warning("%s Trying the previous checkpoint.", err)
             continue
         if problems:
-            log.warning("Using %s (step %d) instead of the damaged newer file.", path, state["step"])
+            log.warning(
+                "Using %s (step %d) instead of the damaged newer file.", path, state["step"]
+            )
         return state, path
     if not paths:
         return None

@@ -93,7 +93,9 @@ def config_changes(saved: dict[str, Any], config: dict[str, Any], source: Path) 
     def show(v: Any) -> str:
         return "(absent)" if v is missing else repr(v)
 
-    bad = [f"{k}: {show(a)} in the checkpoint, {show(b)} now" for k, a, b in diffs if _incompatible(k)]
+    bad = [
+        f"{k}: {show(a)} in the checkpoint, {show(b)} now" for k, a, b in diffs if _incompatible(k)
+    ]
     if bad:
         raise ConfigError(
             f"Cannot resume from {source}: the config changes the model, the data or the "

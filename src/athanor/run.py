@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from athanor import distributed
+from athanor import distributed, resume
 from athanor.build import (
     build_augmentation,
     build_data,
@@ -27,7 +27,6 @@ from athanor.build import (
     plan_steps,
     validate,
 )
-from athanor import resume
 from athanor.checkpoint import Checkpointer, check_disk, state_bytes
 from athanor.distributed import Dist
 from athanor.ema import Ema
