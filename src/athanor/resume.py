@@ -114,7 +114,11 @@ def find(resume: str | None, checkpoints: Path) -> tuple[dict[str, Any], Path] |
     if resume == "auto":
         found = load_latest(checkpoints) if checkpoints.is_dir() else None
         if found is None:
-            log.info("resume=auto: no checkpoint in %s yet, starting a fresh run.", checkpoints)
+            log.info(
+                "resume=auto: no checkpoint in %s yet, starting a fresh run (a requeued job "
+                "finds its checkpoints only with a fixed hydra.run.dir).",
+                checkpoints,
+            )
         return found
     path = Path(resume).expanduser()
     if not path.exists():
