@@ -126,7 +126,9 @@ def test_sigkill_at_random_moments_then_resume_auto_is_bitwise_identical(tmp_pat
     got_metrics, ref_metrics = RunDir(run).read_metrics(), RunDir(ref_run).read_metrics()
     assert len(got_metrics) == len(ref_metrics)
     for a, b in zip(without_time(ref_metrics), without_time(got_metrics), strict=True):
-        assert a == b, {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+        assert a == b, {
+            k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)
+        }
     # TensorBoard: every training step exactly once, with the uninterrupted run's values
     ref_tb, tb = read_scalars(ref_run / "tb"), read_scalars(run / "tb")
     steps = [e.step for e in tb["train/loss"]]
