@@ -136,6 +136,8 @@ def test_sigkill_at_random_moments_then_resume_auto_is_bitwise_identical(tmp_pat
     assert [e.value for e in tb["train/loss"]] == [e.value for e in ref_tb["train/loss"]]
     assert [e.step for e in tb["val/acc"]] == [e.step for e in ref_tb["val/acc"]]
 
+    # the first start's config stays in .hydra/, each requeue's goes to .hydra/resume-<time>/
+    assert (run / ".hydra" / "config.yaml").is_file() and list((run / ".hydra").glob("resume-*"))
     summary, ref_summary = RunDir(run).read_summary(), RunDir(ref_run).read_summary()
     assert summary["status"] == "completed" and summary["steps"] == TOTAL_STEPS
     assert len(summary["resumes"]) == len(kill_steps)
