@@ -22,11 +22,13 @@ from athanor.data.options import data_options
 from athanor.data.order import EpochOrder, ShardOrder
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
-from athanor.losses import LOSSES, build_loss
+from athanor.losses import LOSSES, build_loss, check_soft_targets
 from athanor.models import MODELS
+from athanor.models.options import apply_model_options
+from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
 from athanor.optim.param_groups import finalize_groups, param_groups
-from athanor.optim.schedulers import build_schedule, total_optimizer_steps
+from athanor.optim.schedulers import Schedule, build_schedule, check_monitor, total_optimizer_steps
 from athanor.settings import RunSettings, parse
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,10 @@ def validate(config: dict[str, Any]) -> None:
             )
         registry.check(config[group])
     data_options(DATASETS.split(config["data"])[2])
-    parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
+    mix = parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
+    check_soft_targets(config["loss"], mixing=mix.enabled)
+    ema = (config.get("trainer") or {}).get("ema") or {}
+    check_monitor(config["scheduler"], ema=ema.get("decay") is not None)
 
 
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
@@ -184,10 +189,15 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
         in_channels=bundle.channels,
         image_size=bundle.image_size,
     )
-    from athanor.models.options import apply_model_options
-
     _, _, shared = MODELS.split(config["model"])
     apply_model_options(model, shared)
+    probe(
+        model,
+        name=config["model"]["name"],
+        num_classes=bundle.num_classes,
+        in_channels=bundle.channels,
+        image_size=bundle.image_size,
+    )
     return model
 
 
@@ -199,7 +209,9 @@ def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Opt
     return optimizer
 
 
-def build_scheduler(config: dict[str, Any], optimizer, *, steps_per_epoch: int, total_steps: int):
+def build_scheduler(
+    config: dict[str, Any], optimizer, *, steps_per_epoch: int, total_steps: int
+) -> Schedule:
     return build_schedule(
         config["scheduler"], optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
     )
