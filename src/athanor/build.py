@@ -24,7 +24,7 @@ from athanor.distributed import Dist
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss, check_soft_targets
 from athanor.models import MODELS
-from athanor.models.options import apply_model_options
+from athanor.models.options import apply_model_options, model_options
 from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
 from athanor.optim.param_groups import finalize_groups, param_groups
@@ -52,6 +52,7 @@ def validate(config: dict[str, Any]) -> None:
             )
         registry.check(config[group])
     data_options(DATASETS.split(config["data"])[2])
+    model_options(MODELS.split(config["model"])[2])
     mix = parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
     check_soft_targets(config["loss"], mixing=mix.enabled)
     ema = (config.get("trainer") or {}).get("ema") or {}

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from athanor.models.options import ModelOptions
 from athanor.registry import Registry
 
 MODELS: Registry = Registry(
     "model",
     runtime=("num_classes", "in_channels", "image_size"),
-    shared=("weights", "strict", "freeze", "init"),
+    shared=ModelOptions.keys(),
 )
 
 from athanor.models import cifar, simple, vision  # noqa: E402,F401  (registers the builders)
