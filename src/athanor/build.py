@@ -27,7 +27,7 @@ from athanor.models import MODELS
 from athanor.models.options import apply_model_options, model_options
 from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
-from athanor.optim.param_groups import finalize_groups, param_groups
+from athanor.optim.param_groups import finalize_groups, group_options, param_groups
 from athanor.optim.schedulers import Schedule, build_schedule, check_monitor, total_optimizer_steps
 from athanor.settings import RunSettings, parse
 
@@ -53,6 +53,7 @@ def validate(config: dict[str, Any]) -> None:
         registry.check(config[group])
     data_options(DATASETS.split(config["data"])[2])
     model_options(MODELS.split(config["model"])[2])
+    group_options(OPTIMIZERS.split(config["optim"])[2])
     mix = parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
     check_soft_targets(config["loss"], mixing=mix.enabled)
     ema = (config.get("trainer") or {}).get("ema") or {}
@@ -203,8 +204,8 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
 
 
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    _, _, shared = OPTIMIZERS.split(config["optim"])
-    groups = param_groups(model, no_decay=shared.get("no_decay"), lr_mult=shared.get("lr_mult"))
+    options = group_options(OPTIMIZERS.split(config["optim"])[2])
+    groups = param_groups(model, no_decay=options.no_decay, lr_mult=options.lr_mult)
     optimizer = OPTIMIZERS.build(config["optim"], params=groups)
     finalize_groups(optimizer, groups)
     return optimizer

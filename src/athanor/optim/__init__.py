@@ -7,9 +7,10 @@ and return a torch LR scheduler stepped once per optimizer step; warmup wraps an
 
 from __future__ import annotations
 
+from athanor.optim.param_groups import GroupOptions
 from athanor.registry import Registry
 
-OPTIMIZERS: Registry = Registry("optim", runtime=("params",), shared=("no_decay", "lr_mult"))
+OPTIMIZERS: Registry = Registry("optim", runtime=("params",), shared=GroupOptions.keys())
 SCHEDULERS: Registry = Registry(
     "scheduler",
     runtime=("optimizer", "plan"),
