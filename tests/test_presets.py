@@ -101,3 +101,20 @@ def test_preset_trains_a_handful_of_steps(train, path: Path):
     preset = yaml.safe_load(path.read_text())
     assert config["optim"]["lr"] == preset["optim"]["lr"]
     assert f"schedule {config['scheduler']['name']}: 6 optimizer steps" in result.output
+
+
+def test_athanor_list_shows_every_group_name_and_preset(athanor_cmd):
+    from athanor.build import REGISTRIES
+    from athanor.models.vision import classification_archs
+
+    out = athanor_cmd("list").stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    for registry in REGISTRIES.values():
+        for entry in registry.entries():
+            assert entry.name in lines and len(lines[entry.name].split()) > 1, entry.name
+    for path in PRESETS:
+        assert path.stem in lines and len(lines[path.stem].split()) > 1, path.stem
+    assert "vgg19_bn" not in out  # the full torchvision list is behind `athanor list model`
+    models = athanor_cmd("list", "model").stdout
+    assert all(arch in models.split() for arch in classification_archs())
+    assert "optim:" not in models

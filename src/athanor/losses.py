@@ -115,7 +115,9 @@ def cross_entropy(
 def soft_target_ce(
     *, num_classes: int, label_smoothing: float = 0.0, weight: list[float] | None = None
 ) -> nn.Module:
-    """Cross-entropy against class probabilities (mixup/cutmix); class indices become one-hot."""
+    """Cross-entropy against class probabilities (mixup/cutmix targets).
+
+    Class indices become one-hot, so it also works without mixing."""
     return SoftTargetCrossEntropy(label_smoothing, _class_weights(weight, num_classes))
 
 
@@ -123,7 +125,7 @@ def soft_target_ce(
 def focal(
     *, num_classes: int, gamma: float = 2.0, alpha: float | list[float] | None = None
 ) -> nn.Module:
-    """Multi-class focal loss: gamma focuses on hard examples; alpha weights classes."""
+    """Multi-class focal loss: `gamma` focuses on hard examples; `alpha` per class."""
     if gamma < 0:
         raise ConfigError(f"loss.gamma={gamma} must be >= 0.")
     if isinstance(alpha, int | float):

@@ -106,7 +106,7 @@ def torchvision_model(
     arch: str = "resnet18",
     options: dict | None = None,
 ) -> nn.Module:
-    """Any torchvision classification model: `model.arch=<name>` (see `athanor list model`)."""
+    """Any torchvision classification model by name: `model.arch=<name>`."""
     return build_torchvision(
         arch,
         num_classes=num_classes,

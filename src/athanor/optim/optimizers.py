@@ -97,7 +97,7 @@ def radam(
     eps: float = 1.0e-8,
     decoupled_weight_decay: bool = False,
 ) -> Optimizer:
-    """RAdam: Adam with a rectified (variance-controlled) adaptive LR early in training."""
+    """RAdam: Adam with a rectified adaptive LR early in training."""
     return torch.optim.RAdam(
         params,
         lr=lr,

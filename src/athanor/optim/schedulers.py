@@ -78,7 +78,7 @@ def constant(optimizer, *, plan: StepPlan) -> LRScheduler:
 def step_decay(
     optimizer, *, plan: StepPlan, step_size: float = 30.0, gamma: float = 0.1
 ) -> LRScheduler:
-    """Multiply the LR by `gamma` every `step_size` epochs (counted from the start of the run)."""
+    """LR x `gamma` every `step_size` epochs (counted from the start of the run)."""
     if step_size <= 0:
         raise ConfigError(f"scheduler.step_size={step_size} must be a positive number of epochs.")
     epochs = plan.total_steps / plan.steps_per_epoch
@@ -95,7 +95,7 @@ def multistep(
     milestones: list[float] = (30.0, 60.0, 80.0),  # type: ignore[assignment]
     gamma: float = 0.1,
 ) -> LRScheduler:
-    """Multiply the LR by `gamma` at each milestone (epochs from the start of the run)."""
+    """LR x `gamma` at each milestone (epochs from the start of the run)."""
     if list(milestones) != sorted(milestones):
         raise ConfigError(f"scheduler.milestones={list(milestones)} must be increasing epochs.")
     steps = [plan.epoch_to_step(e, "scheduler.milestones") for e in milestones]
@@ -104,7 +104,7 @@ def multistep(
 
 @SCHEDULERS.register("exponential")
 def exponential(optimizer, *, plan: StepPlan, gamma: float = 0.95) -> LRScheduler:
-    """Multiply the LR by `gamma` per epoch, smoothly (gamma^(1/steps_per_epoch) per step)."""
+    """LR x `gamma` per epoch, applied smoothly per optimizer step."""
     if not 0 < gamma <= 1:
         raise ConfigError(f"scheduler.gamma={gamma} must be in (0, 1] (the factor per epoch).")
     return ExponentialLR(optimizer, gamma=gamma ** (1.0 / plan.steps_per_epoch))
@@ -124,7 +124,7 @@ def poly(optimizer, *, plan: StepPlan, power: float = 2.0) -> LRScheduler:
 
 @SCHEDULERS.register("linear")
 def linear(optimizer, *, plan: StepPlan, end_factor: float = 0.0) -> LRScheduler:
-    """Linear decay from the base LR to `end_factor` x base over the run (after warmup)."""
+    """Linear decay to `end_factor` x base LR over the run (after warmup)."""
     return LinearLR(
         optimizer, start_factor=1.0, end_factor=end_factor, total_iters=max(1, plan.steps)
     )
@@ -142,8 +142,10 @@ def onecycle(
     anneal_strategy: Literal["cos", "linear"] = "cos",
     three_phase: bool = False,
 ) -> LRScheduler:
-    """1cycle (Smith 2018): up from max_lr/div_factor to max_lr over `pct_start` of the run, then
-    down to max_lr/(div_factor x final_div_factor). max_lr defaults to each group's optim LR."""
+    """1cycle (Smith 2018): up to max_lr over `pct_start` of the run, then down to ~0.
+
+    Starts at max_lr/div_factor, ends at max_lr/(div_factor x final_div_factor); max_lr defaults
+    to each parameter group's optim LR."""
     if plan.warmup_steps:
         raise ConfigError(
             "scheduler=onecycle has its own warmup (scheduler.pct_start of the run); remove "
@@ -187,7 +189,7 @@ def plateau(
     cooldown: int = 0,
     min_lr: float = 0.0,
 ) -> ReduceLROnPlateau:
-    """Multiply the LR by `factor` when `monitor` has not improved for `patience` validations."""
+    """LR x `factor` when `monitor` has not improved for `patience` validations."""
     del plan
     return Plateau(
         optimizer,
