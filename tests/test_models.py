@@ -123,22 +123,11 @@ def test_weights_with_another_head_need_strict_false(tmp_path, caplog):
 
 
 def test_weights_from_a_real_run_checkpoint(train, tmp_path):
-    first = train(
-        *FAST,
-        "model=simple_cnn",
-        "data=fake",
-        "data.num_train=32",
-        "data.num_val=8",
-        "trainer.max_steps=1",
-        "logger.tensorboard=false",
-    )
+    tiny = (*FAST, "model=simple_cnn", "data=fake", "data.num_train=32", "data.num_val=8")
+    first = train(*tiny, "trainer.max_steps=1", "logger.tensorboard=false")
     ckpt = first.run_dir / "checkpoints" / "last.pt"
     second = train(
-        *FAST,
-        "model=simple_cnn",
-        "data=fake",
-        "data.num_train=32",
-        "data.num_val=8",
+        *tiny,
         "trainer.max_steps=1",
         "logger.tensorboard=false",
         f"model.weights={ckpt}",
