@@ -29,13 +29,10 @@ from torch.optim.lr_scheduler import (
 )
 
 from athanor.errors import ConfigError
+from athanor.evaluate import MetricCounts
 from athanor.optim import SCHEDULERS
 
 log = logging.getLogger(__name__)
-
-# Metrics the loop logs after each validation (evaluate.MetricCounts.metrics): acc5 only with
-# more than 5 classes; the val_ema/ ones only with trainer.ema.decay set.
-VALIDATION_METRICS = ("loss", "acc", "acc5")
 
 
 @dataclass(frozen=True)
@@ -209,7 +206,8 @@ def check_monitor(spec: dict, *, ema: bool) -> None:
         return
     monitor = spec.get("monitor", "val/loss")
     prefixes = ("val", "val_ema") if ema else ("val",)
-    valid = [f"{p}/{m}" for p in prefixes for m in VALIDATION_METRICS]
+    # the class count is not known yet: every name some run logs (acc5 is checked at validation)
+    valid = [n for p in prefixes for n in MetricCounts.names(p, num_classes=6)]
     if monitor not in valid:
         hint = " (val_ema/* needs trainer.ema.decay)" if monitor.startswith("val_ema/") else ""
         raise ConfigError(
