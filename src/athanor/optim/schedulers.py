@@ -221,13 +221,8 @@ class Schedule:
     """The LR schedule as the loop drives it: ``step()`` after every optimizer step,
     ``step_validation(metrics)`` after every validation."""
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        per_step: LRScheduler | None,
-        on_validation: Plateau | None = None,
-    ):
-        self.optimizer, self.per_step, self.on_validation = optimizer, per_step, on_validation
+    def __init__(self, per_step: LRScheduler | None, on_validation: Plateau | None = None):
+        self.per_step, self.on_validation = per_step, on_validation
 
     def step(self) -> None:
         if self.per_step is not None:
@@ -243,9 +238,6 @@ class Schedule:
                 f"{', '.join(sorted(metrics))}); acc5 needs more than 5 classes."
             )
         self.on_validation.step(metrics[monitor])
-
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -307,10 +299,10 @@ def build_schedule(
     )
     if isinstance(main, Plateau):
         # LinearLR is chainable: after the warmup it leaves the LR to the plateau's reductions
-        return Schedule(optimizer, ramp, on_validation=main)
+        return Schedule(ramp, on_validation=main)
     if ramp is None:
-        return Schedule(optimizer, main)
-    return Schedule(optimizer, SequentialLR(optimizer, [ramp, main], milestones=[warmup]))
+        return Schedule(main)
+    return Schedule(SequentialLR(optimizer, [ramp, main], milestones=[warmup]))
 
 
 def total_optimizer_steps(epochs: int, steps_per_epoch: int, max_steps: int | None) -> int:
