@@ -290,6 +290,8 @@ def build_schedule(
         )
     _, _, shared = SCHEDULERS.split(spec)
     warmup, factor = warmup_steps_from(shared, steps_per_epoch, total_steps)
+    for group in optimizer.param_groups:  # as torch's schedulers do; plateau alone would not
+        group.setdefault("initial_lr", group["lr"])
     plan = StepPlan(total_steps, steps_per_epoch, warmup)
     main = SCHEDULERS.build(spec, optimizer=optimizer, plan=plan)
     ramp = (
