@@ -97,6 +97,7 @@ class Loop:
             metrics = self.validate(p) if self._validation_due(p) else {}
             self.reporter.epoch_end(p, metrics)
             self._early_stopping(p, metrics)
+            self.stepper.scheduler.step_validation(metrics)  # plateau: LR from the val metric
             if self._checkpoint_due(p) or p.stop_reason:
                 self.save(p, metrics)
             if p.stop_reason == "interrupted":

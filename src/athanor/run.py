@@ -112,7 +112,9 @@ class TrainingRun:
             self.total_steps,
             self.steps_per_epoch,
         )
-        loss_fn = build_loss(cfg["loss"], num_classes=self.bundle.num_classes).to(device)
+        loss_fn = build_loss(
+            cfg["loss"], num_classes=self.bundle.num_classes, soft_targets=mix.enabled
+        ).to(device)
         ema = None
         if s.trainer.ema.decay is not None:
             ema = Ema(
