@@ -17,8 +17,9 @@ from athanor.errors import (
     ConfigError,
     InterruptedRun,
     NonFiniteError,
+    PeerFailed,
 )
-from athanor.paths import register_resolvers
+from athanor.paths import register_resolvers, remove_scratch
 
 log = logging.getLogger("athanor")
 
@@ -47,13 +48,10 @@ def _is_multirun() -> bool:
 
 def _record_failure(run_dir: Path, message: str) -> None:
     from athanor.distributed import env_dist
+    from athanor.paths import is_scratch
     from athanor.rundir import RunDir
 
-    if (
-        env_dist().is_main
-        and run_dir.exists()
-        and not str(run_dir).startswith("/tmp/athanor-scratch")
-    ):
+    if env_dist().is_main and run_dir.exists() and not is_scratch(run_dir):
         RunDir(run_dir).update_summary(status="failed", error=message)
 
 
@@ -77,6 +75,12 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     except KeyboardInterrupt:
         log.warning("Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint.")
         code = EXIT_INTERRUPTED
+    except PeerFailed as err:
+        from athanor.distributed import env_dist
+
+        if env_dist().is_main:  # the failed rank shows its own error; say once why we stop
+            report("Stopped", str(err))
+        code = EXIT_FAILED
     if _is_multirun() and code != EXIT_INTERRUPTED:
         return float("nan")  # the sweep goes on; the job's summary.json says why it failed
     sys.exit(code)
@@ -95,11 +99,20 @@ def _output_dir() -> Path:
 
 
 def _train_task(cfg) -> Any:
-    from athanor.launch import maybe_launch
+    """One run (or one sweep job): in this process, or in a worker group it launches itself.
+    Returns the monitored metric's best value, which Hydra's sweepers optimize."""
+    from athanor.launch import launch, wants_launch
     from athanor.run import train_run
 
-    config = _container(cfg)
-    return run_task(lambda c, d: maybe_launch(c, d) or train_run(c, d), config, _output_dir())
+    config, run_dir = _container(cfg), _output_dir()
+
+    def task(c: dict[str, Any], d: Path) -> Any:
+        return launch(c, d) if wants_launch(c) else train_run(c, d)
+
+    try:
+        return run_task(task, config, run_dir)
+    finally:
+        remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
 
 
 def _evaluate_task(cfg) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from athanor.distributed import sum_across_ranks
 from athanor.settings import LoggerSettings
 from athanor.tracking import NullTracker
 
@@ -81,13 +82,15 @@ class Reporter:
         if p.step % self.log_every and p.step != self.total_steps:
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
-        loss = float(self.loss_sum) / max(self.count, 1)
-        acc = float(self.correct) / max(self.count, 1)
+        # every rank logs on the same steps: the window's sums over all ranks give the global mean
+        loss_sum, correct, count = sum_across_ranks(
+            self.loss_sum, self.correct, self.count, device=result.loss.device
+        )
         scalars = {
-            "train/loss": loss,
-            "train/acc": acc,
+            "train/loss": loss_sum / max(count, 1),
+            "train/acc": correct / max(count, 1),
             **self.lrs(),
-            "train/samples_per_s": self.count / elapsed,
+            "train/samples_per_s": count / elapsed,
         }
         if result.grad_norm is not None:
             scalars["train/grad_norm"] = float(result.grad_norm)

@@ -30,7 +30,7 @@ from athanor.build import (
 from athanor.checkpoint import Checkpointer
 from athanor.distributed import Dist
 from athanor.ema import Ema
-from athanor.errors import ConfigError, InterruptedRun
+from athanor.errors import ConfigError, InterruptedRun, PeerFailed
 from athanor.loop import Loop, Progress
 from athanor.optim.param_groups import describe_groups
 from athanor.reporting import Reporter
@@ -235,14 +235,22 @@ def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
 
 def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     """Train once. Returns the monitored metric's best value (for sweepers), or None."""
-    settings = run_settings(config)
-    validate(config)
     d = distributed.env_dist()
-    device = distributed.resolve_device(settings.device, d)
+    distributed.quiet_unless_main(d)
+    with distributed.said_by_rank0(d):
+        settings = run_settings(config)
+        validate(config)
+        device = distributed.resolve_device(settings.device, d)
     distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
     try:
         run = agree_on_run_dir(run_dir, d)
         return _train(config, settings, d, device, run)
+    except Exception as err:
+        if d.enabled and distributed.is_peer_failure(err):
+            raise PeerFailed(
+                f"rank {d.rank} stopped because another process of the group failed ({err})"
+            ) from err
+        raise
     finally:
         distributed.teardown()
 
