@@ -10,6 +10,7 @@ the "another rank failed" errors it caused) so the user reads it once, with the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,8 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
             logs_specs=DefaultLogsSpecs(log_dir=scratch),
         )
         try:
-            results = elastic_launch(launch_config, worker)(config, str(run_dir), scratch)
+            with _quiet_launcher():
+                results = elastic_launch(launch_config, worker)(config, str(run_dir), scratch)
         except ChildFailedError as failed:
             raise _root_cause(Path(scratch), failed, run_dir) from None
     return results.get(0)
@@ -116,10 +119,26 @@ def worker(config: dict[str, Any], run_dir: str, scratch: str) -> float | None:
         outcome = {
             "rank": d.rank,
             "kind": kind,
-            "message": str(err) if kind != "Exception" else traceback.format_exc().rstrip(),
+            "message": str(err) if kind != "Exception" else f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc().rstrip(),
         }
         Path(scratch, f"outcome-{d.rank}.json").write_text(json.dumps(outcome))
         sys.exit(code)
+
+
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """The launcher logs each worker's exit with its own traceback; the parent reports the root
+    cause itself (once), so keep torch's launcher logs to critical ones meanwhile."""
+    loggers = [logging.getLogger(n) for n in ("torch.distributed", "torch.multiprocessing")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _configure_logging(run_dir: Path, main: bool) -> None:
@@ -147,8 +166,10 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
     if real:
         cause = real[0]
         error = f"rank {cause['rank']}: {cause['message']}"
-        exc_type = KINDS.get(cause["kind"], (RuntimeError, EXIT_FAILED))[0]
-        exc = exc_type(cause["message"] if exc_type is not RuntimeError else error)
+        if cause["kind"] in KINDS:
+            exc = KINDS[cause["kind"]][0](cause["message"])
+        else:  # an unexpected error: the worker's own traceback says where
+            exc = RuntimeError(f"rank {cause['rank']} failed:\n{cause['traceback']}")
     else:  # killed without a word (OOM killer, SIGKILL): the launcher knows the exit codes
         rank, failure = failed.get_first_failure()
         error = f"rank {rank} died with exit code {failure.exitcode}"
