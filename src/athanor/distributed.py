@@ -38,6 +38,23 @@ class Dist:
         return self.world > 1
 
 
+def export_slurm_env() -> None:
+    """SLURM with one task per GPU (`srun` or hydra/launcher=submitit_slurm): give each task the
+    variables torchrun would set (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT), via submitit."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) <= 1:
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError as err:
+        raise ConfigError(
+            "This SLURM job has several tasks, so each task is one DDP process, and their ranks "
+            "come from submitit: pip install 'athanor[slurm]' (or start one task per node with "
+            "torchrun or distributed.nproc_per_node)."
+        ) from err
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # a plain `srun` job, not submitit's
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def env_dist() -> Dist:
     return Dist(
         rank=int(os.environ.get("RANK", 0)),

@@ -21,7 +21,8 @@ SCRATCH_PREFIX = "athanor-scratch-"
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    # SLURM_PROCID: a multi-task SLURM job, before run.py exports RANK from it
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def scratch_dir() -> str:

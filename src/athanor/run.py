@@ -235,6 +235,7 @@ def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
 
 def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     """Train once. Returns the monitored metric's best value (for sweepers), or None."""
+    distributed.export_slurm_env()
     d = distributed.env_dist()
     distributed.quiet_unless_main(d)
     with distributed.said_by_rank0(d):
