@@ -8,6 +8,7 @@ optimizer into the schedule, steps per epoch into the schedule); no builder read
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -49,25 +50,62 @@ def validate(config: dict[str, Any]) -> None:
                 f"The config has no `{group}` group; add `- {group}: ...` to the defaults."
             )
         registry.check(config[group])
-    data_options(DATASETS.split(config["data"])[2])
+    check_data(config["data"])
     parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
 
 
-def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
-    _, _, shared = DATASETS.split(config["data"])
+def _data_options_for(entry, options: DataOptions) -> dict[str, Any]:
+    """The group-wide `data.*` values a builder names in its signature (root, val_split, ...)."""
+    wanted = inspect.signature(entry.builder).parameters
+    return {key: getattr(options, key) for key in DataOptions.keys() if key in wanted}
+
+
+def check_data(spec: dict[str, Any]) -> DataOptions:
+    """Refuse `data.*` keys that the chosen data set would silently ignore (before any work)."""
+    entry, _, shared = DATASETS.split(spec)
     options = data_options(shared)
-    bundle = DATASETS.build(config["data"])
+    for key in ("val_split", "annotations", "download"):
+        value = getattr(options, key)
+        if value not in (None, False) and key not in _data_options_for(entry, options):
+            users = [e.name for e in DATASETS.entries() if key in _data_options_for(e, options)]
+            raise ConfigError(
+                f"data.{key}={value!r} does not apply to data set '{entry.name}' (it has its own "
+                f"validation set, or no files to list or fetch); remove it. data.{key} applies "
+                f"to: {', '.join(users)}."
+            )
+    return options
+
+
+def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
+    options = check_data(config["data"])
+    entry = DATASETS.get(config["data"]["name"])
+    bundle = DATASETS.build(config["data"], **_data_options_for(entry, options))
     bundle = _apply_data_options(bundle, options)
-    log.info("data %s: %s", config["data"]["name"], bundle.describe())
+    log.info("data %s: %s", entry.name, bundle.describe())
     return bundle, options
 
 
+def _resize(split, size: int):
+    """A TensorSplit resized once to size x size (shorter side + centre crop); others as is."""
+    if not isinstance(split, TensorSplit) or split.images.shape[-1] == size:
+        return split
+    from torchvision.transforms.v2 import functional as F
+
+    images = F.center_crop(F.resize(split.images, [size], antialias=True), [size])
+    return TensorSplit(images, split.labels)
+
+
 def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
-    if options.subset:
-        bundle.train, bundle.val = (
-            bundle.train.subset(options.subset),
-            bundle.val.subset(options.subset),
-        )
+    """data.subset / image_size / mean / std / class_names on top of what the builder returned."""
+    done: dict[int, Any] = {}  # val may be the test split itself: treat it once, keep it shared
+    for name in ("train", "val", "test"):
+        split = getattr(bundle, name)
+        if split is not None and id(split) not in done:
+            new = split.subset(options.subset) if options.subset else split
+            done[id(split)] = _resize(new, options.image_size) if options.image_size else new
+        setattr(bundle, name, done.get(id(split)))
+    if options.image_size:
+        bundle.image_size = options.image_size
     if options.mean is not None:
         bundle.mean = list(options.mean)
     if options.std is not None:
@@ -79,6 +117,11 @@ def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
             raise ConfigError(
                 f"data.{name} has {len(stat)} values but the images have {bundle.channels} channels."
             )
+    if len(bundle.class_names) != bundle.num_classes:
+        raise ConfigError(
+            f"data.class_names lists {len(bundle.class_names)} names but the data set has "
+            f"{bundle.num_classes} classes."
+        )
     return bundle
 
 
@@ -90,6 +133,8 @@ def build_augmentation(
     augmentation = AUGMENTS.build(
         config["augment"], image_size=bundle.image_size, channels=bundle.channels
     )
+    mixing = f" + mixup {mix.mixup_alpha:g} / cutmix {mix.cutmix_alpha:g}" if mix.enabled else ""
+    log.info("augment %s: %s%s", config["augment"]["name"], augmentation.describe(), mixing)
     return augmentation, mix
 
 
@@ -98,28 +143,31 @@ class Loaders:
     train: MemoryLoader | TorchLoader
     val: MemoryLoader | TorchLoader
     path: str
+    test: MemoryLoader | TorchLoader | None = None  # the official test split, when there is one
 
 
 def choose_path(bundle: DataBundle, options: DataOptions, augmentation: Augmentation) -> str:
-    """memory when the split is a tensor, fits the budget and needs no per-sample transform."""
-    if options.loader == "torch" or not isinstance(bundle.train, TensorSplit):
-        if options.loader == "memory":
-            log.warning(
-                "data.loader=memory: this data set is read per sample; using the DataLoader path."
-            )
+    """memory when the split is a tensor, fits the budget and needs no per-sample transform;
+    otherwise torch (a DataLoader), saying why when the user asked for memory or auto."""
+    if options.loader == "torch":
         return "torch"
-    size_mb = (bundle.train.images.numel() + bundle.val.images.numel()) / 2**20
-    if size_mb > options.memory_budget_mb:
-        log.info(
-            "data: %.0f MB exceeds data.memory_budget_mb=%.0f; using the DataLoader path.",
-            size_mb,
-            options.memory_budget_mb,
-        )
-        return "torch"
-    if not augmentation.batchable:
-        log.info("augment %s runs per sample; using the DataLoader path.", augmentation.description)
-        return "torch"
-    return "memory"
+    reason = None
+    if not isinstance(bundle.train, TensorSplit):
+        reason = "this data set is read per sample from files"
+    elif (size_mb := _tensor_mb(bundle)) > options.memory_budget_mb:
+        reason = f"{size_mb:.0f} MB exceeds data.memory_budget_mb={options.memory_budget_mb:.0f}"
+    elif not augmentation.batchable:
+        reason = f"the augmentation runs per sample ({augmentation.sample_train})"
+    if reason is None:
+        return "memory"
+    if options.loader == "memory" or isinstance(bundle.train, TensorSplit):
+        log.info("data path: %s; using the DataLoader path (data.loader=torch).", reason)
+    return "torch"
+
+
+def _tensor_mb(bundle: DataBundle) -> float:
+    splits = [s for s in (bundle.train, bundle.val) if isinstance(s, TensorSplit)]
+    return sum(s.images.numel() for s in splits) / 2**20
 
 
 def build_loaders(
@@ -133,12 +181,15 @@ def build_loaders(
     device: torch.device,
     overfit_batches: int = 0,
 ) -> Loaders:
+    """Training, validation (and test) loaders on the chosen path. Training batches are a pure
+    function of (seed, epoch, batch index): the order comes from EpochOrder, the augmentation
+    from the batch's generator (memory path) or per-sample seeds (DataLoader path)."""
     path = choose_path(bundle, options, augmentation)
     train_split = bundle.train
     if overfit_batches:
         # a few fixed batches, no augmentation: the model must be able to memorize them
         train_split = train_split.subset(overfit_batches * options.batch_size)
-        augmentation, mixer = Augmentation(), None
+        augmentation, mixer = Augmentation(sample_val=augmentation.sample_val), None
     weights = _sample_weights(train_split) if options.sampler == "weighted" else None
     train_order = EpochOrder(
         len(train_split),
@@ -150,25 +201,29 @@ def build_loaders(
         world=d.world,
         weights=weights,
     )
-    val_order = ShardOrder(
-        len(bundle.val), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
-    )
     normalize = Normalize(bundle.mean, bundle.std, device)
     train_batches = DeviceBatches(normalize, augmentation, mixer, seed, d.rank, device)
-    val_batches = DeviceBatches(normalize, None, None, seed, d.rank, device)
     if path == "memory":
-        return Loaders(
-            MemoryLoader(train_split, train_order, train_batches),
-            MemoryLoader(bundle.val, val_order, val_batches),
-            path,
+        train = MemoryLoader(train_split, train_order, train_batches)
+    else:
+        samples = _SeededSamples(train_split, augmentation.sample_train, bundle.image_size, seed)
+        train = TorchLoader(samples, train_order, train_batches, options)
+
+    def evaluation(split):
+        order = ShardOrder(
+            len(split), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
         )
-    train = _SeededSamples(train_split, augmentation.sample_train, bundle.image_size, seed)
-    val = _SeededSamples(bundle.val, augmentation.sample_val, bundle.image_size, seed)
-    return Loaders(
-        TorchLoader(train, train_order, train_batches, options),
-        TorchLoader(val, val_order, val_batches, options),
-        path,
-    )
+        batches = DeviceBatches(normalize, None, None, seed, d.rank, device)
+        if path == "memory":
+            return MemoryLoader(split, order, batches)
+        samples = _SeededSamples(split, augmentation.sample_val, bundle.image_size, seed)
+        return TorchLoader(samples, order, batches, options)
+
+    val = evaluation(bundle.val)
+    test = None
+    if bundle.test is not None:
+        test = val if bundle.test is bundle.val else evaluation(bundle.test)
+    return Loaders(train, val, path, test)
 
 
 def _sample_weights(split) -> torch.Tensor:

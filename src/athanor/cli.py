@@ -105,6 +105,8 @@ def _train_task(cfg) -> Any:
     from athanor.run import train_run
 
     config, run_dir = _container(cfg), _output_dir()
+    if _is_multirun() and config.get("logger", {}).get("progress") == "auto":
+        config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
 
     def task(c: dict[str, Any], d: Path) -> Any:
         return launch(c, d) if wants_launch(c) else train_run(c, d)

@@ -54,6 +54,11 @@ class MetricCounts:
             out[f"{prefix}/acc5"] = self.top5.item() / n
         return out
 
+    @staticmethod
+    def names(prefix: str, num_classes: int) -> list[str]:
+        """The keys ``metrics(prefix)`` returns for a ``num_classes`` problem."""
+        return [f"{prefix}/{m}" for m in ("loss", "acc", "acc5") if m != "acc5" or num_classes > 5]
+
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(dim=1).clamp(min=1)
         return (self.confusion.diag() / totals).tolist()

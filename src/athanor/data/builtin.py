@@ -15,7 +15,9 @@ def to_uint8(x: torch.Tensor, max_value: float) -> torch.Tensor:
 
 @DATASETS.register("digits")
 def digits(*, val_split: float | None = 0.2) -> DataBundle:
-    """scikit-learn's 1797 real 8x8 handwritten digits, shipped with the package (no download)."""
+    """scikit-learn's 1797 real 8x8 handwritten digits, shipped with the package (no download).
+
+    There is no official test split: val is a seeded hold-out (data.val_split, default 0.2)."""
     from sklearn.datasets import load_digits  # lazy: sklearn costs ~0.5 s to import
 
     raw = load_digits()
@@ -31,6 +33,7 @@ def digits(*, val_split: float | None = 0.2) -> DataBundle:
         class_names=[str(d) for d in range(10)],
         mean=[0.3],
         std=[0.38],
+        info={"val": f"val = {val_split or 0.2:g} of the images held out (seeded)"},
     )
 
 

@@ -63,19 +63,26 @@ class DeviceBatches:
         self.normalize, self.augmentation, self.mixer = normalize, augmentation, mixer
         self.seed, self.rank, self.device = seed, rank, device
 
+    def generator(self, epoch: int, b: int) -> torch.Generator:
+        """The batch's own generator on the device: a pure function of (seed, epoch, batch, rank)."""
+        gen = torch.Generator(device=self.device)
+        stream = 1_000_003 * (b + 1) + self.rank
+        return gen.manual_seed(epoch_generator(self.seed, epoch, stream).initial_seed())
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int) -> Batch:
         x = self.normalize(images.to(self.device, non_blocking=True))
         y = labels.to(self.device, non_blocking=True)
         if self.augmentation is None and self.mixer is None:
             return Batch(self.normalize.standardize(x), y, y)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(epoch_generator(self.seed, epoch, 1_000_003 * (b + 1) + self.rank).seed())
+        gen = self.generator(epoch, b)
         if self.augmentation is not None:
-            x = self.augmentation.apply_batch(x, gen)
+            x = self.augmentation.apply_batch(x, gen)  # float [B, C, H, W] in [0, 1]
         x = self.normalize.standardize(x)
+        if self.augmentation is not None:
+            x = self.augmentation.apply_normalized(x, gen)
         targets = y
         if self.mixer is not None:
-            x, targets = self.mixer(x, y, gen)
+            x, targets = self.mixer(x, y, gen)  # soft targets [B, K]
         return Batch(x, targets, y)
 
 
@@ -172,6 +179,9 @@ class TorchLoader:
             pin_memory=options.pin_memory and cuda,
             persistent_workers=options.persistent_workers and workers > 0,
             prefetch_factor=options.prefetch_factor if workers > 0 else None,
+            # worker seeds (python/numpy/torch) follow the run seed; the per-sample transforms
+            # are seeded per (seed, epoch, sample) on top, so worker count never matters
+            generator=torch.Generator().manual_seed(samples.seed),
         )
 
     def __len__(self) -> int:
