@@ -145,7 +145,7 @@ def test_a_failing_rank_ends_the_group_promptly_with_one_message(tmp_path, launc
     env = run_env(tmp_path, plugin)
     # a collective timeout far above the subprocess timeout: ending in time proves the survivor
     # noticed its peer's exit instead of waiting for the timeout
-    args = (*ARGS, "distributed.timeout_s=3600")
+    args = (*ARGS, "distributed.timeout_s=3600", "trainer.sync_bn=true")
     if launcher == "torchrun":
         result = torchrun(*args, cwd=tmp_path, env=env, expect=1)
     else:
@@ -164,5 +164,6 @@ def test_a_failing_rank_ends_the_group_promptly_with_one_message(tmp_path, launc
     assert summary["status"] == "failed" and summary["steps"] < 22
     if launcher == "nproc_per_node":
         assert summary["error"] == f"rank 1: {message}"
+    assert result.output.count("sync_bn=true needs CUDA") == 1  # said once, by rank 0
     assert len(result.run_dirs()) == 1
     assert not list((tmp_path / "tmp").glob(SCRATCH_GLOB))

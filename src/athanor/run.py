@@ -143,11 +143,20 @@ class TrainingRun:
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.d.enabled:
-            if t.sync_bn:
+            if t.sync_bn and self.device.type != "cuda":
+                log.warning(
+                    "trainer.sync_bn=true needs CUDA (DDP refuses SyncBatchNorm on CPU): "
+                    "BatchNorm statistics stay per process."
+                )
+            elif t.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.model = model
+                synced = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+                log.info("sync_bn: %d BatchNorm layers synchronized across ranks", synced)
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        elif t.sync_bn:
+            log.warning("trainer.sync_bn=true does nothing in a single process (no DDP).")
         if t.compile:
             log.info("trainer.compile=true: the first step compiles the model (can take a while)")
             model = CompiledOrEager(model)
