@@ -30,15 +30,24 @@ def scratch_dir() -> str:
     return tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
 
 
+def _scratch_root(path: str | Path) -> Path | None:
+    """The scratch folder that ``path`` is (or is inside: a sweep job's folder), or None."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for p in (Path(path).resolve(), *Path(path).resolve().parents):
+        if p.parent == tmp and p.name.startswith(SCRATCH_PREFIX):
+            return p
+    return None
+
+
 def is_scratch(path: str | Path) -> bool:
-    p = Path(path).resolve()
-    return p.name.startswith(SCRATCH_PREFIX) and p.parent == Path(tempfile.gettempdir()).resolve()
+    return _scratch_root(path) is not None
 
 
 def remove_scratch(path: str | Path) -> None:
     """Delete a scratch folder once its process is done with it (real run folders are kept)."""
-    if is_scratch(path):
-        shutil.rmtree(path, ignore_errors=True)
+    root = _scratch_root(path)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def make_unique(path: str) -> str:
