@@ -167,3 +167,15 @@ def test_a_failing_rank_ends_the_group_promptly_with_one_message(tmp_path, launc
     assert result.output.count("sync_bn=true needs CUDA") == 1  # said once, by rank 0
     assert len(result.run_dirs()) == 1
     assert not list((tmp_path / "tmp").glob(SCRATCH_GLOB))
+
+
+@pytest.mark.parametrize("launcher", ["nproc_per_node", "torchrun"])
+def test_a_config_error_is_reported_once_not_per_rank(tmp_path, launcher):
+    args = ("optim.lr=-0.1",)  # found while building the optimizer, on every rank alike
+    if launcher == "torchrun":
+        result = torchrun(*args, cwd=tmp_path, env=run_env(tmp_path), expect=None)
+        assert result.returncode != 0
+    else:
+        result = cli("athanor.train", *args, "distributed.nproc_per_node=2", cwd=tmp_path, expect=2)
+    assert result.output.count("Config error") == 1, result.output[-3000:]
+    assert "learning rate" in result.stderr

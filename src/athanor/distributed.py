@@ -89,6 +89,31 @@ def said_by_rank0(d: Dist) -> Iterator[None]:
         raise SystemExit(EXIT_USER_ERROR) from None
 
 
+@contextlib.contextmanager
+def reported_once(d: Dist, wait_s: float = 5.0) -> Iterator[None]:
+    """Errors raised alike on every rank (a bad config value found while building, NaN gradients)
+    are shown by rank 0 only: rank 0 posts its error in the group's store, and a rank that failed
+    the same way leaves quietly. A rank-specific error is still shown by its rank."""
+    try:
+        yield
+    except Exception as err:
+        if not d.enabled or not dist.is_initialized() or is_peer_failure(err):
+            raise
+        store = dist.distributed_c10d._get_default_store()
+        text, key = f"{type(err).__name__}: {err}", "athanor/error/rank0"
+        if d.is_main:
+            store.set(key, text)
+            raise
+        try:
+            store.wait([key], datetime.timedelta(seconds=wait_s))
+            same = store.get(key).decode() == text
+        except Exception:  # noqa: BLE001 - rank 0 did not fail (alike) in time: speak up
+            same = False
+        if not same:
+            raise
+        raise SystemExit(EXIT_USER_ERROR if isinstance(err, ConfigError) else 1) from None
+
+
 def is_peer_failure(err: BaseException) -> bool:
     """A collective error caused by another process exiting (gloo: the socket closed)."""
     if isinstance(err, PeerFailed):

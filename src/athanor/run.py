@@ -329,7 +329,8 @@ def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
     try:
         run = agree_on_run_dir(run_dir, d)
-        return _train(config, settings, d, device, run)
+        with distributed.reported_once(d):
+            return _train(config, settings, d, device, run)
     except Exception as err:
         if d.enabled and distributed.is_peer_failure(err):
             raise PeerFailed(
