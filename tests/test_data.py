@@ -5,6 +5,8 @@ on CIFAR-10 files and on an image folder."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -148,3 +150,64 @@ def test_imagefolder_trains_end_to_end_on_the_dataloader_path(train, tmp_path):
     assert "12 train / 4 val samples" in log and "read per sample" in log
     assert "data path: torch" in log and "random resized crop 16 per sample" in log
     assert result.summary()["steps"] == 3
+
+
+def test_memory_path_falls_back_when_over_budget(caplog):
+    with caplog.at_level(logging.INFO):
+        assert loaders("data.memory_budget_mb=0.01").path == "torch"
+    assert "exceeds data.memory_budget_mb=0; using the DataLoader path" in caplog.text
+
+
+def test_image_files_on_the_memory_path_give_the_dataloader_batches(tmp_path):
+    write_png_tree(tmp_path / "train", ["a", "b"], per_class=8, size=10, seed=1)
+    write_png_tree(tmp_path / "val", ["a", "b"], per_class=2, size=10, seed=2)
+
+    def folder(loader: str):
+        config = compose(
+            "data=imagefolder",
+            f"data.root={tmp_path}",
+            "data.image_size=8",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            f"data.loader={loader}",
+            "augment=cifar",
+            "augment.padding=2",
+        )
+        bundle, options = build_data(config)
+        augmentation, _ = build_augmentation(config, bundle)
+        return build_loaders(bundle, options, augmentation, None, seed=3, d=Dist(), device=CPU)
+
+    memory, files = folder("memory"), folder("auto")
+    assert (memory.path, files.path) == ("memory", "torch")
+    assert memory.train.images.shape == (16, 3, 8, 8)  # decoded once, resized + centre-cropped
+    assert same(batches(memory.train, 1), batches(files.train, 1))
+    assert same(batches(memory.val, 0), batches(files.val, 0))
+
+
+@pytest.mark.parametrize("loader", ["memory", "torch"])
+def test_ranks_together_see_the_single_process_batches(loader):
+    # 45 samples in global batches of 8 without drop_last: the last batch (5) splits 3 + 2
+    config = compose(
+        *SMALL,
+        "data.num_train=45",
+        "data.drop_last=false",
+        f"data.loader={loader}",
+        "augment=random_erasing",
+        "augment.padding=2",
+        "augment.p=1.0",
+    )
+    bundle, options = build_data(config)
+    augmentation, _ = build_augmentation(config, bundle)
+
+    def epoch(rank: int, world: int) -> list:
+        built = build_loaders(
+            bundle, options, augmentation, None, seed=0, d=Dist(rank, rank, world), device=CPU
+        )
+        return list(built.train.epoch(1))
+
+    single = epoch(0, 1)
+    ranks = [epoch(0, 2), epoch(1, 2)]
+    assert len(single) == 6 and [len(b.labels) for b in ranks[1]][-1] == 2
+    for b, whole in enumerate(single):
+        joined = torch.cat([ranks[0][b].inputs, ranks[1][b].inputs])
+        assert torch.equal(joined, whole.inputs), f"batch {b} differs between 1 and 2 processes"

@@ -199,6 +199,13 @@ def test_missing_files_say_where_and_how_to_download(name, tmp_path):
     assert str((tmp_path / "empty").resolve()) in message and "data.download=true" in message
 
 
+def test_root_may_start_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_mnist(tmp_path / "datasets", "MNIST")
+    # Hydra needs the quotes on the command line (or the shell's $HOME); a YAML root: ~/x works too
+    assert len(load("mnist", "'~/datasets'").train) == 40
+
+
 def test_subset_and_image_size_apply_to_every_split(tmp_path):
     write_cifar10(tmp_path)
     bundle = load("cifar10", tmp_path, "data.subset=5", "data.image_size=16")

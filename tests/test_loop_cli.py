@@ -129,6 +129,8 @@ def test_run_folder_has_valid_pngs_and_summary_has_model(insight_run):
     log = (insight_run.run_dir / "train.log").read_text()
     assert "kFLOPs per sample" in log and "module" in log
     assert log.count("epoch 1/2 done") == 1 and "epoch 2/2 done" in log
+    # logger.progress=plain: a line per log_every optimizer steps with the live numbers
+    assert "epoch 1 step 1/5: loss" in log and "samples/s" in log
 
 
 def test_early_stopping_stops_after_patience(train):
@@ -221,12 +223,11 @@ def test_a_monitor_naming_no_metric_is_refused_before_training(train):
 
 def test_monitors_on_ema_metrics_need_ema():
     from athanor.errors import ConfigError
-    from athanor.run import check_monitors
-    from athanor.settings import run_settings
+    from athanor.evaluate import check_monitors
 
-    settings = run_settings({"checkpoint": {"monitor": "val_ema/acc"}})
-    check_monitors(settings, 10, ema=True)
+    check_monitors({"checkpoint.monitor": "val_ema/acc"}, 10, ema=True)
     with pytest.raises(ConfigError, match="needs trainer.ema.decay"):
-        check_monitors(settings, 10, ema=False)
+        check_monitors({"checkpoint.monitor": "val_ema/acc"}, 10, ema=False)
     with pytest.raises(ConfigError, match="Valid: val/loss, val/acc.$"):
-        check_monitors(run_settings({"checkpoint": {"monitor": "val/acc5"}}), 3, ema=False)
+        check_monitors({"checkpoint.monitor": "val/acc5"}, 3, ema=False)
+    check_monitors({"trainer.early_stopping.monitor": None}, 3, ema=False)

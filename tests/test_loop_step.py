@@ -163,6 +163,20 @@ def test_nonfinite_steps_are_skipped_up_to_the_limit_then_the_run_stops():
         stepper.step([nan_batch()], 8)
 
 
+def test_nonfinite_gradients_with_a_finite_loss_stop_the_run_too():
+    class SqrtAtZero(nn.Module):  # forward sqrt(0) = 0 is fine; its derivative is inf
+        def __init__(self):
+            super().__init__()
+            self.body, self.p = mlp(), nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return self.body(x) + torch.sqrt(self.p)
+
+    stepper = make_stepper(SqrtAtZero())
+    with pytest.raises(NonFiniteError, match="gradient norm became NaN/Inf at optimizer step 1"):
+        stepper.step(batches(1, 4), 0)
+
+
 def test_first_step_reports_unused_parameters_and_a_far_initial_loss(caplog):
     model = mlp(unused=True)
     with torch.no_grad():

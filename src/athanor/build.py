@@ -8,7 +8,6 @@ optimizer into the schedule, steps per epoch into the schedule); no builder read
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +17,16 @@ from torch import nn
 
 from athanor.augment import AUGMENTS, Augmentation, MixOptions
 from athanor.data import DATASETS, DataBundle, DataOptions, TensorSplit
-from athanor.data.loaders import DeviceBatches, MemoryLoader, Normalize, TorchLoader, _SeededSamples
-from athanor.data.options import data_options
+from athanor.data.loaders import (
+    DeviceBatches,
+    MemoryLoader,
+    Normalize,
+    TorchLoader,
+    _SeededSamples,
+    load_into_memory,
+)
 from athanor.data.order import EpochOrder, ShardOrder
+from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss
@@ -54,75 +60,14 @@ def validate(config: dict[str, Any]) -> None:
     parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
 
 
-def _data_options_for(entry, options: DataOptions) -> dict[str, Any]:
-    """The group-wide `data.*` values a builder names in its signature (root, val_split, ...)."""
-    wanted = inspect.signature(entry.builder).parameters
-    return {key: getattr(options, key) for key in DataOptions.keys() if key in wanted}
-
-
-def check_data(spec: dict[str, Any]) -> DataOptions:
-    """Refuse `data.*` keys that the chosen data set would silently ignore (before any work)."""
-    entry, _, shared = DATASETS.split(spec)
-    options = data_options(shared)
-    for key in ("val_split", "annotations", "download"):
-        value = getattr(options, key)
-        if value not in (None, False) and key not in _data_options_for(entry, options):
-            users = [e.name for e in DATASETS.entries() if key in _data_options_for(e, options)]
-            raise ConfigError(
-                f"data.{key}={value!r} does not apply to data set '{entry.name}' (it has its own "
-                f"validation set, or no files to list or fetch); remove it. data.{key} applies "
-                f"to: {', '.join(users)}."
-            )
-    return options
-
-
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
+    """The data set with the `data.*` options applied (subset, image size, normalization)."""
     options = check_data(config["data"])
-    entry = DATASETS.get(config["data"]["name"])
-    bundle = DATASETS.build(config["data"], **_data_options_for(entry, options))
-    bundle = _apply_data_options(bundle, options)
-    log.info("data %s: %s", entry.name, bundle.describe())
+    bundle = apply_data_options(
+        DATASETS.build(config["data"], **builder_options(config["data"])), options
+    )
+    log.info("data %s: %s", config["data"]["name"], bundle.describe())
     return bundle, options
-
-
-def _resize(split, size: int):
-    """A TensorSplit resized once to size x size (shorter side + centre crop); others as is."""
-    if not isinstance(split, TensorSplit) or split.images.shape[-1] == size:
-        return split
-    from torchvision.transforms.v2 import functional as F
-
-    images = F.center_crop(F.resize(split.images, [size], antialias=True), [size])
-    return TensorSplit(images, split.labels)
-
-
-def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
-    """data.subset / image_size / mean / std / class_names on top of what the builder returned."""
-    done: dict[int, Any] = {}  # val may be the test split itself: treat it once, keep it shared
-    for name in ("train", "val", "test"):
-        split = getattr(bundle, name)
-        if split is not None and id(split) not in done:
-            new = split.subset(options.subset) if options.subset else split
-            done[id(split)] = _resize(new, options.image_size) if options.image_size else new
-        setattr(bundle, name, done.get(id(split)))
-    if options.image_size:
-        bundle.image_size = options.image_size
-    if options.mean is not None:
-        bundle.mean = list(options.mean)
-    if options.std is not None:
-        bundle.std = list(options.std)
-    if options.class_names is not None:
-        bundle.class_names = list(options.class_names)
-    for name, stat in (("mean", bundle.mean), ("std", bundle.std)):
-        if len(stat) != bundle.channels:
-            raise ConfigError(
-                f"data.{name} has {len(stat)} values but the images have {bundle.channels} channels."
-            )
-    if len(bundle.class_names) != bundle.num_classes:
-        raise ConfigError(
-            f"data.class_names lists {len(bundle.class_names)} names but the data set has "
-            f"{bundle.num_classes} classes."
-        )
-    return bundle
 
 
 def build_augmentation(
@@ -147,27 +92,29 @@ class Loaders:
 
 
 def choose_path(bundle: DataBundle, options: DataOptions, augmentation: Augmentation) -> str:
-    """memory when the split is a tensor, fits the budget and needs no per-sample transform;
-    otherwise torch (a DataLoader), saying why when the user asked for memory or auto."""
+    """memory when the data fits data.memory_budget_mb and needs no per-sample transform: an
+    in-memory set by default (loader=auto), files only when asked (loader=memory: decoded once).
+    Otherwise torch (a DataLoader), saying why unless that is the data set's normal path."""
     if options.loader == "torch":
         return "torch"
+    files = not isinstance(bundle.train, TensorSplit)
     reason = None
-    if not isinstance(bundle.train, TensorSplit):
-        reason = "this data set is read per sample from files"
-    elif (size_mb := _tensor_mb(bundle)) > options.memory_budget_mb:
+    if files and options.loader == "auto":
+        return "torch"
+    if (size_mb := _decoded_mb(bundle)) > options.memory_budget_mb:
         reason = f"{size_mb:.0f} MB exceeds data.memory_budget_mb={options.memory_budget_mb:.0f}"
     elif not augmentation.batchable:
         reason = f"the augmentation runs per sample ({augmentation.sample_train})"
     if reason is None:
         return "memory"
-    if options.loader == "memory" or isinstance(bundle.train, TensorSplit):
-        log.info("data path: %s; using the DataLoader path (data.loader=torch).", reason)
+    log.info("data path: %s; using the DataLoader path (data.loader=torch).", reason)
     return "torch"
 
 
-def _tensor_mb(bundle: DataBundle) -> float:
-    splits = [s for s in (bundle.train, bundle.val) if isinstance(s, TensorSplit)]
-    return sum(s.images.numel() for s in splits) / 2**20
+def _decoded_mb(bundle: DataBundle) -> float:
+    """Size of train + val as uint8 tensors (files: once decoded at data.image_size)."""
+    per_image = bundle.channels * bundle.image_size**2
+    return sum(len(s) * per_image for s in (bundle.train, bundle.val)) / 2**20
 
 
 def build_loaders(
@@ -185,6 +132,11 @@ def build_loaders(
     function of (seed, epoch, batch index): the order comes from EpochOrder, the augmentation
     from the batch's generator (memory path) or per-sample seeds (DataLoader path)."""
     path = choose_path(bundle, options, augmentation)
+    if path == "memory" and not isinstance(bundle.train, TensorSplit):
+        for name in ("train", "val", "test"):  # image files, decoded once (data.loader=memory)
+            split = getattr(bundle, name)
+            if split is not None:
+                setattr(bundle, name, load_into_memory(split, bundle.image_size, options))
     train_split = bundle.train
     if overfit_batches:
         # a few fixed batches, no augmentation: the model must be able to memorize them
@@ -202,7 +154,7 @@ def build_loaders(
         weights=weights,
     )
     normalize = Normalize(bundle.mean, bundle.std, device)
-    train_batches = DeviceBatches(normalize, augmentation, mixer, seed, d.rank, device)
+    train_batches = DeviceBatches(normalize, augmentation, mixer, seed, device)
     if path == "memory":
         train = MemoryLoader(train_split, train_order, train_batches)
     else:
@@ -213,7 +165,7 @@ def build_loaders(
         order = ShardOrder(
             len(split), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
         )
-        batches = DeviceBatches(normalize, None, None, seed, d.rank, device)
+        batches = DeviceBatches(normalize, None, None, seed, device)
         if path == "memory":
             return MemoryLoader(split, order, batches)
         samples = _SeededSamples(split, augmentation.sample_val, bundle.image_size, seed)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from athanor.distributed import all_reduce_sum
+from athanor.errors import ConfigError
 
 
 class MetricCounts:
@@ -103,3 +104,17 @@ def evaluate(
         counts.update(logits, batch.labels, loss.detach())
     model.train(was_training)
     return counts.reduce()
+
+
+def check_monitors(monitors: dict[str, str | None], num_classes: int, *, ema: bool) -> None:
+    """A monitor naming no validation metric would silently never stop or never pick best.pt.
+    ``monitors``: setting key -> metric name (None = unused)."""
+    valid = MetricCounts.names("val", num_classes)
+    valid += MetricCounts.names("val_ema", num_classes) if ema else []
+    for key, value in monitors.items():
+        if value is not None and value not in valid:
+            hint = " (val_ema/* needs trainer.ema.decay)" if value.startswith("val_ema/") else ""
+            raise ConfigError(
+                f"{key}={value!r} is not a validation metric of this run{hint}. "
+                f"Valid: {', '.join(valid)}."
+            )

@@ -22,6 +22,8 @@ from athanor.tracking import NullTracker
 
 log = logging.getLogger("athanor")
 
+OVERFIT_TARGET = 0.99  # training accuracy debug=overfit must reach
+
 
 class Reporter:
     def __init__(
@@ -84,9 +86,10 @@ class Reporter:
 
     def train_step(self, p, result) -> None:
         """Accumulate on the device; synchronize only every ``log_every`` steps."""
-        self.loss_sum = self.loss_sum + result.loss.detach() * result.count
-        self.correct = self.correct + result.correct
-        self.count += result.count
+        if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
+            self.loss_sum = self.loss_sum + result.loss.detach() * result.count
+            self.correct = self.correct + result.correct
+            self.count += result.count
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -187,6 +190,19 @@ class Reporter:
         final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
         if final:
             self.tracker.hparams(hparams, final)
+
+    def overfit_verdict(self) -> None:
+        """debug=overfit: a healthy model and loss memorize a few fixed batches."""
+        acc = self.train_history[-1]["train/acc"] if self.train_history else 0.0
+        if acc >= OVERFIT_TARGET:
+            log.info("overfit check: reached %.1f%% training accuracy: ok", 100 * acc)
+        else:
+            log.warning(
+                "overfit check: only %.1f%% training accuracy on a few fixed batches (expected "
+                "~100%%): check the labels, the loss, the learning rate and that the model can "
+                "learn at all.",
+                100 * acc,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -31,7 +31,7 @@ from athanor.checkpoint import Checkpointer
 from athanor.distributed import Dist
 from athanor.ema import Ema
 from athanor.errors import ConfigError, InterruptedRun, PeerFailed
-from athanor.evaluate import MetricCounts
+from athanor.evaluate import check_monitors
 from athanor.loop import Loop, Progress
 from athanor.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
@@ -121,7 +121,11 @@ class TrainingRun:
                 every=s.trainer.ema.every,
                 warmup=s.trainer.ema.warmup,
             )
-        check_monitors(s, self.bundle.num_classes, ema=ema is not None)
+        monitors = {
+            "trainer.early_stopping.monitor": s.trainer.early_stopping.monitor,
+            "checkpoint.monitor": s.checkpoint.monitor,
+        }
+        check_monitors(monitors, self.bundle.num_classes, ema=ema is not None)
         warn_precision(s.trainer.precision, device)
         self.prepare = to_channels_last if s.trainer.channels_last else None
         self.stepper = Stepper(
@@ -226,7 +230,7 @@ class TrainingRun:
         self.progress = progress
         metrics = loop.fit(progress)
         if s.trainer.overfit_batches:
-            overfit_verdict(self.reporter.train_history)
+            self.reporter.overfit_verdict()
         return metrics
 
     def summary_fields(self) -> dict[str, Any]:
@@ -251,54 +255,11 @@ class TrainingRun:
     def close(self) -> None:
         if hasattr(self, "reporter"):
             try:
-                self.reporter.finish(flatten(self.config))
+                self.reporter.finish(self.config)
             except Exception as err:  # noqa: BLE001 - figures must not mask how the run ended
                 log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
         self.tracker.close()
-
-
-def check_monitors(s: RunSettings, num_classes: int, *, ema: bool) -> None:
-    """A monitor naming no validation metric would silently never stop or never pick best.pt."""
-    valid = MetricCounts.names("val", num_classes)
-    valid += MetricCounts.names("val_ema", num_classes) if ema else []
-    for key, value in (
-        ("trainer.early_stopping.monitor", s.trainer.early_stopping.monitor),
-        ("checkpoint.monitor", s.checkpoint.monitor),
-    ):
-        if value is not None and value not in valid:
-            hint = " (val_ema/* needs trainer.ema.decay)" if value.startswith("val_ema/") else ""
-            raise ConfigError(
-                f"{key}={value!r} is not a validation metric of this run{hint}. "
-                f"Valid: {', '.join(valid)}."
-            )
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}: the HPARAMS tab wants flat keys."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-OVERFIT_TARGET = 0.99
-
-
-def overfit_verdict(train_history: list[dict[str, float]]) -> None:
-    """debug=overfit: a healthy model and loss memorize a few fixed batches."""
-    acc = train_history[-1]["train/acc"] if train_history else 0.0
-    if acc >= OVERFIT_TARGET:
-        log.info("overfit check: reached %.1f%% training accuracy: ok", 100 * acc)
-    else:
-        log.warning(
-            "overfit check: only %.1f%% training accuracy on a few fixed batches (expected ~100%%):"
-            " check the labels, the loss, the learning rate and that the model can learn at all.",
-            100 * acc,
-        )
 
 
 def _best(history: list[dict], key: str, mode: str) -> dict[str, Any]:

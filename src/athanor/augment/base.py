@@ -8,9 +8,27 @@ from dataclasses import dataclass, field
 
 import torch
 
-# A batch op maps float images [B, C, H, W] to the same shape, drawing its randomness from the
-# given generator (on the batch's device) so that batches are reproducible (see batch_ops.py).
-BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+@dataclass(frozen=True)
+class Draws:
+    """The random numbers of one batch. They are drawn for the whole global batch and each DDP
+    rank keeps the rows of its own shard, so an image's augmentation does not depend on the
+    number of processes: a 2-process run augments exactly like the 1-process run."""
+
+    generator: torch.Generator  # seeded from (seed, epoch, batch index), on the batch's device
+    offset: int = 0  # first row of this rank's shard within the global batch
+    total: int | None = None  # rows of the global batch; None: this batch is all of it
+
+    def uniform(self, rows: int, *shape: int) -> torch.Tensor:
+        """[rows, *shape] uniform numbers in [0, 1): this shard's rows of the global draw."""
+        total = self.total or rows
+        u = torch.rand(total, *shape, generator=self.generator, device=self.generator.device)
+        return u[self.offset : self.offset + rows]
+
+
+# A batch op maps float images [B, C, H, W] to the same shape, taking every random number from
+# the batch's Draws, so that batches are reproducible (see batch_ops.py).
+BatchOp = Callable[[torch.Tensor, Draws], torch.Tensor]
 
 
 @dataclass
@@ -35,14 +53,14 @@ class Augmentation:
     def random(self) -> bool:
         return bool(self.batch_ops or self.normalized_ops or self.sample_train)
 
-    def apply_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def apply_batch(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         for op in self.batch_ops:
-            x = op(x, gen)
+            x = op(x, draws)
         return x
 
-    def apply_normalized(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def apply_normalized(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         for op in self.normalized_ops:
-            x = op(x, gen)
+            x = op(x, draws)
         return x
 
     def describe(self) -> str:

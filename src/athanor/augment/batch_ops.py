@@ -1,10 +1,10 @@
 """Augmentations as tensor ops on whole batches, on the training device (the memory data path,
 and after loading on the DataLoader path).
 
-Each op maps float images [B, C, H, W] to the same shape and draws every random number from the
-generator it is given: the loaders seed that generator from (seed, epoch, batch index), so a batch
-is a pure function of those three numbers, whatever the number of workers or where a resumed
-epoch starts. Per-image choices (crop offset, flip, erased box) are drawn for the whole batch at
+Each op maps float images [B, C, H, W] to the same shape and takes every random number from the
+batch's ``Draws``: the loaders seed its generator from (seed, epoch, batch index), so a batch is a
+pure function of those three numbers, whatever the number of workers or processes or where a
+resumed epoch starts. Per-image choices (crop offset, flip, erased box) are drawn for the whole batch at
 once: no Python loop over images.
 """
 
@@ -17,9 +17,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from athanor.augment.base import Draws
 
-def _uniform(x: torch.Tensor, gen: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.rand(x.shape[0], *shape, generator=gen, device=x.device)
+
+def _uniform(x: torch.Tensor, draws: Draws, *shape: int) -> torch.Tensor:
+    return draws.uniform(x.shape[0], *shape)  # [B, *shape], on x's device
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,18 @@ class RandomCrop:
     padding: int
     mode: Literal["reflect", "zero"] = "reflect"
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         p = self.padding
         b, c, h, w = x.shape
         mode = "reflect" if self.mode == "reflect" else "constant"
         padded = F.pad(x, (p, p, p, p), mode=mode)  # [B, C, H + 2p, W + 2p]
-        dy, dx = (_uniform(x, gen, 2) * (2 * p + 1)).long().clamp_(max=2 * p).unbind(1)
-        rows = dy[:, None] + torch.arange(h, device=x.device)  # [B, H] source rows per image
-        cols = dx[:, None] + torch.arange(w, device=x.device)  # [B, W]
-        batch = torch.arange(b, device=x.device)[:, None, None, None]
-        chan = torch.arange(c, device=x.device)[None, :, None, None]
-        return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+        wide = w + 2 * p
+        dy, dx = (_uniform(x, draws, 2) * (2 * p + 1)).long().clamp_(max=2 * p).unbind(1)
+        rows = dy[:, None, None] + torch.arange(h, device=x.device)[:, None]  # [B, H, 1]
+        cols = dx[:, None, None] + torch.arange(w, device=x.device)  # [B, 1, W]
+        # one gather over the flattened padded plane: ~6x faster than 4-D advanced indexing
+        flat = (rows * wide + cols).view(b, 1, h * w).expand(b, c, h * w)
+        return padded.view(b, c, -1).gather(2, flat).view(b, c, h, w)
 
     def __str__(self) -> str:
         return f"random crop (pad {self.padding}, {self.mode})"
@@ -52,8 +55,8 @@ class HorizontalFlip:
 
     p: float = 0.5
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        flip = _uniform(x, gen) < self.p  # [B]
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        flip = _uniform(x, draws) < self.p  # [B]
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
     def __str__(self) -> str:
@@ -90,9 +93,9 @@ class RandomErasing:
     ratio: tuple[float, float] = (0.3, 3.3)
     value: float = 0.0
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         h, w = x.shape[-2:]
-        u = _uniform(x, gen, 5)  # [B, 5]: area, ratio, top, left, apply
+        u = _uniform(x, draws, 5)  # [B, 5]: area, ratio, top, left, apply
         area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0])
         lo, hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         aspect = torch.exp(lo + (hi - lo) * u[:, 1])
@@ -115,9 +118,9 @@ class Cutout:
     size: int
     value: float = 0.0
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         h, w = x.shape[-2:]
-        cy, cx = (_uniform(x, gen, 2) * torch.tensor([h, w], device=x.device)).long().unbind(1)
+        cy, cx = (_uniform(x, draws, 2) * torch.tensor([h, w], device=x.device)).long().unbind(1)
         top, left = cy - self.size // 2, cx - self.size // 2
         side = torch.full_like(top, self.size)
         return _fill_boxes(x, top, left, side, side, self.value)
@@ -138,9 +141,9 @@ class ColorJitter:
     contrast: float = 0.4
     saturation: float = 0.4
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         strengths = torch.tensor([self.brightness, self.contrast, self.saturation], device=x.device)
-        factors = 1 + strengths * (2 * _uniform(x, gen, 3) - 1)  # [B, 3]
+        factors = 1 + strengths * (2 * _uniform(x, draws, 3) - 1)  # [B, 3]
         f = factors[:, :, None, None, None]  # broadcast over [C, H, W]
         x = (x * f[:, 0]).clamp(0, 1)
         mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)  # [B, 1, 1, 1]
