@@ -109,21 +109,23 @@ def worker(config: dict[str, Any], run_dir: str, scratch: str) -> float | None:
     try:
         return train_run(config, Path(run_dir))
     except BaseException as err:  # noqa: BLE001 - every failure is reported by the parent
-        kind = type(err).__name__ if type(err).__name__ in KINDS else "Exception"
-        if isinstance(err, SystemExit):
-            kind, code = "SystemExit", err.code if isinstance(err.code, int) else EXIT_FAILED
-        elif isinstance(err, KeyboardInterrupt):
-            kind, code = "InterruptedRun", EXIT_INTERRUPTED
-        else:
-            code = KINDS.get(kind, (None, EXIT_FAILED))[1]
-        outcome = {
-            "rank": d.rank,
-            "kind": kind,
-            "message": str(err) if kind != "Exception" else f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc().rstrip(),
-        }
+        outcome, code = _outcome(err, d.rank)
         Path(scratch, f"outcome-{d.rank}.json").write_text(json.dumps(outcome))
         sys.exit(code)
+
+
+def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
+    """What the parent needs to raise a worker's failure again, and the worker's exit code."""
+    if isinstance(err, SystemExit):  # a rank leaving quietly: rank 0 reports the error
+        kind, code = "SystemExit", err.code if isinstance(err.code, int) else EXIT_FAILED
+    elif isinstance(err, KeyboardInterrupt):
+        kind, code = "InterruptedRun", EXIT_INTERRUPTED
+    else:
+        known = [(name, c) for name, (cls, c) in KINDS.items() if isinstance(err, cls)]
+        kind, code = known[0] if known else ("Exception", EXIT_FAILED)
+    message = str(err) if kind in KINDS else f"{type(err).__name__}: {err}"
+    outcome = {"rank": rank, "kind": kind, "message": message}
+    return {**outcome, "traceback": traceback.format_exc().rstrip()}, code
 
 
 @contextlib.contextmanager
