@@ -47,16 +47,26 @@ def _is_multirun() -> bool:
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
+    """Mark a run that failed before it started. A folder that already has a summary (a run
+    that `resume=` points at) is left untouched: a rejected resume changes nothing."""
     from athanor.distributed import env_dist
     from athanor.paths import is_scratch
     from athanor.rundir import RunDir
 
-    if env_dist().is_main and run_dir.exists() and not is_scratch(run_dir):
-        RunDir(run_dir).update_summary(status="failed", error=message)
+    run = RunDir(run_dir)
+    if (
+        env_dist().is_main
+        and run_dir.exists()
+        and not run.summary.exists()
+        and not is_scratch(run_dir)
+    ):
+        run.update_summary(status="failed", error=message)
 
 
 def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     """Run ``task`` and turn expected failures into one paragraph and an exit code."""
+    from athanor.checkpoint import CheckpointSaveError
+
     debug = os.environ.get(DEBUG_ENV) == "1"
     try:
         return task(config, run_dir)
@@ -66,7 +76,7 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         report("Config error", str(err))
         _record_failure(run_dir, str(err))
         code = EXIT_USER_ERROR
-    except NonFiniteError as err:
+    except (NonFiniteError, CheckpointSaveError) as err:
         report("Training failed", str(err))
         code = EXIT_FAILED
     except InterruptedRun as err:
@@ -117,13 +127,6 @@ def _train_task(cfg) -> Any:
         remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
 
 
-def _evaluate_task(cfg) -> Any:
-    from athanor.evaluation import evaluate_checkpoint
-
-    config = _container(cfg)
-    return run_task(lambda c, d: evaluate_checkpoint(c), config, _output_dir())
-
-
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
     """A message for ``group=option`` overrides naming no file of ``conf/<group>/``, or None.
 
@@ -163,6 +166,51 @@ def train() -> None:
     _hydra_main(_train_task, "train")
 
 
-def evaluate() -> None:
-    """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]`."""
-    _hydra_main(_evaluate_task, "evaluate")
+def evaluate_config(argv: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """conf/evaluate.yaml merged with `key=value` arguments. `data.*` keys are free (they
+    override the checkpoint's own data config); any other unknown key is refused."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from athanor.registry import closest
+
+    base = OmegaConf.load(conf_dir / "evaluate.yaml")
+    bad = [a for a in argv if "=" not in a or a.startswith("=")]
+    if bad:
+        raise ConfigError(
+            f"evaluate takes key=value arguments; {bad[0]!r} is not one. Example: "
+            "evaluate ckpt=outputs/<date>/<run> split=val data.batch_size=256"
+        )
+    try:
+        given = OmegaConf.from_dotlist(argv)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Could not parse the evaluate arguments: {err}") from err
+    known = [str(k) for k in base.keys()]  # `key in base` is False for a ??? value
+    for key in given:
+        if key not in known:
+            raise ConfigError(
+                f"evaluate has no setting {key!r}.{closest(str(key), known)} Valid keys: "
+                f"{', '.join(known)} (data.* overrides the checkpoint's data config)."
+            )
+    config = OmegaConf.to_container(OmegaConf.merge(base, given), resolve=True)
+    if config.get("ckpt") in (None, "", "???"):
+        raise ConfigError(
+            "evaluate needs ckpt=<run folder or .pt file>, e.g. evaluate ckpt=outputs/<date>/<run>."
+        )
+    return config
+
+
+def evaluate(argv: list[str] | None = None) -> None:
+    """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]` (key=value
+    arguments over conf/evaluate.yaml; no run folder is created)."""
+    from athanor.evaluation import evaluate_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        evaluate_checkpoint(evaluate_config(argv))
+    except ConfigError as err:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        report("Config error", str(err))
+        sys.exit(EXIT_USER_ERROR)

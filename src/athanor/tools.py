@@ -1,5 +1,5 @@
-"""The `athanor` utility command: `athanor list [group]`, `athanor report <folder> [--plot]`
-(more subcommands join here)."""
+"""The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out.pt>`,
+`athanor report <folder> [--plot]` (more subcommands join here)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Weights only (a plain state_dict, no `module.` prefix) for downstream use."""
+    from pathlib import Path
+
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+    from athanor.checkpoint import save_atomic
+    from athanor.errors import ConfigError
+    from athanor.evaluation import load_for_evaluation, model_weights
+
+    try:
+        state, path = load_for_evaluation(args.ckpt)
+        weights = dict(model_weights(state, "ema" if args.ema else "model", path))
+    except ConfigError as err:
+        print(f"Config error: {err}", file=sys.stderr)
+        return 2
+    consume_prefix_in_state_dict_if_present(weights, "module.")
+    out = Path(args.out)
+    save_atomic(weights, out)
+    print(f"{out}: {len(weights)} tensors from {path} (step {state['step']})")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from athanor.report import report
 
@@ -67,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered names per config group")
     p.add_argument("group", nargs="?", help="model, data, optim, scheduler, augment or loss")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("export", help="write a checkpoint's model weights only (a state_dict)")
+    p.add_argument("ckpt", help="a .pt checkpoint or a run folder (best.pt, else last.pt)")
+    p.add_argument("out", help="the state_dict file to write, e.g. model.pt")
+    p.add_argument("--ema", action="store_true", help="export the EMA weights instead")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="a table of the runs in a sweep or outputs folder")
     p.add_argument("folder", help="e.g. outputs/multirun/2026-11-25/14-03-12_mlp_digits")
     p.add_argument("--plot", action="store_true", help="also write report.png (val curves)")
