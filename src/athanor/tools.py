@@ -1,10 +1,11 @@
-"""The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out.pt>` (more
-subcommands join here)."""
+"""The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out.pt>`,
+`athanor report <folder> [--plot]` (more subcommands join here)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def registries() -> dict:
@@ -97,6 +98,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from athanor.report import report
+
+    root = Path(args.folder)
+    if not root.is_dir():
+        print(f"No folder {str(root)!r}: give a sweep or outputs folder.", file=sys.stderr)
+        return 2
+    table = report(root, plot=args.plot)
+    if table is None:
+        print(f"No run folders (summary.json or .hydra/) under {root}.", file=sys.stderr)
+        return 2
+    print(table, end="")
+    written = ", ".join(n for n in ("report.csv", "report.md", "report.png") if (root / n).exists())
+    print(f"wrote {written} in {root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="athanor", description="athanor utilities")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the state_dict file to write, e.g. model.pt")
     p.add_argument("--ema", action="store_true", help="export the EMA weights instead")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("report", help="a table of the runs in a sweep or outputs folder")
+    p.add_argument("folder", help="e.g. outputs/multirun/2026-11-25/14-03-12_mlp_digits")
+    p.add_argument("--plot", action="store_true", help="also write report.png (val curves)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
