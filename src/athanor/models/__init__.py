@@ -11,6 +11,6 @@ MODELS: Registry = Registry(
     shared=("weights", "strict", "freeze", "init"),
 )
 
-from athanor.models import simple, vision  # noqa: E402,F401  (registers the builders)
+from athanor.models import airbench, simple, vision  # noqa: E402,F401  (registers the builders)
 
 __all__ = ["MODELS"]
