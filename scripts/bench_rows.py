@@ -151,32 +151,12 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
 
 
 # -- 2. data path ---------------------------------------------------------------------------------
-def random_crop(pad: int):
-    """Batched random crop with zero padding: one gather from the windows view of the padded
-    batch, one shift per image."""
-
-    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b, _, h, w = x.shape
-        windows = torch.nn.functional.pad(x, (pad,) * 4).unfold(2, h, 1).unfold(3, w, 1)
-        dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=gen, device=x.device)
-        return windows[torch.arange(b, device=x.device), :, dy, dx]  # [B, C, H, W]
-
-    return op
-
-
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-
-
 def cifar_augmentation():
-    """athanor's registered `cifar` augment when it exists, else crop(4)+flip batch ops."""
-    from athanor.augment import AUGMENTS, Augmentation
+    """athanor's `augment=cifar` batch ops, zero-padded like torchvision's RandomCrop."""
+    from athanor.augment import AUGMENTS
 
-    if "cifar" in AUGMENTS:
-        return AUGMENTS.build({"name": "cifar"}, image_size=32, channels=3), "augment=cifar"
-    ops = [random_crop(4), random_flip]
-    return Augmentation(batch_ops=ops, description="crop+flip"), "bench crop+flip ops"
+    spec = {"name": "cifar", "padding": 4, "pad_mode": "zero", "flip": True}
+    return AUGMENTS.build(spec, image_size=32, channels=3), "augment=cifar pad_mode=zero"
 
 
 class PilCifar(torch.utils.data.Dataset):
@@ -197,7 +177,6 @@ class PilCifar(torch.utils.data.Dataset):
 def data_path(n: int, batch_size: int, reps: int) -> Row:
     from torchvision import transforms as T
 
-    from athanor.augment.base import MixOptions  # noqa: F401  (augment registry loaded)
     from athanor.build import build_loaders
     from athanor.data import DataBundle, TensorSplit
     from athanor.data.options import data_options

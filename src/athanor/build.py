@@ -17,9 +17,16 @@ from torch import nn
 
 from athanor.augment import AUGMENTS, Augmentation, MixOptions
 from athanor.data import DATASETS, DataBundle, DataOptions, TensorSplit
-from athanor.data.loaders import DeviceBatches, MemoryLoader, Normalize, TorchLoader, _SeededSamples
-from athanor.data.options import data_options
+from athanor.data.loaders import (
+    DeviceBatches,
+    MemoryLoader,
+    Normalize,
+    TorchLoader,
+    _SeededSamples,
+    load_into_memory,
+)
 from athanor.data.order import EpochOrder, ShardOrder
+from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss
@@ -49,37 +56,18 @@ def validate(config: dict[str, Any]) -> None:
                 f"The config has no `{group}` group; add `- {group}: ...` to the defaults."
             )
         registry.check(config[group])
-    data_options(DATASETS.split(config["data"])[2])
+    check_data(config["data"])
     parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
 
 
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
-    _, _, shared = DATASETS.split(config["data"])
-    options = data_options(shared)
-    bundle = DATASETS.build(config["data"])
-    bundle = _apply_data_options(bundle, options)
+    """The data set with the `data.*` options applied (subset, image size, normalization)."""
+    options = check_data(config["data"])
+    bundle = apply_data_options(
+        DATASETS.build(config["data"], **builder_options(config["data"])), options
+    )
     log.info("data %s: %s", config["data"]["name"], bundle.describe())
     return bundle, options
-
-
-def _apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
-    if options.subset:
-        bundle.train, bundle.val = (
-            bundle.train.subset(options.subset),
-            bundle.val.subset(options.subset),
-        )
-    if options.mean is not None:
-        bundle.mean = list(options.mean)
-    if options.std is not None:
-        bundle.std = list(options.std)
-    if options.class_names is not None:
-        bundle.class_names = list(options.class_names)
-    for name, stat in (("mean", bundle.mean), ("std", bundle.std)):
-        if len(stat) != bundle.channels:
-            raise ConfigError(
-                f"data.{name} has {len(stat)} values but the images have {bundle.channels} channels."
-            )
-    return bundle
 
 
 def build_augmentation(
@@ -90,6 +78,8 @@ def build_augmentation(
     augmentation = AUGMENTS.build(
         config["augment"], image_size=bundle.image_size, channels=bundle.channels
     )
+    mixing = f" + mixup {mix.mixup_alpha:g} / cutmix {mix.cutmix_alpha:g}" if mix.enabled else ""
+    log.info("augment %s: %s%s", config["augment"]["name"], augmentation.describe(), mixing)
     return augmentation, mix
 
 
@@ -98,28 +88,33 @@ class Loaders:
     train: MemoryLoader | TorchLoader
     val: MemoryLoader | TorchLoader
     path: str
+    test: MemoryLoader | TorchLoader | None = None  # the official test split, when there is one
 
 
 def choose_path(bundle: DataBundle, options: DataOptions, augmentation: Augmentation) -> str:
-    """memory when the split is a tensor, fits the budget and needs no per-sample transform."""
-    if options.loader == "torch" or not isinstance(bundle.train, TensorSplit):
-        if options.loader == "memory":
-            log.warning(
-                "data.loader=memory: this data set is read per sample; using the DataLoader path."
-            )
+    """memory when the data fits data.memory_budget_mb and needs no per-sample transform: an
+    in-memory set by default (loader=auto), files only when asked (loader=memory: decoded once).
+    Otherwise torch (a DataLoader), saying why unless that is the data set's normal path."""
+    if options.loader == "torch":
         return "torch"
-    size_mb = (bundle.train.images.numel() + bundle.val.images.numel()) / 2**20
-    if size_mb > options.memory_budget_mb:
-        log.info(
-            "data: %.0f MB exceeds data.memory_budget_mb=%.0f; using the DataLoader path.",
-            size_mb,
-            options.memory_budget_mb,
-        )
+    files = not isinstance(bundle.train, TensorSplit)
+    reason = None
+    if files and options.loader == "auto":
         return "torch"
-    if not augmentation.batchable:
-        log.info("augment %s runs per sample; using the DataLoader path.", augmentation.description)
-        return "torch"
-    return "memory"
+    if (size_mb := _decoded_mb(bundle)) > options.memory_budget_mb:
+        reason = f"{size_mb:.0f} MB exceeds data.memory_budget_mb={options.memory_budget_mb:.0f}"
+    elif not augmentation.batchable:
+        reason = f"the augmentation runs per sample ({augmentation.sample_train})"
+    if reason is None:
+        return "memory"
+    log.info("data path: %s; using the DataLoader path (data.loader=torch).", reason)
+    return "torch"
+
+
+def _decoded_mb(bundle: DataBundle) -> float:
+    """Size of train + val as uint8 tensors (files: once decoded at data.image_size)."""
+    per_image = bundle.channels * bundle.image_size**2
+    return sum(len(s) * per_image for s in (bundle.train, bundle.val)) / 2**20
 
 
 def build_loaders(
@@ -133,12 +128,20 @@ def build_loaders(
     device: torch.device,
     overfit_batches: int = 0,
 ) -> Loaders:
+    """Training, validation (and test) loaders on the chosen path. Training batches are a pure
+    function of (seed, epoch, batch index): the order comes from EpochOrder, the augmentation
+    from the batch's generator (memory path) or per-sample seeds (DataLoader path)."""
     path = choose_path(bundle, options, augmentation)
+    if path == "memory" and not isinstance(bundle.train, TensorSplit):
+        for name in ("train", "val", "test"):  # image files, decoded once (data.loader=memory)
+            split = getattr(bundle, name)
+            if split is not None:
+                setattr(bundle, name, load_into_memory(split, bundle.image_size, options))
     train_split = bundle.train
     if overfit_batches:
         # a few fixed batches, no augmentation: the model must be able to memorize them
         train_split = train_split.subset(overfit_batches * options.batch_size)
-        augmentation, mixer = Augmentation(), None
+        augmentation, mixer = Augmentation(sample_val=augmentation.sample_val), None
     weights = _sample_weights(train_split) if options.sampler == "weighted" else None
     train_order = EpochOrder(
         len(train_split),
@@ -150,25 +153,29 @@ def build_loaders(
         world=d.world,
         weights=weights,
     )
-    val_order = ShardOrder(
-        len(bundle.val), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
-    )
     normalize = Normalize(bundle.mean, bundle.std, device)
-    train_batches = DeviceBatches(normalize, augmentation, mixer, seed, d.rank, device)
-    val_batches = DeviceBatches(normalize, None, None, seed, d.rank, device)
+    train_batches = DeviceBatches(normalize, augmentation, mixer, seed, device)
     if path == "memory":
-        return Loaders(
-            MemoryLoader(train_split, train_order, train_batches),
-            MemoryLoader(bundle.val, val_order, val_batches),
-            path,
+        train = MemoryLoader(train_split, train_order, train_batches)
+    else:
+        samples = _SeededSamples(train_split, augmentation.sample_train, bundle.image_size, seed)
+        train = TorchLoader(samples, train_order, train_batches, options)
+
+    def evaluation(split):
+        order = ShardOrder(
+            len(split), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
         )
-    train = _SeededSamples(train_split, augmentation.sample_train, bundle.image_size, seed)
-    val = _SeededSamples(bundle.val, augmentation.sample_val, bundle.image_size, seed)
-    return Loaders(
-        TorchLoader(train, train_order, train_batches, options),
-        TorchLoader(val, val_order, val_batches, options),
-        path,
-    )
+        batches = DeviceBatches(normalize, None, None, seed, device)
+        if path == "memory":
+            return MemoryLoader(split, order, batches)
+        samples = _SeededSamples(split, augmentation.sample_val, bundle.image_size, seed)
+        return TorchLoader(samples, order, batches, options)
+
+    val = evaluation(bundle.val)
+    test = None
+    if bundle.test is not None:
+        test = val if bundle.test is bundle.val else evaluation(bundle.test)
+    return Loaders(train, val, path, test)
 
 
 def _sample_weights(split) -> torch.Tensor:

@@ -99,6 +99,8 @@ def _train_task(cfg) -> Any:
     from athanor.run import train_run
 
     config = _container(cfg)
+    if _is_multirun() and config.get("logger", {}).get("progress") == "auto":
+        config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
     return run_task(lambda c, d: maybe_launch(c, d) or train_run(c, d), config, _output_dir())
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from athanor.distributed import all_reduce_sum
+from athanor.errors import ConfigError
 
 
 class MetricCounts:
@@ -54,6 +55,11 @@ class MetricCounts:
             out[f"{prefix}/acc5"] = self.top5.item() / n
         return out
 
+    @staticmethod
+    def names(prefix: str, num_classes: int) -> list[str]:
+        """The keys ``metrics(prefix)`` returns for a ``num_classes`` problem."""
+        return [f"{prefix}/{m}" for m in ("loss", "acc", "acc5") if m != "acc5" or num_classes > 5]
+
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(dim=1).clamp(min=1)
         return (self.confusion.diag() / totals).tolist()
@@ -98,3 +104,17 @@ def evaluate(
         counts.update(logits, batch.labels, loss.detach())
     model.train(was_training)
     return counts.reduce()
+
+
+def check_monitors(monitors: dict[str, str | None], num_classes: int, *, ema: bool) -> None:
+    """A monitor naming no validation metric would silently never stop or never pick best.pt.
+    ``monitors``: setting key -> metric name (None = unused)."""
+    valid = MetricCounts.names("val", num_classes)
+    valid += MetricCounts.names("val_ema", num_classes) if ema else []
+    for key, value in monitors.items():
+        if value is not None and value not in valid:
+            hint = " (val_ema/* needs trainer.ema.decay)" if value.startswith("val_ema/") else ""
+            raise ConfigError(
+                f"{key}={value!r} is not a validation metric of this run{hint}. "
+                f"Valid: {', '.join(valid)}."
+            )

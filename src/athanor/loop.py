@@ -79,8 +79,8 @@ class Loop:
             for micro in chunks(self.loaders.train.epoch(p.epoch, start=p.batch), t.accumulate):
                 if p.batch // t.accumulate >= self.steps_per_epoch or len(micro) < t.accumulate:
                     break  # leftover micro-batches that cannot fill an optimizer step
-                want_norm = (p.step + 1) % t.log_every == 0
-                result = self.stepper.step(micro, p.step, want_norm=want_norm)
+                on_grads = self.reporter.grad_observer(p.step + 1)
+                result = self.stepper.step(micro, p.step, on_grads=on_grads)
                 p.step += 1
                 p.batch += len(micro)
                 if not self.stepped:  # start-up cost, as users feel it (and scripts/bench.py reads)

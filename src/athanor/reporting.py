@@ -1,19 +1,27 @@
 """What the user sees while training: a progress bar on a TTY (plain log lines otherwise),
-TensorBoard scalars and ``metrics.jsonl`` records. Only the main process reports."""
+TensorBoard scalars, images and histograms, ``metrics.jsonl`` records and the PNG figures of the
+run folder. Only the main process reports; the loop calls it at fixed points."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from athanor import insight, plots
 from athanor.settings import LoggerSettings
 from athanor.tracking import NullTracker
 
 log = logging.getLogger("athanor")
+
+OVERFIT_TARGET = 0.99  # training accuracy debug=overfit must reach
 
 
 class Reporter:
@@ -28,19 +36,24 @@ class Reporter:
         total_steps: int,
         epochs: int,
         append_metrics,
+        device: torch.device,
+        class_names: list[str],
+        plots_dir: Path | None = None,
         active: bool = True,
     ):
         self.tracker, self.settings, self.optimizer = tracker, logger, optimizer
+        self.device, self.class_names, self.plots_dir = device, class_names, plots_dir
         self.log_every, self.steps_per_epoch = log_every, steps_per_epoch
         self.total_steps, self.epochs = total_steps, epochs
         self.append_metrics, self.active = append_metrics, active
         mode = logger.progress
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "plain"
+        if mode == "auto":  # CI logs and redirected output want lines, not a redrawn bar
+            mode = "bar" if sys.stderr.isatty() and not os.environ.get("CI") else "plain"
         self.mode = mode if active else "none"
         self.bar = None
         self._window_reset()
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # one record per validation
+        self.train_history: list[dict[str, float]] = []  # one record per logged window
 
     def _window_reset(self) -> None:
         self.loss_sum: torch.Tensor | float = 0.0
@@ -72,30 +85,50 @@ class Reporter:
 
     def train_step(self, p, result) -> None:
         """Accumulate on the device; synchronize only every ``log_every`` steps."""
-        self.loss_sum = self.loss_sum + result.loss.detach() * result.count
-        self.correct = self.correct + result.correct
-        self.count += result.count
+        if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
+            self.loss_sum = self.loss_sum + result.loss.detach() * result.count
+            self.correct = self.correct + result.correct
+            self.count += result.count
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
         if p.step % self.log_every and p.step != self.total_steps:
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
-        loss = float(self.loss_sum) / max(self.count, 1)
-        acc = float(self.correct) / max(self.count, 1)
         scalars = {
-            "train/loss": loss,
-            "train/acc": acc,
+            "train/loss": float(self.loss_sum) / max(self.count, 1),
+            "train/acc": float(self.correct) / max(self.count, 1),
             **self.lrs(),
+            "train/grad_norm": float(result.grad_norm),
             "train/samples_per_s": self.count / elapsed,
+            **insight.peak_memory(self.device),
         }
-        if result.grad_norm is not None:
-            scalars["train/grad_norm"] = float(result.grad_norm)
-        if torch.cuda.is_available():
-            scalars["train/peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         self.tracker.scalars(scalars, p.step)
+        self.train_history.append({"step": p.step, **scalars})
         self._show(p, scalars)
         self._window_reset()
+
+    def grad_observer(self, step: int) -> Callable[[nn.Module], None] | None:
+        """A callback for the gradients of optimizer step ``step`` (1-based), or None when
+        neither per-layer ratios nor histograms are due."""
+        ratios, hists = self.settings.grad_stats_every, self.settings.histograms_every
+        want_ratios = self.active and ratios and step % ratios == 0
+        want_hists = self.active and hists and step % hists == 0
+        if not (want_ratios or want_hists):
+            return None
+
+        def observe(model: nn.Module) -> None:
+            if want_ratios:
+                self.tracker.scalars(insight.grad_ratios(model), step)
+            if want_hists:
+                insight.histograms(self.tracker, model, step)
+
+        return observe
+
+    def image_grid(self, inputs: torch.Tensor) -> None:
+        """The first augmented training batch, as the model sees it (after normalization)."""
+        if self.active and self.settings.image_grid and inputs.dim() == 4:
+            self.tracker.image("train/augmented_batch", insight.image_grid(inputs), 0)
 
     def _show(self, p, s: dict[str, float]) -> None:
         text = (
@@ -108,12 +141,21 @@ class Reporter:
             log.info("epoch %d step %d/%d: %s", p.epoch + 1, p.step, self.total_steps, text)
 
     def validation(self, p, metrics: dict[str, float], counts) -> None:
+        per_class = dict(zip(self.class_names, counts.per_class_accuracy(), strict=True))
         record = {"epoch": p.epoch, "step": p.step, "time": time.time(), **metrics}
         self.history.append(record)
         if not self.active:
             return
         self.tracker.scalars({**metrics, "epoch": p.epoch}, p.step)
-        self.append_metrics(record)
+        if len(per_class) <= 32:  # beyond that, per-class curves drown the scalar dashboard
+            self.tracker.scalars({f"val_class/{k}": v for k, v in per_class.items()}, p.step)
+        self.append_metrics({**record, "val/per_class_acc": per_class})
+        if self.settings.plots:
+            title = f"validation, step {p.step}: acc {metrics.get('val/acc', 0):.4f}"
+            fig = plots.confusion_figure(counts.confusion, self.class_names, title)
+            self.tracker.image("val/confusion_matrix", plots.to_image(fig), p.step)
+            if self.plots_dir is not None:
+                plots.save(fig, self.plots_dir / "confusion_val.png")
         self.tracker.flush()
 
     def epoch_end(self, p, metrics: dict[str, float]) -> None:
@@ -130,6 +172,32 @@ class Reporter:
             p.step,
             f": {shown}" if shown else "",
         )
+
+    def finish(self, hparams: dict[str, Any]) -> None:
+        """End of the run: curves as PNG, and the HPARAMS entry (flattened config + final
+        metrics) so sweeps compare side by side in TensorBoard."""
+        if not self.active:
+            return
+        if self.settings.plots and self.plots_dir is not None and self.train_history:
+            plots.save(
+                plots.curves_figure(self.train_history, self.history), self.plots_dir / "curves.png"
+            )
+        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
+        if final:
+            self.tracker.hparams(hparams, final)
+
+    def overfit_verdict(self) -> None:
+        """debug=overfit: a healthy model and loss memorize a few fixed batches."""
+        acc = self.train_history[-1]["train/acc"] if self.train_history else 0.0
+        if acc >= OVERFIT_TARGET:
+            log.info("overfit check: reached %.1f%% training accuracy: ok", 100 * acc)
+        else:
+            log.warning(
+                "overfit check: only %.1f%% training accuracy on a few fixed batches (expected "
+                "~100%%): check the labels, the loss, the learning rate and that the model can "
+                "learn at all.",
+                100 * acc,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from athanor import distributed
+from athanor import distributed, preflight
 from athanor.build import (
     build_augmentation,
     build_data,
@@ -31,13 +31,16 @@ from athanor.checkpoint import Checkpointer
 from athanor.distributed import Dist
 from athanor.ema import Ema
 from athanor.errors import ConfigError, InterruptedRun
+from athanor.evaluate import check_monitors
 from athanor.loop import Loop, Progress
+from athanor.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
 from athanor.reporting import Reporter
 from athanor.rundir import RunDir, provenance
 from athanor.seeding import rng_state, seed_everything, set_determinism
 from athanor.settings import RunSettings, run_settings
 from athanor.signals import StopSignals
+from athanor.speed import CompiledOrEager, to_channels_last
 from athanor.step import Stepper, warn_precision
 from athanor.tracking import NullTracker, TensorBoardTracker
 
@@ -68,6 +71,7 @@ class TrainingRun:
         seed_everything(s.seed)  # same initial weights on every rank and every run
         set_determinism(s.trainer.deterministic, device)
         self.bundle, options = build_data(cfg)
+        self.data_options = options
         augmentation, mix = build_augmentation(cfg, self.bundle)
         from athanor.augment.mixing import build_mixer
 
@@ -89,14 +93,11 @@ class TrainingRun:
             options.batch_size,
         )
         self.model = build_model(cfg, self.bundle).to(device)
-        total, trainable = count_params(self.model)
-        self.params = (total, trainable)
-        log.info(
-            "model %s: %.2f M params (%.2f M trainable)",
-            cfg["model"]["name"],
-            total / 1e6,
-            trainable / 1e6,
-        )
+        self.params = count_params(self.model)
+        size = self.bundle.image_size
+        sample = torch.zeros(1, self.bundle.channels, size, size, device=device)
+        self.model_summary = summarize(self.model, sample)
+        log.info("%s", format_summary(cfg["model"]["name"], self.model_summary))
         train_model = self._wrap(self.model)
         self.optimizer = build_optimizer(cfg, self.model)
         log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(self.optimizer))
@@ -119,14 +120,28 @@ class TrainingRun:
                 every=s.trainer.ema.every,
                 warmup=s.trainer.ema.warmup,
             )
+        monitors = {
+            "trainer.early_stopping.monitor": s.trainer.early_stopping.monitor,
+            "checkpoint.monitor": s.checkpoint.monitor,
+        }
+        check_monitors(monitors, self.bundle.num_classes, ema=ema is not None)
         warn_precision(s.trainer.precision, device)
+        self.prepare = to_channels_last if s.trainer.channels_last else None
         self.stepper = Stepper(
-            self.model, train_model, self.optimizer, self.scheduler, loss_fn, s.trainer, device, ema
+            self.model,
+            train_model,
+            self.optimizer,
+            self.scheduler,
+            loss_fn,
+            s.trainer,
+            device,
+            ema,
+            prepare=self.prepare,
         )
         seed_everything(s.seed + self.d.rank)  # dropout etc. differ across ranks
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        """channels_last, SyncBatchNorm and DDP: the module the loop calls for training."""
+        """channels_last, SyncBatchNorm, DDP and torch.compile: the module the loop trains."""
         t = self.settings.trainer
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -135,7 +150,10 @@ class TrainingRun:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.model = model
             ids = [self.device.index] if self.device.type == "cuda" else None
-            return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if t.compile:
+            log.info("trainer.compile=true: the first step compiles the model (can take a while)")
+            model = CompiledOrEager(model)
         return model
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -172,8 +190,15 @@ class TrainingRun:
             total_steps=self.total_steps,
             epochs=s.trainer.epochs,
             append_metrics=self.run.append_metrics,
+            device=self.device,
+            class_names=self.bundle.class_names or [str(i) for i in range(self.bundle.num_classes)],
+            plots_dir=self.run.path / "plots",
             active=main,
         )
+        if main and s.logger.image_grid and s.logger.tensorboard:
+            # fork_rng: peeking at a batch must not shift the RNG the training run consumes
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self.reporter.image_grid(next(iter(self.loaders.train.epoch(0))).inputs)
 
         def save(p: Progress, metrics: dict[str, float]) -> None:
             self.checkpointer.save(self.snapshot(p), metrics=metrics)
@@ -190,9 +215,13 @@ class TrainingRun:
             stop_requested=lambda: signals.requested,
             device=self.device,
             eval_loss=nn.CrossEntropyLoss().to(self.device),
+            prepare=self.prepare,
         )
         self.progress = progress
-        return loop.fit(progress)
+        metrics = loop.fit(progress)
+        if s.trainer.overfit_batches:
+            self.reporter.overfit_verdict()
+        return metrics
 
     def summary_fields(self) -> dict[str, Any]:
         history = self.reporter.history if hasattr(self, "reporter") else []
@@ -209,10 +238,16 @@ class TrainingRun:
         }
         if hasattr(self, "params"):
             fields["params"] = {"total": self.params[0], "trainable": self.params[1]}
+        if hasattr(self, "model_summary"):
+            fields["model"] = self.model_summary
         return fields
 
     def close(self) -> None:
         if hasattr(self, "reporter"):
+            try:
+                self.reporter.finish(self.config)
+            except Exception as err:  # noqa: BLE001 - figures must not mask how the run ended
+                log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
         self.tracker.close()
 
@@ -247,7 +282,21 @@ def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
         distributed.teardown()
 
 
+def _dry_run(config, settings: RunSettings, d: Dist, device, run: RunDir) -> None:
+    """Build, time a few steps, print the plan and estimate; the scratch folder goes away."""
+    job = TrainingRun(config, settings, d, device, run)
+    try:
+        job.build()
+        text = preflight.report(job, preflight.estimate(job))
+        if d.is_main:
+            print(text, flush=True)
+    finally:
+        preflight.remove_scratch(run.path)
+
+
 def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float | None:
+    if settings.dry_run:
+        return _dry_run(config, settings, d, device, run)
     job = TrainingRun(config, settings, d, device, run)
     if d.is_main:
         run.path.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,10 @@ class TensorBoardTracker(NullTracker):
         self.writer.add_text(tag, text, step)
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """``hparams`` may be nested (the run's config): keys are flattened to optim.lr etc."""
         clean = {
-            k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()
+            k: v if isinstance(v, int | float | str | bool) else str(v)
+            for k, v in flatten(hparams).items()
         }
         # run_name="." keeps the HPARAMS entry in the run's own event folder
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
@@ -64,3 +66,14 @@ class TensorBoardTracker(NullTracker):
 
     def close(self) -> None:
         self.writer.close()
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}: the HPARAMS tab wants flat keys."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

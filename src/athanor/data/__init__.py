@@ -10,6 +10,6 @@ from athanor.registry import Registry
 # Builders may also name them in their signature to receive them (e.g. `root`).
 DATASETS: Registry = Registry("data", shared=DataOptions.keys())
 
-from athanor.data import builtin  # noqa: E402,F401  (registers the builders)
+from athanor.data import builtin, folders, torchvision_sets  # noqa: E402,F401  (registers them)
 
 __all__ = ["DATASETS", "DataBundle", "DataOptions", "DatasetSplit", "TensorSplit"]

@@ -67,7 +67,10 @@ class DataBundle:
 
     def describe(self) -> str:
         kind = "in memory" if isinstance(self.train, TensorSplit) else "read per sample"
+        test = f" / {len(self.test)} test" if self.test is not None else ""
+        where = f" ({self.info['val']})" if "val" in self.info else ""
         return (
-            f"{len(self.train)} train / {len(self.val)} val samples, {self.num_classes} classes, "
-            f"{self.channels}x{self.image_size}x{self.image_size}, {kind}"
+            f"{len(self.train)} train / {len(self.val)} val{test} samples{where}, "
+            f"{self.num_classes} classes, {self.channels}x{self.image_size}x{self.image_size}, "
+            f"{kind}"
         )

@@ -35,7 +35,9 @@ def _load_digits():
 
 @DATASETS.register("digits")
 def digits(*, val_split: float | None = 0.2) -> DataBundle:
-    """scikit-learn's 1797 real 8x8 handwritten digits, shipped with the package (no download)."""
+    """scikit-learn's 1797 real 8x8 handwritten digits, shipped with the package (no download).
+
+    There is no official test split: val is a seeded hold-out (data.val_split, default 0.2)."""
     pixels, target = _load_digits()
     images = to_uint8(torch.from_numpy(pixels), 16.0).view(-1, 1, 8, 8)  # [N, 1, 8, 8]
     split = TensorSplit(images, torch.from_numpy(target).long())
@@ -49,6 +51,7 @@ def digits(*, val_split: float | None = 0.2) -> DataBundle:
         class_names=[str(d) for d in range(10)],
         mean=[0.3],
         std=[0.38],
+        info={"val": f"val = {val_split or 0.2:g} of the images held out (seeded)"},
     )
 
 

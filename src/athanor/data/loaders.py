@@ -7,19 +7,23 @@ inputs normalized float [B, C, H, W]:
   such as RandAugment), then the same batch ops run on the device.
 
 Randomness comes from generators seeded by (seed, epoch, batch) or (seed, epoch, sample), so the
-batches are the same whatever the number of workers, and a resumed run sees the same data.
+batches are the same whatever the number of workers, and a resumed run sees the same data: a
+training batch is a pure function of (seed, epoch, batch index). Under DDP the batch ops draw for
+the whole global batch and each rank keeps its shard's rows (``Draws``), so a sample is augmented
+the same way whatever the number of processes (mixup/cutmix pair images within a rank's shard).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from athanor.augment.base import Augmentation
+from athanor.augment.base import Augmentation, Draws
 from athanor.data.base import Split, TensorSplit
 from athanor.data.options import DataOptions
 from athanor.data.order import Order, epoch_generator
@@ -34,6 +38,8 @@ class Batch(NamedTuple):
 
 
 class Normalize:
+    """uint8 -> float in [0, 1] (what batch ops see), then standardize with the data's mean/std."""
+
     def __init__(self, mean: list[float], std: list[float], device: torch.device):
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -42,7 +48,9 @@ class Normalize:
         return x_uint8.float().div_(255.0)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        # in place: x is this batch's own float copy (from __call__ or a batch op), and two
+        # fresh [B, C, H, W] buffers per batch cost more than the arithmetic on CPU
+        return x.sub_(self.mean).div_(self.std)
 
 
 Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -57,25 +65,38 @@ class DeviceBatches:
         augmentation: Augmentation | None,
         mixer: Mixer | None,
         seed: int,
-        rank: int,
         device: torch.device,
     ):
         self.normalize, self.augmentation, self.mixer = normalize, augmentation, mixer
-        self.seed, self.rank, self.device = seed, rank, device
+        self.seed, self.device = seed, device
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int) -> Batch:
+    def draws(self, epoch: int, b: int, shard: tuple[int, int]) -> Draws:
+        """Global batch ``b``'s random numbers, this rank's rows: a function of (seed, epoch, b)."""
+        gen = torch.Generator(device=self.device)
+        seed = epoch_generator(self.seed, epoch, 1_000_003 * (b + 1)).initial_seed()
+        return Draws(gen.manual_seed(seed), *shard)
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        epoch: int,
+        b: int,
+        shard: tuple[int, int] = (0, 0),  # (offset, total) of this rank's rows in the global batch
+    ) -> Batch:
         x = self.normalize(images.to(self.device, non_blocking=True))
         y = labels.to(self.device, non_blocking=True)
         if self.augmentation is None and self.mixer is None:
             return Batch(self.normalize.standardize(x), y, y)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(epoch_generator(self.seed, epoch, 1_000_003 * (b + 1) + self.rank).seed())
+        draws = self.draws(epoch, b, shard)
         if self.augmentation is not None:
-            x = self.augmentation.apply_batch(x, gen)
+            x = self.augmentation.apply_batch(x, draws)  # float [B, C, H, W] in [0, 1]
         x = self.normalize.standardize(x)
+        if self.augmentation is not None:
+            x = self.augmentation.apply_normalized(x, draws)
         targets = y
-        if self.mixer is not None:
-            x, targets = self.mixer(x, y, gen)
+        if self.mixer is not None:  # mixes within this rank's shard
+            x, targets = self.mixer(x, y, draws.generator)  # soft targets [B, K]
         return Batch(x, targets, y)
 
 
@@ -96,7 +117,8 @@ class MemoryLoader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         for b, idx in enumerate(self.order.batches(epoch, start), start=start):
             idx = idx.to(self.images.device)
-            yield self.device_batches(self.images[idx], self.labels[idx], epoch, b)
+            shard = self.order.shard(b)
+            yield self.device_batches(self.images[idx], self.labels[idx], epoch, b, shard)
 
 
 class _SeededSamples(Dataset):
@@ -161,7 +183,7 @@ class TorchLoader:
         options: DataOptions,
     ):
         self.sampler = _EpochBatches(order)
-        self.length = len(order)
+        self.order, self.length = order, len(order)
         self.device_batches = device_batches
         workers = options.workers()
         cuda = device_batches.device.type == "cuda"
@@ -172,6 +194,9 @@ class TorchLoader:
             pin_memory=options.pin_memory and cuda,
             persistent_workers=options.persistent_workers and workers > 0,
             prefetch_factor=options.prefetch_factor if workers > 0 else None,
+            # worker seeds (python/numpy/torch) follow the run seed; the per-sample transforms
+            # are seeded per (seed, epoch, sample) on top, so worker count never matters
+            generator=torch.Generator().manual_seed(samples.seed),
         )
 
     def __len__(self) -> int:
@@ -180,4 +205,28 @@ class TorchLoader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         self.sampler.epoch, self.sampler.start = epoch, start
         for b, (images, labels) in enumerate(self.loader, start=start):
-            yield self.device_batches(images, labels, epoch, b)
+            yield self.device_batches(images, labels, epoch, b, self.order.shard(b))
+
+
+def load_into_memory(split: Split, image_size: int, options: DataOptions) -> TensorSplit:
+    """Decode every sample of a per-sample split once (in DataLoader workers), resized and
+    centre-cropped to ``image_size``, into a uint8 TensorSplit for the memory path."""
+    if isinstance(split, TensorSplit):
+        return split
+    started = time.perf_counter()
+    keys = [(0, i) for i in range(len(split))]
+    loader = DataLoader(
+        _SeededSamples(split, None, image_size, seed=0),
+        batch_size=256,
+        sampler=keys,
+        num_workers=options.workers() if len(keys) >= 2048 else 0,  # workers cost ~1 s to start
+    )
+    images, labels = zip(*loader, strict=True)
+    tensors = TensorSplit(torch.cat(images), torch.cat(labels))
+    log.info(
+        "data: decoded %d images into memory (%.0f MB) in %.1f s",
+        len(tensors),
+        tensors.images.numel() / 2**20,
+        time.perf_counter() - started,
+    )
+    return tensors

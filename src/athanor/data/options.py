@@ -44,6 +44,7 @@ class DataOptions:
             raise ConfigError(f"data.subset={self.subset} must be a positive number of samples.")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"data.num_workers={self.num_workers} must be >= 0.")
+        object.__setattr__(self, "root", os.path.expanduser(self.root))  # data.root=~/datasets
 
     def workers(self) -> int:
         """DataLoader workers: the configured number, or all but one core (at most 8)."""

@@ -54,6 +54,12 @@ class EpochOrder:
             return torch.arange(self.n)
         return torch.randperm(self.n, generator=epoch_generator(self.seed, epoch))
 
+    def shard(self, b: int) -> tuple[int, int]:
+        """-> (first row of this rank's shard in global batch ``b``, rows of that global batch)."""
+        total = min(self.batch_size, self.n - b * self.batch_size)
+        sizes = [len(c) for c in torch.arange(total).tensor_split(self.world)]
+        return sum(sizes[: self.rank]), total
+
     def batches(self, epoch: int, start: int = 0):
         """Yield this rank's index tensor for each global batch from batch ``start`` on."""
         order = self.permutation(epoch)
@@ -76,6 +82,10 @@ class ShardOrder:
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
+
+    def shard(self, b: int) -> tuple[int, int]:
+        del b
+        return 0, 0  # evaluation batches draw no random numbers
 
     def batches(self, epoch: int = 0, start: int = 0):
         del epoch

@@ -1,0 +1,165 @@
+"""Augmentations as tensor ops on whole batches, on the training device (the memory data path,
+and after loading on the DataLoader path).
+
+Each op maps float images [B, C, H, W] to the same shape and takes every random number from the
+batch's ``Draws``: the loaders seed its generator from (seed, epoch, batch index), so a batch is a
+pure function of those three numbers, whatever the number of workers or processes or where a
+resumed epoch starts. Per-image choices (crop offset, flip, erased box) are drawn for the whole batch at
+once: no Python loop over images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from athanor.augment.base import Draws
+
+
+def _uniform(x: torch.Tensor, draws: Draws, *shape: int) -> torch.Tensor:
+    return draws.uniform(x.shape[0], *shape)  # [B, *shape], on x's device
+
+
+@dataclass(frozen=True)
+class RandomCrop:
+    """Pad each side by ``padding`` px (reflect or zero), then crop back to H x W at a random
+    offset per image: the content moves by up to ``padding`` px in each direction."""
+
+    padding: int
+    mode: Literal["reflect", "zero"] = "reflect"
+
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        p = self.padding
+        b, c, h, w = x.shape
+        mode = "reflect" if self.mode == "reflect" else "constant"
+        padded = F.pad(x, (p, p, p, p), mode=mode)  # [B, C, H + 2p, W + 2p]
+        wide = w + 2 * p
+        dy, dx = (_uniform(x, draws, 2) * (2 * p + 1)).long().clamp_(max=2 * p).unbind(1)
+        rows = dy[:, None, None] + torch.arange(h, device=x.device)[:, None]  # [B, H, 1]
+        cols = dx[:, None, None] + torch.arange(w, device=x.device)  # [B, 1, W]
+        # one gather over the flattened padded plane: ~6x faster than 4-D advanced indexing
+        flat = (rows * wide + cols).view(b, 1, h * w).expand(b, c, h * w)
+        return padded.view(b, c, -1).gather(2, flat).view(b, c, h, w)
+
+    def __str__(self) -> str:
+        return f"random crop (pad {self.padding}, {self.mode})"
+
+
+@dataclass(frozen=True)
+class HorizontalFlip:
+    """Mirror each image left-right with probability ``p``."""
+
+    p: float = 0.5
+
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        flip = _uniform(x, draws) < self.p  # [B]
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    def __str__(self) -> str:
+        return "horizontal flip"
+
+
+def _fill_boxes(
+    x: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    height: torch.Tensor,
+    width: torch.Tensor,
+    value: float,
+) -> torch.Tensor:
+    """Set one box per image (all [B] integer tensors; empty boxes leave the image) to value."""
+    h, w = x.shape[-2:]
+    ys = torch.arange(h, device=x.device)
+    xs = torch.arange(w, device=x.device)
+    in_y = (ys >= top[:, None]) & (ys < (top + height)[:, None])  # [B, H]
+    in_x = (xs >= left[:, None]) & (xs < (left + width)[:, None])  # [B, W]
+    mask = in_y[:, None, :, None] & in_x[:, None, None, :]  # [B, 1, H, W]
+    return x.masked_fill(mask, value)
+
+
+@dataclass(frozen=True)
+class RandomErasing:
+    """torchvision's RandomErasing per image, batched: with probability ``p`` a box covering
+    ``scale`` of the area with aspect ratio in ``ratio`` (log-uniform) is set to ``value``. Runs
+    after normalization, so value 0 is the data set's mean colour. A box too large for the image
+    is clipped to it (torchvision re-draws up to 10 times instead)."""
+
+    p: float = 0.5
+    scale: tuple[float, float] = (0.02, 0.33)
+    ratio: tuple[float, float] = (0.3, 3.3)
+    value: float = 0.0
+
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        u = _uniform(x, draws, 5)  # [B, 5]: area, ratio, top, left, apply
+        area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0])
+        lo, hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        aspect = torch.exp(lo + (hi - lo) * u[:, 1])
+        bh = torch.sqrt(area * aspect).round().clamp(1, h).long()
+        bw = torch.sqrt(area / aspect).round().clamp(1, w).long()
+        top = ((h - bh + 1) * u[:, 2]).long()
+        left = ((w - bw + 1) * u[:, 3]).long()
+        apply = (u[:, 4] < self.p).long()  # a zero-height box erases nothing
+        return _fill_boxes(x, top, left, bh * apply, bw, self.value)
+
+    def __str__(self) -> str:
+        return f"random erasing (p {self.p:g})"
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """DeVries & Taylor's cutout: a ``size`` x ``size`` square centred anywhere in the image
+    (clipped at the borders) set to ``value``; after normalization, 0 is the mean colour."""
+
+    size: int
+    value: float = 0.0
+
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        cy, cx = (_uniform(x, draws, 2) * torch.tensor([h, w], device=x.device)).long().unbind(1)
+        top, left = cy - self.size // 2, cx - self.size // 2
+        side = torch.full_like(top, self.size)
+        return _fill_boxes(x, top, left, side, side, self.value)
+
+    def __str__(self) -> str:
+        return f"cutout {self.size}px"
+
+
+@dataclass(frozen=True)
+class ColorJitter:
+    """Brightness, contrast and saturation jitter per image, batched: each factor is drawn
+    uniformly from [1 - s, 1 + s] per image and applied as torchvision's adjust_* do (blend with
+    black, with the image's mean grey, with its grey version), in this fixed order, clamped to
+    [0, 1]. Hue has no cheap batched form: the policy runs torchvision's ColorJitter per sample
+    when hue > 0."""
+
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+
+    def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        strengths = torch.tensor([self.brightness, self.contrast, self.saturation], device=x.device)
+        factors = 1 + strengths * (2 * _uniform(x, draws, 3) - 1)  # [B, 3]
+        f = factors[:, :, None, None, None]  # broadcast over [C, H, W]
+        x = (x * f[:, 0]).clamp(0, 1)
+        mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)  # [B, 1, 1, 1]
+        x = ((x - mean) * f[:, 1] + mean).clamp(0, 1)
+        if x.shape[1] == 3:
+            grey = _grey(x)
+            x = ((x - grey) * f[:, 2] + grey).clamp(0, 1)
+        return x
+
+    def __str__(self) -> str:
+        return "colour jitter"
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] luminance with torchvision's rgb_to_grayscale weights (grey stays grey)."""
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.2989, 0.587, 0.114], device=x.device, dtype=x.dtype)
+    return (x * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)

@@ -1,0 +1,233 @@
+"""Image files on disk, read per sample (DataLoader path): `imagefolder` (class sub-folders, the
+ImageNet layout) and `csv` (an annotations file of `path,label` rows, like a custom Dataset).
+
+Files are listed with torchvision's own ImageFolder helpers (``find_classes``, ``make_dataset``,
+``IMG_EXTENSIONS``) and decoded with ``torchvision.io.decode_image`` (several times faster than
+PIL for PNG/JPEG); formats it cannot decode (BMP, TIFF, PGM) go through PIL.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from athanor.data import DATASETS
+from athanor.data.base import DataBundle, DatasetSplit
+from athanor.data.split import holdout
+from athanor.errors import ConfigError
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+TORCHVISION_DECODES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+
+
+def read_image(path: str, channels: int) -> torch.Tensor:
+    """uint8 [channels, H, W] from an image file."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    if Path(path).suffix.lower() in TORCHVISION_DECODES:
+        mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+        return decode_image(path, mode=mode)
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB" if channels == 3 else "L"))
+
+
+class ImageFiles(Dataset):
+    """``dataset[i] -> (uint8 [C, H, W], label)`` over a list of image paths."""
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], channels: int):
+        self.paths, self.labels, self.channels = list(paths), list(labels), channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return read_image(self.paths[i], self.channels), self.labels[i]
+
+
+def _split(samples: list[tuple[str, int]], channels: int) -> DatasetSplit:
+    paths, labels = zip(*samples, strict=True) if samples else ((), ())
+    return DatasetSplit(ImageFiles(paths, labels, channels), labels)
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
+
+
+def _bundle(
+    train: DatasetSplit,
+    val: DatasetSplit,
+    test: DatasetSplit | None,
+    class_names: list[str],
+    image_size: int,
+    channels: int,
+    val_source: str,
+) -> DataBundle:
+    grey = channels == 1
+    return DataBundle(
+        train=train,
+        val=val,
+        test=test,
+        num_classes=len(class_names),
+        channels=channels,
+        image_size=image_size,
+        class_names=class_names,
+        mean=[0.449] if grey else IMAGENET_MEAN,
+        std=[0.226] if grey else IMAGENET_STD,
+        info={"val": val_source},
+    )
+
+
+def _train_val(
+    train: DatasetSplit, val: DatasetSplit | None, val_split: float | None, where: str
+) -> tuple[DatasetSplit, DatasetSplit, str]:
+    if val is not None:
+        if val_split:
+            raise ConfigError(
+                f"data.val_split={val_split} but {where} already has a validation set; remove "
+                "data.val_split (or the separate validation set) so the choice is unambiguous."
+            )
+        return train, val, f"val = {where}"
+    if not val_split:
+        raise ConfigError(
+            f"{where} has no validation set: pass data.val_split=0.1 (a seeded hold-out of the "
+            "training images) or provide one."
+        )
+    train, val = holdout(train, val_split)
+    return train, val, f"val = {val_split:g} of train held out (seeded)"
+
+
+def _list_folder(folder: Path, classes: list[str], allow_empty: bool) -> list[tuple[str, int]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    index = {c: i for i, c in enumerate(classes)}
+    try:
+        return make_dataset(folder, index, extensions=IMG_EXTENSIONS, allow_empty=allow_empty)
+    except FileNotFoundError as err:
+        raise ConfigError(f"data imagefolder: {folder.resolve()}: {err}") from err
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(
+    *,
+    root: str = "data",
+    val_split: float | None = None,
+    image_size: int | None = 224,
+    channels: int = 3,
+) -> DataBundle:
+    """Class sub-folders of images (ImageNet layout: train/, val/[, test/]), read per sample.
+
+    <root>/train/<class>/<image> with <root>/val/..., or <root>/<class>/<image> split by
+    data.val_split. Labels of val/ and test/ use the training folder's class indices."""
+    from torchvision.datasets.folder import find_classes
+
+    _check_channels(channels)
+    base = Path(root)
+    train_dir = base / "train" if (base / "train").is_dir() else base
+    try:
+        classes, _ = find_classes(train_dir)
+    except FileNotFoundError as err:
+        raise ConfigError(
+            f"data imagefolder: data.root={root!r} ({base.resolve()}) holds no class folders: "
+            "expected <root>/train/<class>/<image> (with <root>/val/...) or <root>/<class>/<image> "
+            "with data.val_split."
+        ) from err
+    train = _split(_list_folder(train_dir, classes, allow_empty=False), channels)
+    # val/test may lack some classes; their labels use the training folder's class indices
+    extra = {
+        name: _split(_list_folder(base / name, classes, allow_empty=True), channels)
+        for name in ("val", "test")
+        if train_dir != base and (base / name).is_dir()
+    }
+    train, val, source = _train_val(train, extra.get("val"), val_split, f"{base}/val")
+    return _bundle(train, val, extra.get("test"), classes, image_size or 224, channels, source)
+
+
+def _read_rows(path: Path, path_column: str, label_column: str) -> list[tuple[str, str]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {path_column, label_column} - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError(
+                f"data csv: {path} has columns {reader.fieldnames}, not {sorted(missing)}; set "
+                "data.path_column / data.label_column to the header names of your file."
+            )
+        return [(row[path_column], row[label_column]) for row in reader]
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Class names from the label column: numeric labels in numeric order, otherwise sorted."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+def _locate(path: str, root: Path, key: str) -> Path:
+    for candidate in (Path(path), root / path):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"data csv: {key}={path!r} is neither a file nor a file under data.root ({root.resolve()})."
+    )
+
+
+def _csv_split(
+    rows: list[tuple[str, str]], root: Path, index: dict[str, int], channels: int, source: Path
+) -> DatasetSplit:
+    unknown = sorted({label for _, label in rows} - set(index))
+    if unknown:
+        raise ConfigError(
+            f"data csv: {source} has labels absent from the training file: {unknown}."
+        )
+    paths = [str(root / p) for p, _ in rows]
+    absent = [p for p in paths if not Path(p).is_file()]
+    if absent:
+        raise ConfigError(
+            f"data csv: {len(absent)} image(s) listed in {source} do not exist under data.root "
+            f"({root.resolve()}), e.g. {absent[0]}."
+        )
+    return _split([(p, index[label]) for p, (_, label) in zip(paths, rows, strict=True)], channels)
+
+
+@DATASETS.register("csv")
+def csv_images(
+    *,
+    root: str = "data",
+    annotations: str | None = None,
+    val_annotations: str | None = None,
+    val_split: float | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    image_size: int | None = 224,
+    channels: int = 3,
+) -> DataBundle:
+    """Images listed in a CSV (data.annotations: `path,label` rows, paths under data.root)."""
+    _check_channels(channels)
+    if not annotations:
+        raise ConfigError(
+            "data=csv needs data.annotations=<file.csv> with a header and `path,label` rows "
+            "(paths relative to data.root)."
+        )
+    base = Path(root)
+    source = _locate(annotations, base, "data.annotations")
+    rows = _read_rows(source, path_column, label_column)
+    if not rows:
+        raise ConfigError(f"data csv: {source} lists no images.")
+    classes = _sorted_labels({label for _, label in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    train = _csv_split(rows, base, index, channels, source)
+    val = None
+    if val_annotations:
+        val_source = _locate(val_annotations, base, "data.val_annotations")
+        val_rows = _read_rows(val_source, path_column, label_column)
+        val = _csv_split(val_rows, base, index, channels, val_source)
+    train, val, where = _train_val(train, val, val_split, str(val_annotations or source))
+    return _bundle(train, val, None, classes, image_size or 224, channels, where)

@@ -1,0 +1,85 @@
+"""From a `data` config node to a ready DataBundle, around the registered builder:
+
+- which group-wide `data.*` keys reach the builder (those its signature names: root, download,
+  val_split, annotations, image_size), and refusing the ones it would silently ignore;
+- what applies to every data set afterwards: data.subset, data.image_size (an in-memory set is
+  resized once), data.mean / data.std / data.class_names, with their consistency checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from athanor.data import DATASETS
+from athanor.data.base import DataBundle, Split, TensorSplit
+from athanor.data.options import DataOptions, data_options
+from athanor.errors import ConfigError
+
+
+def _options_for(entry, options: DataOptions) -> dict[str, Any]:
+    """The group-wide `data.*` values a builder names in its signature (root, val_split, ...)."""
+    wanted = inspect.signature(entry.builder).parameters
+    return {key: getattr(options, key) for key in DataOptions.keys() if key in wanted}
+
+
+def check_data(spec: dict[str, Any]) -> DataOptions:
+    """Refuse `data.*` keys that the chosen data set would silently ignore (before any work)."""
+    entry, _, shared = DATASETS.split(spec)
+    options = data_options(shared)
+    for key in ("val_split", "annotations", "download"):
+        value = getattr(options, key)
+        if value not in (None, False) and key not in _options_for(entry, options):
+            users = [e.name for e in DATASETS.entries() if key in _options_for(e, options)]
+            raise ConfigError(
+                f"data.{key}={value!r} does not apply to data set '{entry.name}' (it has its own "
+                f"validation set, or no files to list or fetch); remove it. data.{key} applies "
+                f"to: {', '.join(users)}."
+            )
+    return options
+
+
+def _resize(split: Split, size: int) -> Split:
+    """A TensorSplit resized once to size x size (shorter side + centre crop); others as is."""
+    if not isinstance(split, TensorSplit) or split.images.shape[-1] == size:
+        return split
+    from torchvision.transforms.v2 import functional as F
+
+    images = F.center_crop(F.resize(split.images, [size], antialias=True), [size])
+    return TensorSplit(images, split.labels)
+
+
+def apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
+    """data.subset / image_size / mean / std / class_names on top of what the builder returned."""
+    done: dict[int, Any] = {}  # val may be the test split itself: treat it once, keep it shared
+    for name in ("train", "val", "test"):
+        split = getattr(bundle, name)
+        if split is not None and id(split) not in done:
+            new = split.subset(options.subset) if options.subset else split
+            done[id(split)] = _resize(new, options.image_size) if options.image_size else new
+        setattr(bundle, name, done.get(id(split)))
+    if options.image_size:
+        bundle.image_size = options.image_size
+    if options.mean is not None:
+        bundle.mean = list(options.mean)
+    if options.std is not None:
+        bundle.std = list(options.std)
+    if options.class_names is not None:
+        bundle.class_names = list(options.class_names)
+    for name, stat in (("mean", bundle.mean), ("std", bundle.std)):
+        if len(stat) != bundle.channels:
+            raise ConfigError(
+                f"data.{name} has {len(stat)} values but the images have {bundle.channels} channels."
+            )
+    if len(bundle.class_names) != bundle.num_classes:
+        raise ConfigError(
+            f"data.class_names lists {len(bundle.class_names)} names but the data set has "
+            f"{bundle.num_classes} classes."
+        )
+    return bundle
+
+
+def builder_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The `data.*` values to pass to the builder of ``spec`` (those its signature names)."""
+    entry, _, shared = DATASETS.split(spec)
+    return _options_for(entry, data_options(shared))

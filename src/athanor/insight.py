@@ -1,0 +1,85 @@
+"""Looking inside training: per-layer gradient statistics, histograms, the augmented image grid,
+peak memory, and the first-step sanity checks (initial loss, parameters without gradients)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+
+import torch
+from torch import nn
+
+log = logging.getLogger("athanor")
+
+
+def grad_ratios(model: nn.Module) -> dict[str, float]:
+    """mean|grad| / mean|weight| per parameter: ~1e-3 is healthy for SGD-like updates; orders of
+    magnitude off points at a dead or exploding layer."""
+    out = {}
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        weight = p.detach().abs().mean()
+        out[f"grad_ratio/{name}"] = float(p.grad.detach().abs().mean() / weight.clamp(min=1e-12))
+    return out
+
+
+def histograms(tracker, model: nn.Module, step: int) -> None:
+    """Weight and gradient histograms, one tag per parameter."""
+    for name, p in model.named_parameters():
+        tracker.histogram(f"weights/{name}", p, step)
+        if p.grad is not None:
+            tracker.histogram(f"grads/{name}", p.grad, step)
+
+
+def image_grid(inputs: torch.Tensor, count: int = 64) -> torch.Tensor:
+    """A [3, H, W] grid of the first ``count`` training inputs, each rescaled to [0, 1] (the
+    inputs are normalized, so per-image min/max is what makes them viewable)."""
+    from torchvision.utils import make_grid
+
+    x = inputs[:count].detach().float().cpu()
+    return make_grid(x, nrow=int(math.ceil(math.sqrt(len(x)))), normalize=True, scale_each=True)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak memory so far in GB: the CUDA allocator's high-water mark, or the process's peak RSS."""
+    if device.type == "cuda":
+        return {"sys/peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    unit = 1 if sys.platform == "darwin" else 1024
+    return {"sys/peak_rss_gb": rss * unit / 2**30}
+
+
+def check_initial_loss(loss: float, num_classes: int) -> None:
+    """A fresh classifier predicts ~uniformly, so its first loss is ~ln(C). Far from it means a
+    bad initialization, unnormalized inputs or a wrong loss/label setup."""
+    expected = math.log(num_classes)
+    if not math.isfinite(loss) or abs(loss - expected) > 0.5 * expected:
+        log.warning(
+            "Initial loss %.3f is far from ln(%d) = %.3f expected from a fresh %d-class model: "
+            "check the input normalization (data.mean/std), the initialization and the labels.",
+            loss,
+            num_classes,
+            expected,
+            num_classes,
+        )
+    else:
+        log.info("initial loss %.3f (ln(%d) = %.3f): ok", loss, num_classes, expected)
+
+
+def unused_parameters(model: nn.Module) -> list[str]:
+    """Trainable parameters with no gradient after a backward pass (a layer not wired in)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def report_unused(model: nn.Module) -> None:
+    unused = unused_parameters(model)
+    if unused:
+        log.warning(
+            "%d parameter(s) received no gradient in the first step (defined but not used in "
+            "forward?): %s",
+            len(unused),
+            ", ".join(unused[:10]) + (" ..." if len(unused) > 10 else ""),
+        )

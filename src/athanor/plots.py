@@ -1,0 +1,79 @@
+"""Figures for the run folder and TensorBoard: loss/accuracy/lr curves and the confusion matrix.
+matplotlib is imported lazily and only through its Agg canvas (no GUI backend, no pyplot state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_image(fig) -> torch.Tensor:
+    """The rendered figure as a uint8 [3, H, W] tensor (for TensorBoard)."""
+    fig.canvas.draw()
+    rgba = torch.frombuffer(bytearray(fig.canvas.buffer_rgba()), dtype=torch.uint8)
+    w, h = fig.canvas.get_width_height()
+    return rgba.view(h, w, 4)[..., :3].permute(2, 0, 1).contiguous()
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str):
+    """Rows are true classes, columns predictions; each row normalized to sum to 1, raw counts
+    written in the cells when the matrix is small enough to read."""
+    counts = matrix.double().cpu()
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    n = len(class_names)
+    side = min(4 + 0.45 * n, 16)
+    fig = _figure(side, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if n <= 30:
+        ax.set_xticks(range(n), class_names, rotation=90)
+        ax.set_yticks(range(n), class_names)
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    color = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color=color)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(train: list[dict[str, Any]], val: list[dict[str, Any]]):
+    """Three panels over optimizer steps: loss, accuracy, learning rate."""
+    fig = _figure(15, 4)
+    panels = (("loss", "loss"), ("acc", "accuracy"), ("lr", "learning rate"))
+    for k, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, k + 1)
+        for records, prefix in ((train, "train"), (val, "val"), (val, "val_ema")):
+            tag = key if key == "lr" else f"{prefix}/{key}"
+            points = [(r["step"], r[tag]) for r in records if tag in r]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=prefix)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(label)
+        if key != "lr":
+            ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
