@@ -12,6 +12,6 @@ MODELS: Registry = Registry(
     shared=ModelOptions.keys(),
 )
 
-from athanor.models import cifar, simple, vision  # noqa: E402,F401  (registers the builders)
+from athanor.models import airbench, cifar, simple, vision  # noqa: E402,F401  (registers the builders)
 
 __all__ = ["MODELS"]
