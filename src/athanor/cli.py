@@ -17,8 +17,9 @@ from athanor.errors import (
     ConfigError,
     InterruptedRun,
     NonFiniteError,
+    PeerFailed,
 )
-from athanor.paths import register_resolvers
+from athanor.paths import register_resolvers, remove_scratch
 
 log = logging.getLogger("athanor")
 
@@ -49,6 +50,7 @@ def _record_failure(run_dir: Path, message: str) -> None:
     """Mark a run that failed before it started. A folder that already has a summary (a run
     that `resume=` points at) is left untouched: a rejected resume changes nothing."""
     from athanor.distributed import env_dist
+    from athanor.paths import is_scratch
     from athanor.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -56,7 +58,7 @@ def _record_failure(run_dir: Path, message: str) -> None:
         env_dist().is_main
         and run_dir.exists()
         and not run.summary.exists()
-        and not str(run_dir).startswith("/tmp/athanor-scratch")
+        and not is_scratch(run_dir)
     ):
         run.update_summary(status="failed", error=message)
 
@@ -83,6 +85,12 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     except KeyboardInterrupt:
         log.warning("Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint.")
         code = EXIT_INTERRUPTED
+    except PeerFailed as err:
+        from athanor.distributed import env_dist
+
+        if env_dist().is_main:  # the failed rank shows its own error; say once why we stop
+            report("Stopped", str(err))
+        code = EXIT_FAILED
     if _is_multirun() and code != EXIT_INTERRUPTED:
         return float("nan")  # the sweep goes on; the job's summary.json says why it failed
     sys.exit(code)
@@ -101,13 +109,22 @@ def _output_dir() -> Path:
 
 
 def _train_task(cfg) -> Any:
-    from athanor.launch import maybe_launch
+    """One run (or one sweep job): in this process, or in a worker group it launches itself.
+    Returns the monitored metric's best value, which Hydra's sweepers optimize."""
+    from athanor.launch import launch, wants_launch
     from athanor.run import train_run
 
-    config = _container(cfg)
+    config, run_dir = _container(cfg), _output_dir()
     if _is_multirun() and config.get("logger", {}).get("progress") == "auto":
         config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
-    return run_task(lambda c, d: maybe_launch(c, d) or train_run(c, d), config, _output_dir())
+
+    def task(c: dict[str, Any], d: Path) -> Any:
+        return launch(c, d) if wants_launch(c) else train_run(c, d)
+
+    try:
+        return run_task(task, config, run_dir)
+    finally:
+        remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
 
 
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:

@@ -30,11 +30,12 @@ from athanor.build import (
 from athanor.checkpoint import Checkpointer, check_disk, state_bytes
 from athanor.distributed import Dist
 from athanor.ema import Ema
-from athanor.errors import ConfigError, InterruptedRun
+from athanor.errors import ConfigError, InterruptedRun, PeerFailed
 from athanor.evaluate import check_monitors
 from athanor.loop import Loop, Progress
 from athanor.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
+from athanor.paths import remove_scratch
 from athanor.reporting import Reporter
 from athanor.rundir import RunDir, provenance
 from athanor.seeding import rng_state, seed_everything, set_determinism
@@ -112,7 +113,9 @@ class TrainingRun:
             self.total_steps,
             self.steps_per_epoch,
         )
-        loss_fn = build_loss(cfg["loss"], num_classes=self.bundle.num_classes).to(device)
+        loss_fn = build_loss(
+            cfg["loss"], num_classes=self.bundle.num_classes, soft_targets=mix.enabled
+        ).to(device)
         ema = None
         if s.trainer.ema.decay is not None:
             ema = Ema(
@@ -147,11 +150,20 @@ class TrainingRun:
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.d.enabled:
-            if t.sync_bn:
+            if t.sync_bn and self.device.type != "cuda":
+                log.warning(
+                    "trainer.sync_bn=true needs CUDA (DDP refuses SyncBatchNorm on CPU): "
+                    "BatchNorm statistics stay per process."
+                )
+            elif t.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.model = model
+                synced = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+                log.info("sync_bn: %d BatchNorm layers synchronized across ranks", synced)
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        elif t.sync_bn:
+            log.warning("trainer.sync_bn=true does nothing in a single process (no DDP).")
         if t.compile:
             log.info("trainer.compile=true: the first step compiles the model (can take a while)")
             model = CompiledOrEager(model)
@@ -299,14 +311,24 @@ def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
 
 def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     """Train once. Returns the monitored metric's best value (for sweepers), or None."""
-    settings = run_settings(config)
-    validate(config)
+    distributed.export_slurm_env()
     d = distributed.env_dist()
-    device = distributed.resolve_device(settings.device, d)
+    distributed.quiet_unless_main(d)
+    with distributed.said_by_rank0(d):
+        settings = run_settings(config)
+        validate(config)
+        device = distributed.resolve_device(settings.device, d)
     distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
     try:
         run = agree_on_run_dir(run_dir, d)
-        return _train(config, settings, d, device, run)
+        with distributed.reported_once(d):
+            return _train(config, settings, d, device, run)
+    except Exception as err:
+        if d.enabled and distributed.is_peer_failure(err):
+            raise PeerFailed(
+                f"rank {d.rank} stopped because another process of the group failed ({err})"
+            ) from err
+        raise
     finally:
         distributed.teardown()
 
@@ -320,7 +342,7 @@ def _dry_run(config, settings: RunSettings, d: Dist, device, run: RunDir) -> Non
         if d.is_main:
             print(text, flush=True)
     finally:
-        preflight.remove_scratch(run.path)
+        remove_scratch(run.path)
 
 
 def find_resume(config: dict[str, Any], run: RunDir) -> resume.Resumed | None:
