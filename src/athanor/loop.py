@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from athanor.clock import process_age
 from athanor.data.loaders import Batch
 from athanor.distributed import any_rank
 from athanor.errors import InterruptedRun
@@ -69,6 +70,7 @@ class Loop:
         self.prepare = prepare
         self.started = time.monotonic()
         self.last_metrics: dict[str, float] = {}
+        self.stepped = False
 
     def fit(self, p: Progress) -> dict[str, float]:
         t, ckpt = self.settings.trainer, self.settings.checkpoint
@@ -81,6 +83,9 @@ class Loop:
                 result = self.stepper.step(micro, p.step, on_grads=on_grads)
                 p.step += 1
                 p.batch += len(micro)
+                if not self.stepped:  # start-up cost, as users feel it (and scripts/bench.py reads)
+                    self.stepped = True
+                    log.info("first optimizer step %.2f s after process start", process_age())
                 self.reporter.train_step(p, result)
                 if p.step >= self.total_steps:
                     p.stop_reason = "max_steps" if t.max_steps else None
@@ -97,6 +102,7 @@ class Loop:
             metrics = self.validate(p) if self._validation_due(p) else {}
             self.reporter.epoch_end(p, metrics)
             self._early_stopping(p, metrics)
+            self.stepper.scheduler.step_validation(metrics)  # plateau: LR from the val metric
             if self._checkpoint_due(p) or p.stop_reason:
                 self.save(p, metrics)
             if p.stop_reason == "interrupted":

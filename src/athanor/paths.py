@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 _chosen: dict[str, str] = {}
 SCRATCH_PREFIX = "athanor-scratch-"
@@ -95,10 +96,23 @@ def run_dir(default: str, dry_run: bool = False, resume: str | None = None) -> s
     return chosen
 
 
-def hydra_subdir(resume: str | None = None) -> str:
-    if resumed_run_folder(resume) is not None:
-        return f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}"
-    return ".hydra"
+def _auto_resumes(root: Any) -> bool:
+    """resume=auto into a fixed hydra.run.dir that already holds checkpoints (a requeued job)."""
+    hydra = root.get("hydra") if root is not None else None
+    if hydra is None or str(hydra.get("mode", "")).endswith("MULTIRUN"):
+        return False  # (resolving run.dir in a sweep would create a stray folder)
+    return (Path(str(hydra.run.dir)) / "checkpoints").is_dir()
+
+
+def hydra_subdir(resume: str | None = None, *, _root_: Any = None) -> str:
+    """``_root_`` (the whole config, passed by OmegaConf) tells where resume=auto will write."""
+    if "hydra_subdir" not in _chosen:  # memoized: one name per process, whatever the second
+        auto = resume == "auto" and _auto_resumes(_root_)
+        resumed = auto or resumed_run_folder(resume) is not None
+        _chosen["hydra_subdir"] = (
+            f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if resumed else ".hydra"
+        )
+    return _chosen["hydra_subdir"]
 
 
 def slug(text: str) -> str:
@@ -111,7 +125,5 @@ def register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("athanor_run_dir", run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("athanor_unique", make_unique, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver(
-        "athanor_hydra_subdir", hydra_subdir, replace=True, use_cache=True
-    )
+    OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True)
     OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)

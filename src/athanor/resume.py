@@ -23,6 +23,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from athanor.checkpoint import load_file, load_latest
 from athanor.errors import ConfigError
 from athanor.seeding import set_rng_state
+from athanor.tracking import flatten
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,6 @@ class Resumed:
             "step": self.state["step"],
             "changes": self.changes,
         }
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def _incompatible(key: str) -> bool:

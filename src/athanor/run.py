@@ -113,7 +113,9 @@ class TrainingRun:
             self.total_steps,
             self.steps_per_epoch,
         )
-        loss_fn = build_loss(cfg["loss"], num_classes=self.bundle.num_classes).to(device)
+        loss_fn = build_loss(
+            cfg["loss"], num_classes=self.bundle.num_classes, soft_targets=mix.enabled
+        ).to(device)
         ema = None
         if s.trainer.ema.decay is not None:
             ema = Ema(
@@ -232,7 +234,11 @@ class TrainingRun:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self.reporter.image_grid(next(iter(self.loaders.train.epoch(0))).inputs)
         if resumed is not None and main:
-            self.reporter.history = self.run.read_metrics()  # for the summary's best/final
+            # for the summary's best/final: the scalar part of each record, as the reporter keeps
+            records = self.run.read_metrics()
+            self.reporter.history = [
+                {k: v for k, v in r.items() if not isinstance(v, dict)} for r in records
+            ]
 
         def save(p: Progress, metrics: dict[str, float]) -> None:
             self.tracker.flush()  # events up to this step must survive a kill after the save

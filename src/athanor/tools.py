@@ -14,33 +14,64 @@ def registries() -> dict:
     return REGISTRIES
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    regs = registries()
-    groups = [args.group] if args.group else list(regs)
-    for group in groups:
-        if group not in regs:
-            from athanor.registry import closest
+def presets() -> list[tuple[str, str]]:
+    """(name, first line of its header comment) for each conf/experiment/*.yaml bundle."""
+    from athanor.cli import CONF_DIR
 
-            print(
-                f"Unknown group {group!r}.{closest(group, regs)} Groups: {', '.join(regs)}.",
-                file=sys.stderr,
-            )
-            return 2
-        print(f"{group}:")
-        for entry in regs[group].entries():
-            print(f"  {entry.name:<22} {entry.description}")
+    out = []
+    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        comments = [
+            line.lstrip("# ").strip()
+            for line in path.read_text().splitlines()
+            if line.startswith("#") and "@package" not in line
+        ]
+        out.append((path.stem, comments[0] if comments else ""))
+    return out
+
+
+def _wrapped(words: list[str], indent: str = "    ", width: int = 100) -> list[str]:
+    lines, line = [], indent
+    for word in words:
+        if len(line) + len(word) > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += word + " "
+    return lines + [line.rstrip()]
+
+
+def _rows(group: str, entries: list[tuple[str, str]]) -> list[str]:
+    rows = [f"{group}:"]
+    for name, description in entries:
+        text = description.rstrip(".")
+        rows.append(f"  {name:<20} {text if len(text) <= 78 else text[:77] + '…'}")
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every config group's registered names with one line each; one group with a name."""
+    regs = registries()
+    groups = {**{g: [(e.name, e.description) for e in r.entries()] for g, r in regs.items()}}
+    groups["experiment"] = presets()
+    if args.group and args.group not in groups:
+        from athanor.registry import closest
+
+        print(
+            f"Unknown group {args.group!r}.{closest(args.group, groups)} "
+            f"Groups: {', '.join(groups)}.",
+            file=sys.stderr,
+        )
+        return 2
+    for group in [args.group] if args.group else list(groups):
+        print("\n".join(_rows(group, groups[group])))
         if group == "model":
             from athanor.models.vision import classification_archs
 
             archs = classification_archs()
-            print(f"  torchvision archs (model=torchvision model.arch=<name>), {len(archs)}:")
-            line = "    "
-            for arch in archs:
-                if len(line) + len(arch) > 98:
-                    print(line.rstrip())
-                    line = "    "
-                line += arch + " "
-            print(line.rstrip())
+            print(f"  + {len(archs)} torchvision archs: model=torchvision model.arch=<name>")
+            if args.group:
+                print("\n".join(_wrapped(archs)))
+            else:
+                print("    (`athanor list model` lists them)")
     return 0
 
 
@@ -88,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="athanor", description="athanor utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered names per config group")
-    p.add_argument("group", nargs="?", help="model, data, optim, scheduler, augment or loss")
+    p.add_argument(
+        "group", nargs="?", help="model, data, optim, scheduler, augment, loss or experiment"
+    )
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("export", help="write a checkpoint's model weights only (a state_dict)")
     p.add_argument("ckpt", help="a .pt checkpoint or a run folder (best.pt, else last.pt)")

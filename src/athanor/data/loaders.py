@@ -48,7 +48,9 @@ class Normalize:
         return x_uint8.float().div_(255.0)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        # in place: x is this batch's own float copy (from __call__ or a batch op), and two
+        # fresh [B, C, H, W] buffers per batch cost more than the arithmetic on CPU
+        return x.sub_(self.mean).div_(self.std)
 
 
 Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]

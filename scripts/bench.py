@@ -1,0 +1,112 @@
+"""athanor vs hand-written PyTorch, side by side: a table (baseline, athanor, ratio, target) on
+stdout and a JSON file under outputs/bench/.
+
+    PYTHONPATH=src python scripts/bench.py            # the full run (~5 minutes on 2 cores)
+    PYTHONPATH=src python scripts/bench.py --quick    # every row shrunk to seconds (CI smoke)
+
+Rows: runner overhead, data path, time to first step, time to accuracy, checkpoint cost, peak
+memory. Targets are reported, never asserted: the table is evidence, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_rows  # noqa: E402
+from bench_rows import Row  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each row's workload is; --quick shrinks all of them."""
+
+    reps: int
+    cnn_steps: int
+    mlp_steps: int
+    data_images: int
+    digits_epochs: int
+    threshold: float
+    checkpoint_arch: str
+
+
+FULL = Sizes(3, 30, 200, 10_000, 15, 0.97, "resnet50")
+QUICK = Sizes(1, 3, 10, 1024, 2, 0.5, "resnet18")
+
+
+def measure(s: Sizes, out_dir: Path) -> list[Row]:
+    cnn = ["model=simple_cnn", "data=fake", "data.num_train=2048", "data.batch_size=64"]
+    mlp = ["model=mlp", "data=digits", "data.batch_size=64"]
+    rows = [
+        bench_rows.runner_overhead("simple_cnn, 3x32x32, batch 64", cnn, s.cnn_steps, s.reps),
+        bench_rows.runner_overhead("mlp, digits 8x8, batch 64", mlp, s.mlp_steps, s.reps),
+        bench_rows.data_path(s.data_images, 512, s.reps),
+    ]
+    startup, accuracy, memory = bench_rows.subprocess_rows(s.digits_epochs, s.threshold, s.reps)
+    checkpoint = bench_rows.checkpoint_cost(s.checkpoint_arch, s.reps, out_dir)
+    return [*rows, startup, accuracy, checkpoint, memory]
+
+
+def table(rows: list[Row]) -> str:
+    head = ("row", "unit", "baseline", "athanor", "ratio", "target", "met")
+    lines = [
+        (
+            r.name,
+            r.unit,
+            f"{r.baseline:.4g}",
+            f"{r.ours:.4g}",
+            f"{r.ratio:.3f}",
+            r.target + (f" ({r.details['excess_s']:+.2f} s)" if "excess_s" in r.details else ""),
+            "yes" if r.ok else "NO",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt.format(*head), rule, *(fmt.format(*line) for line in lines)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="athanor vs hand-written PyTorch")
+    parser.add_argument("--quick", action="store_true", help="tiny workloads (CI smoke check)")
+    parser.add_argument("--out", type=Path, help="JSON file (default outputs/bench/<time>.json)")
+    args = parser.parse_args(argv)
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
+    out = args.out or Path("outputs/bench") / f"bench_{'quick_' if args.quick else ''}{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    rows = measure(QUICK if args.quick else FULL, out.parent)
+    text = table(rows)
+    print(text)
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["python", "scripts/bench.py", *(argv or sys.argv[1:])]),
+        "quick": args.quick,
+        "seconds": round(time.time() - started, 1),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(),
+        },
+        "rows": [r.as_dict() for r in rows],
+        "table": text,
+    }
+    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

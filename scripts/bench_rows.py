@@ -1,0 +1,430 @@
+"""The six measurements of scripts/bench.py. Each returns a ``Row``: athanor's figure and the
+baseline's, measured side by side in one process or one run (alternating repetitions, best or
+median of them), so machine noise hits both alike."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_handloop  # noqa: E402  (the hand-written loops, a sibling script)
+
+CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
+CIFAR_STD = [0.2470, 0.2435, 0.2616]
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    baseline_label: str
+    baseline: float
+    ours: float
+    target: str  # e.g. "ratio >= 0.97"
+    ok: bool
+    higher_is_better: bool
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def best_of(reps: int, *measures: Callable[[], float]) -> list[list[float]]:
+    """Run the measures alternately ``reps`` times (A B A B ...) -> one list of figures each."""
+    out: list[list[float]] = [[] for _ in measures]
+    for _ in range(reps):
+        for figures, measure in zip(out, measures, strict=True):
+            figures.append(measure())
+    return out
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- 1. runner overhead ---------------------------------------------------------------------------
+def compose(*overrides: str) -> dict:
+    """The composed `train` config as plain data (what the CLI hands to the runner)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from athanor.paths import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> Row:
+    """steps/s of athanor's real loop (TrainingRun.build + fit) vs bench_handloop.train_steps on
+    the same model, data tensor, batch size and optimizer. Each fit also validates one batch."""
+    from athanor.distributed import Dist
+    from athanor.run import TrainingRun
+    from athanor.rundir import RunDir
+    from athanor.settings import run_settings
+    from athanor.signals import StopSignals
+
+    config = compose(
+        *overrides,
+        "optim=sgd",
+        "scheduler=none",
+        "augment=none",
+        "device=cpu",
+        "checkpoint.enabled=false",
+        "logger.tensorboard=false",
+        "logger.progress=none",
+        "trainer.epochs=100000",
+        "trainer.val_every=100000",
+        "trainer.limit_val_batches=1",
+        f"trainer.max_steps={steps}",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        job = TrainingRun(
+            config, run_settings(config), Dist(), torch.device("cpu"), RunDir(Path(tmp))
+        )
+        job.build()
+        model = copy.deepcopy(job.model)
+        o = config["optim"]
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=o["lr"],
+            momentum=o["momentum"],
+            weight_decay=o["weight_decay"],
+            nesterov=o["nesterov"],
+        )
+        split, bundle = job.bundle.train, job.bundle
+
+        def ours() -> float:
+            with StopSignals() as signals:
+                return steps / _timed(lambda: job.fit(signals))
+
+        def hand() -> float:
+            return steps / _timed(
+                lambda: bench_handloop.train_steps(
+                    model,
+                    optimizer,
+                    split.images,
+                    split.labels,
+                    mean=bundle.mean,
+                    std=bundle.std,
+                    batch_size=config["data"]["batch_size"],
+                    steps=steps,
+                )
+            )
+
+        a, h = best_of(reps + 1, ours, hand)  # the first pair warms up caches and allocators
+    a, h = max(a[1:]), max(h[1:])
+    return Row(
+        f"runner overhead ({label})",
+        "steps/s",
+        "hand-written loop",
+        h,
+        a,
+        "ratio >= 0.97",
+        a / h >= 0.97,
+        True,
+        {"steps": steps, "overrides": overrides},
+    )
+
+
+# -- 2. data path ---------------------------------------------------------------------------------
+def cifar_augmentation():
+    """athanor's `augment=cifar` batch ops, zero-padded like torchvision's RandomCrop."""
+    from athanor.augment import AUGMENTS
+
+    spec = {"name": "cifar", "padding": 4, "pad_mode": "zero", "flip": True}
+    return AUGMENTS.build(spec, image_size=32, channels=3), "augment=cifar pad_mode=zero"
+
+
+class PilCifar(torch.utils.data.Dataset):
+    """What torchvision.datasets.CIFAR10 does per sample: HWC uint8 -> PIL -> transforms."""
+
+    def __init__(self, images_hwc, labels, transform):
+        self.images, self.labels, self.transform = images_hwc, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def data_path(n: int, batch_size: int, reps: int) -> Row:
+    from torchvision import transforms as T
+
+    from athanor.build import build_loaders
+    from athanor.data import DataBundle, TensorSplit
+    from athanor.data.options import data_options
+    from athanor.distributed import Dist
+
+    cores = len(os.sched_getaffinity(0))
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    split = TensorSplit(images, labels)
+    bundle = DataBundle(split, split, 10, 3, 32, [str(i) for i in range(10)], CIFAR_MEAN, CIFAR_STD)
+    augmentation, aug_label = cifar_augmentation()
+    options = data_options({"batch_size": batch_size, "loader": "memory"})
+    loaders = build_loaders(
+        bundle, options, augmentation, None, seed=0, d=Dist(), device=torch.device("cpu")
+    )
+    assert loaders.path == "memory", loaders.path
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(CIFAR_MEAN, CIFAR_STD),
+        ]
+    )
+    dataset = PilCifar(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=cores,
+        persistent_workers=True,
+        drop_last=True,
+    )
+    epochs = iter(range(10**9))
+
+    def ours() -> float:
+        count = 0
+        start = time.perf_counter()
+        for batch in loaders.train.epoch(next(epochs)):
+            count += len(batch.inputs)
+        return count / (time.perf_counter() - start)
+
+    def baseline() -> float:
+        count = 0
+        start = time.perf_counter()
+        for x, _ in loader:
+            count += len(x)
+        return count / (time.perf_counter() - start)
+
+    a, b = best_of(reps + 1, ours, baseline)  # the first epoch starts the workers
+    a, b = max(a[1:]), max(b[1:])
+    return Row(
+        "data path (CIFAR-shaped, crop+flip+normalize)",
+        "images/s",
+        f"DataLoader+PIL, {cores} workers",
+        b,
+        a,
+        "ratio >= 10",
+        a / b >= 10,
+        True,
+        {"images": n, "batch_size": batch_size, "cores": cores, "memory_path_ops": aug_label},
+    )
+
+
+# -- 3, 4, 6: subprocess rows (start-up, time to accuracy, peak memory) ----------------------------
+@dataclass
+class Child:
+    wall_start: float  # time.time() just before the spawn
+    maxrss_mb: float
+    stdout: str
+
+
+def run_child(cmd: list[str], cwd: Path) -> Child:
+    """Run a command; its own peak RSS comes from wait4 (not the max over all children)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "scripts")])}
+    with tempfile.TemporaryFile("w+") as out:
+        start = time.time()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
+    return Child(start, usage.ru_maxrss / 1024, text)
+
+
+FIRST_STEP = re.compile(r"first optimizer step ([0-9.]+) s after process start")
+
+
+def athanor_digits(cwd: Path, epochs: int, threshold: float) -> dict[str, float]:
+    run_dir = cwd / f"run_{time.monotonic_ns()}"
+    child = run_child(
+        [
+            sys.executable,
+            "-m",
+            "athanor.train",
+            "experiment=digits_quick",
+            f"trainer.epochs={epochs}",
+            "logger.progress=plain",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd,
+    )
+    first = float(FIRST_STEP.search((run_dir / "train.log").read_text()).group(1))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return _figures(child, first, records, threshold)
+
+
+def hand_digits(cwd: Path, epochs: int, threshold: float) -> dict[str, float]:
+    script = str(ROOT / "scripts" / "bench_handloop.py")
+    child = run_child([sys.executable, script, f"--epochs={epochs}"], cwd)
+    lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    first = next(line["first_step_s"] for line in lines if "first_step_s" in line)
+    return _figures(child, first, [line for line in lines if "val/acc" in line], threshold)
+
+
+def _figures(child: Child, first: float, records: list[dict], threshold: float) -> dict:
+    reached = next((r for r in records if r["val/acc"] >= threshold), None)
+    if reached is None:
+        raise RuntimeError(f"val/acc never reached {threshold}: {records}")
+    return {
+        "first_step_s": first,
+        "time_to_acc_s": reached["time"] - child.wall_start,
+        "epoch_reached": reached["epoch"],
+        "maxrss_mb": child.maxrss_mb,
+    }
+
+
+IMPORT_TORCH = (
+    "import time, torch, torchvision; t = time.clock_gettime(time.CLOCK_BOOTTIME); "
+    "from athanor.clock import process_start; print(t - process_start())"
+)
+
+
+def subprocess_rows(epochs: int, threshold: float, reps: int) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        ours, hand, imports = [], [], []
+        for _ in range(reps):
+            imports.append(float(run_child([sys.executable, "-c", IMPORT_TORCH], cwd).stdout))
+            ours.append(athanor_digits(cwd, epochs, threshold))
+            hand.append(hand_digits(cwd, epochs, threshold))
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    base, first = med([{"x": x} for x in imports], "x"), med(ours, "first_step_s")
+    details = {"epochs": epochs, "threshold": threshold, "reps": reps, "athanor": ours}
+    details["hand_loop"] = hand
+    startup = Row(
+        "time to first step (digits_quick)",
+        "s",
+        "python -c 'import torch, torchvision'",
+        base,
+        first,
+        "excess <= +1.5 s",
+        first - base <= 1.5,
+        False,
+        {"excess_s": first - base, "hand_loop_first_step_s": med(hand, "first_step_s")},
+    )
+    tta_a, tta_h = med(ours, "time_to_acc_s"), med(hand, "time_to_acc_s")
+    accuracy = Row(
+        f"time to {threshold:.0%} val acc (digits_quick, from spawn)",
+        "s",
+        "hand-written loop",
+        tta_h,
+        tta_a,
+        "ratio <= 1.1",
+        tta_a / tta_h <= 1.1,
+        False,
+        details,
+    )
+    rss_a, rss_h = med(ours, "maxrss_mb"), med(hand, "maxrss_mb")
+    memory = Row(
+        "peak RSS (digits_quick run)",
+        "MB",
+        "hand-written loop",
+        rss_h,
+        rss_a,
+        "ratio <= 1.2",
+        rss_a / rss_h <= 1.2,
+        False,
+        {"epochs": epochs},
+    )
+    return [startup, accuracy, memory]
+
+
+# -- 5. checkpoint cost ---------------------------------------------------------------------------
+def training_state(arch: str) -> dict:
+    """A real training state: model weights and SGD momentum after one step."""
+    import torchvision
+
+    model = torchvision.models.get_model(arch, num_classes=10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5.0e-4)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def checkpoint_cost(arch: str, reps: int, folder: Path) -> Row:
+    from athanor.checkpoint import Checkpointer, load_file
+    from athanor.settings import CheckpointSettings
+
+    state = training_state(arch)
+    size_mb = sum(t.numel() * t.element_size() for t in _tensors(state)) / 2**20
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        ckpt = Checkpointer(Path(tmp) / "checkpoints", CheckpointSettings(keep=1))
+        bare = Path(tmp) / "bare.pt"
+        steps = iter(range(10**9))
+
+        def ours() -> float:
+            def save_load():
+                path = ckpt.save({**state, "step": next(steps)})
+                load_file(path)
+
+            return _timed(save_load)
+
+        def baseline() -> float:
+            def save_load():
+                torch.save(state, bare)
+                torch.load(bare)
+
+            return _timed(save_load)
+
+        a, b = best_of(reps + 1, ours, baseline)
+    a, b = min(a[1:]), min(b[1:])
+    return Row(
+        f"checkpoint save+load ({arch} + SGD momentum)",
+        "s",
+        "torch.save + torch.load",
+        b,
+        a,
+        "ratio <= 1.2",
+        a / b <= 1.2,
+        False,
+        {"tensor_mb": round(size_mb, 1)},
+    )
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)

@@ -1,0 +1,101 @@
+"""scripts/bench.py --quick as a smoke check: the table and the JSON come out with every row and
+sane positive figures. The speed targets themselves are not asserted here (see README)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from athanor.build import validate
+from conftest import FAST, ROOT, compose
+
+ROWS = (
+    "runner overhead (simple_cnn",
+    "runner overhead (mlp",
+    "data path",
+    "time to first step",
+    "time to 50% val acc",
+    "checkpoint save+load",
+    "peak RSS",
+)
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_table_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["quick"] is True and record["command"].endswith("--quick --out " + str(out))
+    names = [row["name"] for row in record["rows"]]
+    assert len(names) == len(ROWS)
+    for prefix, name in zip(ROWS, names, strict=True):
+        assert name.startswith(prefix), (prefix, name)
+    for row in record["rows"]:
+        for key in ("baseline", "ours", "ratio"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["name"], key, row[key])
+        assert row["ratio"] == pytest.approx(row["ours"] / row["baseline"])
+        assert isinstance(row["ok"], bool) and row["target"]
+        # the printed table carries the same figures as the JSON
+        line = next(
+            line for line in proc.stdout.splitlines() if line.startswith(f"| {row['name']}")
+        )
+        assert f"{row['ratio']:.3f}" in line and f"{row['ours']:.4g}" in line
+    by_name = {row["name"]: row for row in record["rows"]}
+    startup = next(r for n, r in by_name.items() if n.startswith("time to first step"))
+    assert startup["details"]["excess_s"] == pytest.approx(startup["ours"] - startup["baseline"])
+    # memory is in MB and both processes import torch: hundreds of MB, not bytes or terabytes
+    rss = next(r for n, r in by_name.items() if n.startswith("peak RSS"))
+    assert 50 < rss["baseline"] < 100_000 and 50 < rss["ours"] < 100_000
+
+
+def test_cifar10_fast_preset_follows_the_airbench_recipe() -> None:
+    config = compose("experiment=cifar10_fast", "data=fake", "augment=none")
+    validate(config)
+    assert config["model"]["name"] == "airbench" and config["data"]["loader"] == "memory"
+    assert config["loss"]["label_smoothing"] == 0.2 and config["optim"]["nesterov"] is True
+    t = config["trainer"]
+    assert t["precision"] == "bf16" and t["channels_last"] and t["tta_flip"]
+    assert config["scheduler"]["warmup_epochs"] > 0 and config["data"]["batch_size"] == 1024
+
+
+@pytest.mark.slow
+def test_cifar10_fast_runs_end_to_end_on_fake_cifar_shapes(train) -> None:
+    result = train(
+        "experiment=cifar10_fast",
+        "data=fake",
+        "augment=none",
+        "data.num_train=64",
+        "data.num_val=32",
+        "data.batch_size=16",
+        "model.widths=[8,16,16]",
+        "trainer.max_steps=2",
+        "trainer.precision=32",
+        "scheduler.warmup_epochs=null",
+        "logger.tensorboard=false",
+        *FAST,
+    )
+    summary = result.summary()
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert "first optimizer step" in (result.run_dir / "train.log").read_text()
+    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["model"]["name"] == "airbench"
+    # channels_last was applied to the trained weights, and the stem is the 2x2 conv
+    stem = state["model"]["0.weight"]
+    assert stem.shape == (24, 3, 2, 2)
+    assert 0.0 <= result.metrics()[-1]["val/acc"] <= 1.0
