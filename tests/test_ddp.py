@@ -179,3 +179,47 @@ def test_a_config_error_is_reported_once_not_per_rank(tmp_path, launcher):
         result = cli("athanor.train", *args, "distributed.nproc_per_node=2", cwd=tmp_path, expect=2)
     assert result.output.count("Config error") == 1, result.output[-3000:]
     assert "learning rate" in result.stderr
+
+
+KILL = textwrap.dedent(
+    """
+    # test-only: rank 1 is killed (SIGKILL) at its 8th optimizer step, once (no flag file yet)
+    import os, signal
+    from pathlib import Path
+    from athanor import step
+
+    _step = step.Stepper.step
+    FLAG = Path(os.environ["ATHANOR_TEST_KILLED_FLAG"])
+
+    def killed_step(self, micro, n, **kwargs):
+        if os.environ.get("RANK") == "1" and n == 7 and not FLAG.exists():
+            FLAG.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _step(self, micro, n, **kwargs)
+
+    step.Stepper.step = killed_step
+    """
+)
+
+
+def test_a_killed_ddp_run_resumes_to_the_uninterrupted_result(single, tmp_path):
+    """kill -9 of one worker mid-epoch, then `resume=<run folder>` with 2 workers again: the
+    weights end where the uninterrupted 1-process run's do."""
+    plugin = tmp_path / "inject"
+    plugin.mkdir()
+    (plugin / "sitecustomize.py").write_text(KILL)
+    env = {**run_env(tmp_path, plugin), "ATHANOR_TEST_KILLED_FLAG": str(tmp_path / "killed")}
+    args = (*ARGS, "distributed.nproc_per_node=2", "checkpoint.every_steps=5")
+    killed = cli("athanor.train", *args, cwd=tmp_path, env=env, expect=1, timeout=300)
+    assert "rank 1 died with exit code -9" in killed.output
+    run_dir = killed.run_dir
+    assert killed.summary()["status"] == "failed"
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
+
+    resumed = cli("athanor.train", *args, f"resume={run_dir}", cwd=tmp_path, env=env, timeout=300)
+    assert resumed.run_dirs() == [run_dir]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 44
+    a, b = weights(single.run_dir), weights(run_dir)
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), key
