@@ -29,11 +29,13 @@ from athanor.data.order import EpochOrder, ShardOrder
 from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
-from athanor.losses import LOSSES, build_loss
+from athanor.losses import LOSSES, build_loss, check_soft_targets
 from athanor.models import MODELS
+from athanor.models.options import apply_model_options, model_options
+from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
-from athanor.optim.param_groups import finalize_groups, param_groups
-from athanor.optim.schedulers import build_schedule, total_optimizer_steps
+from athanor.optim.param_groups import finalize_groups, group_options, param_groups
+from athanor.optim.schedulers import Schedule, build_schedule, check_monitor, total_optimizer_steps
 from athanor.settings import RunSettings, parse
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,12 @@ def validate(config: dict[str, Any]) -> None:
             )
         registry.check(config[group])
     check_data(config["data"])
-    parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
+    model_options(MODELS.split(config["model"])[2])
+    group_options(OPTIMIZERS.split(config["optim"])[2])
+    mix = parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
+    check_soft_targets(config["loss"], mixing=mix.enabled)
+    ema = (config.get("trainer") or {}).get("ema") or {}
+    check_monitor(config["scheduler"], ema=ema.get("decay") is not None)
 
 
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
@@ -191,22 +198,29 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
         in_channels=bundle.channels,
         image_size=bundle.image_size,
     )
-    from athanor.models.options import apply_model_options
-
     _, _, shared = MODELS.split(config["model"])
     apply_model_options(model, shared)
+    probe(
+        model,
+        name=config["model"]["name"],
+        num_classes=bundle.num_classes,
+        in_channels=bundle.channels,
+        image_size=bundle.image_size,
+    )
     return model
 
 
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    _, _, shared = OPTIMIZERS.split(config["optim"])
-    groups = param_groups(model, no_decay=shared.get("no_decay"), lr_mult=shared.get("lr_mult"))
+    options = group_options(OPTIMIZERS.split(config["optim"])[2])
+    groups = param_groups(model, no_decay=options.no_decay, lr_mult=options.lr_mult)
     optimizer = OPTIMIZERS.build(config["optim"], params=groups)
     finalize_groups(optimizer, groups)
     return optimizer
 
 
-def build_scheduler(config: dict[str, Any], optimizer, *, steps_per_epoch: int, total_steps: int):
+def build_scheduler(
+    config: dict[str, Any], optimizer, *, steps_per_epoch: int, total_steps: int
+) -> Schedule:
     return build_schedule(
         config["scheduler"], optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
     )

@@ -1,20 +1,23 @@
-"""Checkpoints: atomic writes, last/best/periodic policy, and loading with fallback.
+"""Checkpoints: atomic writes, last/best/periodic policy, loading with fallback, disk checks.
 
 Every save writes one new file ``step_<step>.pt`` (temp file in the same folder, fsync, rename),
 then points ``last.pt`` (and ``best.pt`` when the monitored metric improved) at it with an atomic
 hard link. A process killed mid-save leaves the previous files untouched; only the ``keep`` newest
-periodic files are kept.
+periodic files are kept. Loading tries ``last.pt`` first and falls back, with a warning, to the
+newest older file that loads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from athanor.errors import ConfigError
 from athanor.settings import CheckpointSettings
@@ -22,10 +25,11 @@ from athanor.settings import CheckpointSettings
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model", "format_version", "step", "config")
 
 
 class CheckpointSaveError(RuntimeError):
-    pass
+    """A save failed with checkpoint.on_error=stop (the earlier checkpoints are intact)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,52 +67,113 @@ def _link_atomic(target: Path, link: Path) -> None:
     try:
         os.link(target, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(target, tmp)
     os.replace(tmp, link)
 
 
 def load_file(path: Path) -> dict[str, Any]:
     """Load one checkpoint (weights only: plain tensors and Python data), or raise ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"Checkpoint {path} does not exist (or is not a file).")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise ConfigError(f"Checkpoint {path} does not exist.") from err
     except Exception as err:  # truncated, corrupt, or not a torch file at all
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
         raise ConfigError(
-            f"{path} is not a readable athanor checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'unreadable'})."
+            f"{path} is damaged or not a torch checkpoint ({type(err).__name__}: {first[:200]})."
         ) from err
-    if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise ConfigError(
-            f"{path} loads, but is not an athanor training checkpoint (no 'model'/'format_version' "
-            "keys). For plain weights use model.weights=<file> instead."
+            f"{path} loads, but is not an athanor training checkpoint (it lacks the keys "
+            f"{', '.join(REQUIRED_KEYS)}). A plain state_dict can be used as model weights, "
+            "not resumed."
+        )
+    if state["format_version"] > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} has checkpoint format {state['format_version']}, newer than this athanor "
+            f"understands ({FORMAT_VERSION}); upgrade athanor to resume it."
         )
     return state
 
 
+def _inode(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 def candidates(folder: Path) -> list[Path]:
-    """Checkpoints of a run folder, newest first: last.pt, then periodic files by step."""
-    periodic = sorted(folder.glob("step_*.pt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    last = folder / "last.pt"
-    return ([last] if last.exists() else []) + periodic
+    """Checkpoints of a folder, newest first: step_*.pt by step, then last.pt / best.pt when
+    they are not hard links to one of those (a copy where links failed; an old best.pt).
+
+    The step files decide, not last.pt: a process killed between writing step_N.pt and
+    re-linking last.pt leaves step_N.pt as the newest complete file."""
+    steps = sorted(folder.glob("step_*.pt"), reverse=True)
+    linked = {_inode(p) for p in steps}
+    named = [folder / "last.pt", folder / "best.pt"]
+    return steps + [p for p in named if p.is_file() and _inode(p) not in linked]
 
 
 def load_latest(folder: Path) -> tuple[dict[str, Any], Path] | None:
-    """The newest checkpoint that loads; damaged ones are skipped with a warning."""
-    for path in candidates(folder):
+    """The newest checkpoint of ``folder`` that loads; damaged ones are skipped with a warning.
+    None when the folder holds no checkpoint file at all; ConfigError when none loads."""
+    paths = candidates(folder)
+    problems = []
+    for path in paths:
         try:
-            return load_file(path), path
+            state = load_file(path)
         except ConfigError as err:
-            log.warning("%s Falling back to the previous checkpoint.", err)
-    return None
+            problems.append(str(err))
+            log.warning("%s Trying the previous checkpoint.", err)
+            continue
+        if problems:
+            log.warning(
+                "Using %s (step %d) instead of the damaged newer file.", path, state["step"]
+            )
+        return state, path
+    if not paths:
+        return None
+    raise ConfigError(
+        f"No checkpoint in {folder} can be loaded: {' '.join(problems)} Nothing was changed; "
+        "start a fresh run or point resume= at a good .pt file."
+    )
+
+
+def state_bytes(*modules: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
+
+
+def check_disk(folder: Path, checkpoint_bytes: int, copies: int) -> None:
+    """Refuse an unwritable run folder; warn when ``copies`` checkpoints would not fit."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"The checkpoint folder {folder} is not writable ({err.strerror or err}); choose "
+            "another hydra.run.dir or fix its permissions."
+        ) from err
+    free = shutil.disk_usage(folder).free
+    need = checkpoint_bytes * copies
+    if free < need:
+        log.warning(
+            "Only %.1f MB free in %s, but %d checkpoints of ~%.1f MB need %.1f MB: saves may fail "
+            "(checkpoint.on_error decides whether training then stops).",
+            free / 2**20,
+            folder,
+            copies,
+            checkpoint_bytes / 2**20,
+            need / 2**20,
+        )
 
 
 class Checkpointer:
     def __init__(self, folder: Path, settings: CheckpointSettings, *, active: bool = True):
         self.folder, self.settings, self.active = folder, settings, active and settings.enabled
         self.best: float | None = None
+        if self.active:
+            for stale in folder.glob(".*.tmp"):  # left by a process killed mid-save
+                stale.unlink(missing_ok=True)
 
     def improved(self, value: float | None) -> bool:
         if value is None:
@@ -123,11 +188,11 @@ class Checkpointer:
         """Write a checkpoint; update last.pt / best.pt; prune old periodic files."""
         value = (metrics or {}).get(self.settings.monitor)
         is_best = self.improved(value)
-        if is_best:
-            self.best = value
         if not self.active:
+            self.best = value if is_best else self.best
             return None
-        state = {**state, "format_version": FORMAT_VERSION, "best_metric": self.best}
+        best = value if is_best else self.best
+        state = {**state, "format_version": FORMAT_VERSION, "best_metric": best}
         path = self.folder / f"step_{state['step']:09d}.pt"
         try:
             save_atomic(state, path)
@@ -135,15 +200,20 @@ class Checkpointer:
                 _link_atomic(path, self.folder / "last.pt")
             if is_best:
                 _link_atomic(path, self.folder / "best.pt")
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
             message = (
-                f"Saving checkpoint {path} failed ({err.strerror or err}); earlier checkpoints are "
-                "intact."
+                f"Saving checkpoint {path.name} in {self.folder} failed ({reason}); the earlier "
+                "checkpoints are intact."
             )
             if self.settings.on_error == "warn":
                 log.warning("%s Training continues (checkpoint.on_error=warn).", message)
                 return None
-            raise CheckpointSaveError(message + " Stopping (checkpoint.on_error=stop).") from err
+            raise CheckpointSaveError(
+                message + " Training stops (checkpoint.on_error=stop; set checkpoint.on_error=warn "
+                "to continue without it)."
+            ) from err
+        self.best = best
         self._prune()
         return path
 

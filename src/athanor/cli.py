@@ -17,8 +17,9 @@ from athanor.errors import (
     ConfigError,
     InterruptedRun,
     NonFiniteError,
+    PeerFailed,
 )
-from athanor.paths import register_resolvers
+from athanor.paths import register_resolvers, remove_scratch
 
 log = logging.getLogger("athanor")
 
@@ -46,19 +47,26 @@ def _is_multirun() -> bool:
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
+    """Mark a run that failed before it started. A folder that already has a summary (a run
+    that `resume=` points at) is left untouched: a rejected resume changes nothing."""
     from athanor.distributed import env_dist
+    from athanor.paths import is_scratch
     from athanor.rundir import RunDir
 
+    run = RunDir(run_dir)
     if (
         env_dist().is_main
         and run_dir.exists()
-        and not str(run_dir).startswith("/tmp/athanor-scratch")
+        and not run.summary.exists()
+        and not is_scratch(run_dir)
     ):
-        RunDir(run_dir).update_summary(status="failed", error=message)
+        run.update_summary(status="failed", error=message)
 
 
 def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     """Run ``task`` and turn expected failures into one paragraph and an exit code."""
+    from athanor.checkpoint import CheckpointSaveError
+
     debug = os.environ.get(DEBUG_ENV) == "1"
     try:
         return task(config, run_dir)
@@ -68,7 +76,7 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         report("Config error", str(err))
         _record_failure(run_dir, str(err))
         code = EXIT_USER_ERROR
-    except NonFiniteError as err:
+    except (NonFiniteError, CheckpointSaveError) as err:
         report("Training failed", str(err))
         code = EXIT_FAILED
     except InterruptedRun as err:
@@ -77,6 +85,12 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     except KeyboardInterrupt:
         log.warning("Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint.")
         code = EXIT_INTERRUPTED
+    except PeerFailed as err:
+        from athanor.distributed import env_dist
+
+        if env_dist().is_main:  # the failed rank shows its own error; say once why we stop
+            report("Stopped", str(err))
+        code = EXIT_FAILED
     if _is_multirun() and code != EXIT_INTERRUPTED:
         return float("nan")  # the sweep goes on; the job's summary.json says why it failed
     sys.exit(code)
@@ -95,20 +109,22 @@ def _output_dir() -> Path:
 
 
 def _train_task(cfg) -> Any:
-    from athanor.launch import maybe_launch
+    """One run (or one sweep job): in this process, or in a worker group it launches itself.
+    Returns the monitored metric's best value, which Hydra's sweepers optimize."""
+    from athanor.launch import launch, wants_launch
     from athanor.run import train_run
 
-    config = _container(cfg)
+    config, run_dir = _container(cfg), _output_dir()
     if _is_multirun() and config.get("logger", {}).get("progress") == "auto":
         config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
-    return run_task(lambda c, d: maybe_launch(c, d) or train_run(c, d), config, _output_dir())
 
+    def task(c: dict[str, Any], d: Path) -> Any:
+        return launch(c, d) if wants_launch(c) else train_run(c, d)
 
-def _evaluate_task(cfg) -> Any:
-    from athanor.evaluation import evaluate_checkpoint
-
-    config = _container(cfg)
-    return run_task(lambda c, d: evaluate_checkpoint(c), config, _output_dir())
+    try:
+        return run_task(task, config, run_dir)
+    finally:
+        remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
 
 
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
@@ -150,6 +166,51 @@ def train() -> None:
     _hydra_main(_train_task, "train")
 
 
-def evaluate() -> None:
-    """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]`."""
-    _hydra_main(_evaluate_task, "evaluate")
+def evaluate_config(argv: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """conf/evaluate.yaml merged with `key=value` arguments. `data.*` keys are free (they
+    override the checkpoint's own data config); any other unknown key is refused."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from athanor.registry import closest
+
+    base = OmegaConf.load(conf_dir / "evaluate.yaml")
+    bad = [a for a in argv if "=" not in a or a.startswith("=")]
+    if bad:
+        raise ConfigError(
+            f"evaluate takes key=value arguments; {bad[0]!r} is not one. Example: "
+            "evaluate ckpt=outputs/<date>/<run> split=val data.batch_size=256"
+        )
+    try:
+        given = OmegaConf.from_dotlist(argv)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Could not parse the evaluate arguments: {err}") from err
+    known = [str(k) for k in base.keys()]  # `key in base` is False for a ??? value
+    for key in given:
+        if key not in known:
+            raise ConfigError(
+                f"evaluate has no setting {key!r}.{closest(str(key), known)} Valid keys: "
+                f"{', '.join(known)} (data.* overrides the checkpoint's data config)."
+            )
+    config = OmegaConf.to_container(OmegaConf.merge(base, given), resolve=True)
+    if config.get("ckpt") in (None, "", "???"):
+        raise ConfigError(
+            "evaluate needs ckpt=<run folder or .pt file>, e.g. evaluate ckpt=outputs/<date>/<run>."
+        )
+    return config
+
+
+def evaluate(argv: list[str] | None = None) -> None:
+    """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]` (key=value
+    arguments over conf/evaluate.yaml; no run folder is created)."""
+    from athanor.evaluation import evaluate_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        evaluate_checkpoint(evaluate_config(argv))
+    except ConfigError as err:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        report("Config error", str(err))
+        sys.exit(EXIT_USER_ERROR)

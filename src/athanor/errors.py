@@ -17,3 +17,8 @@ class NonFiniteError(RuntimeError):
 
 class InterruptedRun(Exception):
     """Raised by the loop after a clean stop on SIGTERM/SIGUSR1/SIGINT (a checkpoint was written)."""
+
+
+class PeerFailed(RuntimeError):
+    """A collective failed because another process of the DDP group stopped (its error is the
+    cause, shown by that process); this rank only says once that it stops too."""

@@ -1,17 +1,185 @@
-"""`train distributed.nproc_per_node=N`: the parent launches a worker group (torch elastic)."""
+"""`train distributed.nproc_per_node=N`: this process launches the worker group itself.
+
+The parent has composed the config and created the run folder (Hydra ran once, here). It starts
+N workers with torch's own elastic launcher (standalone rendezvous on a free port, like
+``torchrun --standalone``); each worker gets the frozen plain-dict config and the run folder and
+calls ``run.train_run``: Hydra never runs again. When a worker fails, the launcher stops the
+others; each worker leaves a short outcome file, and the parent raises the first real error (not
+the "another rank failed" errors it caused) so the user reads it once, with the usual exit code.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import traceback
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from athanor.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    ConfigError,
+    InterruptedRun,
+    NonFiniteError,
+    PeerFailed,
+)
 
-def maybe_launch(config: dict[str, Any], run_dir: Path) -> Any:
-    """Launch workers when asked to and not already inside a worker group; else return None."""
-    del run_dir
+log = logging.getLogger("athanor")
+
+# Hydra's default job-logging format, so a worker's lines look like the parent's.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+# Errors a worker reports by kind; the parent raises the same kind (same exit code, same text).
+KINDS: dict[str, tuple[type[BaseException], int]] = {
+    "ConfigError": (ConfigError, EXIT_USER_ERROR),
+    "NonFiniteError": (NonFiniteError, EXIT_FAILED),
+    "InterruptedRun": (InterruptedRun, EXIT_INTERRUPTED),
+    "PeerFailed": (PeerFailed, EXIT_FAILED),
+}
+
+
+def wants_launch(config: dict[str, Any]) -> bool:
+    """True when this process should start a worker group (nproc_per_node > 1, not in one)."""
+    from athanor.distributed import in_worker_group
+
     nproc = int(config.get("distributed", {}).get("nproc_per_node", 1))
     if nproc <= 1:
-        return None
-    from athanor.errors import ConfigError
+        return False
+    if in_worker_group():
+        raise ConfigError(
+            f"distributed.nproc_per_node={nproc} inside a torchrun worker group: torchrun already "
+            "started the processes. Use either `torchrun --nproc_per_node=N -m athanor.train ...` "
+            "or `train distributed.nproc_per_node=N ...`, not both."
+        )
+    return True
 
-    raise ConfigError("distributed.nproc_per_node>1 is not supported yet; use torchrun.")
+
+def launch(config: dict[str, Any], run_dir: Path) -> float | None:
+    """Run the training in ``nproc_per_node`` local worker processes; rank 0's return value."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from athanor.build import validate
+    from athanor.settings import run_settings
+
+    settings = run_settings(config)  # user errors surface here, once, before any process starts
+    validate(config)
+    nproc = settings.distributed.nproc_per_node
+    log.info("launching %d worker processes (torch elastic, standalone rendezvous)", nproc)
+    with tempfile.TemporaryDirectory(prefix="athanor-launch-") as scratch:
+        launch_config = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nproc,
+            run_id=str(uuid.uuid4()),
+            rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0",  # a free port, as `torchrun --standalone` does
+            max_restarts=0,
+            monitor_interval=0.1,
+            start_method="spawn",
+            logs_specs=DefaultLogsSpecs(log_dir=scratch),
+        )
+        try:
+            with _quiet_launcher():
+                results = elastic_launch(launch_config, worker)(config, str(run_dir), scratch)
+        except ChildFailedError as failed:
+            raise _root_cause(Path(scratch), failed, run_dir) from None
+    return results.get(0)
+
+
+def worker(config: dict[str, Any], run_dir: str, scratch: str) -> float | None:
+    """One worker process: log like the parent, train, and leave an outcome file on failure."""
+    from athanor.distributed import env_dist
+    from athanor.run import train_run
+
+    d = env_dist()
+    _configure_logging(Path(run_dir), d.is_main)
+    if "OMP_NUM_THREADS" not in os.environ:  # N workers share the cores instead of each using all
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+    try:
+        return train_run(config, Path(run_dir))
+    except BaseException as err:  # noqa: BLE001 - every failure is reported by the parent
+        outcome, code = _outcome(err, d.rank)
+        Path(scratch, f"outcome-{d.rank}.json").write_text(json.dumps(outcome))
+        sys.exit(code)
+
+
+def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
+    """What the parent needs to raise a worker's failure again, and the worker's exit code."""
+    if isinstance(err, SystemExit):  # a rank leaving quietly: rank 0 reports the error
+        kind, code = "SystemExit", err.code if isinstance(err.code, int) else EXIT_FAILED
+    elif isinstance(err, KeyboardInterrupt):
+        kind, code = "InterruptedRun", EXIT_INTERRUPTED
+    else:
+        known = [(name, c) for name, (cls, c) in KINDS.items() if isinstance(err, cls)]
+        kind, code = known[0] if known else ("Exception", EXIT_FAILED)
+    message = str(err) if kind in KINDS else f"{type(err).__name__}: {err}"
+    outcome = {"rank": rank, "kind": kind, "message": message}
+    return {**outcome, "traceback": traceback.format_exc().rstrip()}, code
+
+
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """The launcher logs each worker's exit with its own traceback; the parent reports the root
+    cause itself (once), so keep torch's launcher logs to critical ones meanwhile."""
+    loggers = [logging.getLogger(n) for n in ("torch.distributed", "torch.multiprocessing")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _configure_logging(run_dir: Path, main: bool) -> None:
+    """Rank 0 logs to the console and the run's train.log; the others print errors only."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(console)
+    if main:
+        file = logging.FileHandler(run_dir / "train.log")
+        file.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(file)
+    root.setLevel(logging.INFO if main else logging.ERROR)
+
+
+def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
+    """The first real error among the workers (by rank), as the exception the CLI reports."""
+    outcomes = sorted(
+        (json.loads(p.read_text()) for p in scratch.glob("outcome-*.json")),
+        key=lambda o: o["rank"],
+    )
+    # PeerFailed: stopped because of another rank; SystemExit: a non-zero rank leaving quietly
+    real = [o for o in outcomes if o["kind"] not in ("PeerFailed", "SystemExit")]
+    if real:
+        cause = real[0]
+        error = f"rank {cause['rank']}: {cause['message']}"
+        if cause["kind"] in KINDS:
+            exc = KINDS[cause["kind"]][0](cause["message"])
+        else:  # an unexpected error: the worker's own traceback says where
+            exc = RuntimeError(f"rank {cause['rank']} failed:\n{cause['traceback']}")
+    else:  # killed without a word (OOM killer, SIGKILL): the launcher knows the exit codes
+        rank, failure = failed.get_first_failure()
+        error = f"rank {rank} died with exit code {failure.exitcode}"
+        exc = RuntimeError(f"Worker {error}; the other workers were stopped.")
+    from athanor.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if run.summary.exists():  # rank 0 may only have seen "another rank failed"
+        status = "interrupted" if isinstance(exc, InterruptedRun) else "failed"
+        run.update_summary(status=status, error=error)
+    return exc

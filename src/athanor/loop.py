@@ -90,7 +90,9 @@ class Loop:
                 if p.step >= self.total_steps:
                     p.stop_reason = "max_steps" if t.max_steps else None
                     break
-                if ckpt.every_steps and p.step % ckpt.every_steps == 0:
+                # the epoch's last step is saved after validation (a resume then never repeats it)
+                epoch_end = p.batch // t.accumulate >= self.steps_per_epoch
+                if ckpt.every_steps and p.step % ckpt.every_steps == 0 and not epoch_end:
                     self.save(p, {})
                 if self._should_stop(p):
                     break
@@ -100,6 +102,7 @@ class Loop:
             metrics = self.validate(p) if self._validation_due(p) else {}
             self.reporter.epoch_end(p, metrics)
             self._early_stopping(p, metrics)
+            self.stepper.scheduler.step_validation(metrics)  # plateau: LR from the val metric
             if self._checkpoint_due(p) or p.stop_reason:
                 self.save(p, metrics)
             if p.stop_reason == "interrupted":
@@ -124,9 +127,10 @@ class Loop:
         )
 
     def _checkpoint_due(self, p: Progress) -> bool:
-        every = self.settings.checkpoint.every_epochs
+        every, steps = self.settings.checkpoint.every_epochs, self.settings.checkpoint.every_steps
         finished = p.epoch >= self.settings.trainer.epochs or p.step >= self.total_steps
-        return finished or (every is not None and p.epoch % every == 0)
+        on_step = steps is not None and p.step % steps == 0
+        return finished or on_step or (every is not None and p.epoch % every == 0)
 
     def validate(self, p: Progress) -> dict[str, float]:
         t = self.settings.trainer

@@ -3,6 +3,7 @@
 - ``athanor_run_dir``: the folder of a new run, made unique atomically (two runs started in the
   same second get ``..._1``), a temp folder for dry runs and non-zero ranks, or the resumed run's
   own folder for ``resume=<folder or .pt>``.
+- ``athanor_unique``: the sweep folder, unique like a run folder (a scratch folder on non-zero ranks).
 - ``athanor_hydra_subdir``: ``.hydra`` normally; a resumed run keeps its original ``.hydra/`` and
   records the resume's config under ``.hydra/resume-<time>/``.
 """
@@ -10,20 +11,53 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 _chosen: dict[str, str] = {}
+SCRATCH_PREFIX = "athanor-scratch-"
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    # SLURM_PROCID: a multi-task SLURM job, before run.py exports RANK from it
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def scratch_dir() -> str:
+    """Where Hydra may write on a process whose output nobody keeps (non-zero ranks, dry runs)."""
+    return tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+
+
+def _scratch_root(path: str | Path) -> Path | None:
+    """The scratch folder that ``path`` is (or is inside: a sweep job's folder), or None."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for p in (Path(path).resolve(), *Path(path).resolve().parents):
+        if p.parent == tmp and p.name.startswith(SCRATCH_PREFIX):
+            return p
+    return None
+
+
+def is_scratch(path: str | Path) -> bool:
+    return _scratch_root(path) is not None
+
+
+def remove_scratch(path: str | Path) -> None:
+    """Delete a scratch folder once its process is done with it (real run folders are kept)."""
+    root = _scratch_root(path)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def make_unique(path: str) -> str:
-    """Create ``path`` (or ``path_1``, ``path_2``, ...) exclusively; memoized per process."""
+    """Create ``path`` (or ``path_1``, ``path_2``, ...) exclusively; memoized per process.
+    Under torchrun only rank 0 creates it: Hydra's ${now:} differs between processes."""
     if path in _chosen:
+        return _chosen[path]
+    if _rank() != 0:
+        _chosen[path] = scratch_dir()
         return _chosen[path]
     candidate, i = path, 0
     while True:
@@ -53,7 +87,7 @@ def run_dir(default: str, dry_run: bool = False, resume: str | None = None) -> s
     if "run_dir" in _chosen:
         return _chosen["run_dir"]
     if _rank() != 0 or dry_run:
-        chosen = tempfile.mkdtemp(prefix="athanor-scratch-")
+        chosen = scratch_dir()
     elif (folder := resumed_run_folder(resume)) is not None:
         chosen = str(folder)
     else:
@@ -62,10 +96,23 @@ def run_dir(default: str, dry_run: bool = False, resume: str | None = None) -> s
     return chosen
 
 
-def hydra_subdir(resume: str | None = None) -> str:
-    if resumed_run_folder(resume) is not None:
-        return f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}"
-    return ".hydra"
+def _auto_resumes(root: Any) -> bool:
+    """resume=auto into a fixed hydra.run.dir that already holds checkpoints (a requeued job)."""
+    hydra = root.get("hydra") if root is not None else None
+    if hydra is None or str(hydra.get("mode", "")).endswith("MULTIRUN"):
+        return False  # (resolving run.dir in a sweep would create a stray folder)
+    return (Path(str(hydra.run.dir)) / "checkpoints").is_dir()
+
+
+def hydra_subdir(resume: str | None = None, *, _root_: Any = None) -> str:
+    """``_root_`` (the whole config, passed by OmegaConf) tells where resume=auto will write."""
+    if "hydra_subdir" not in _chosen:  # memoized: one name per process, whatever the second
+        auto = resume == "auto" and _auto_resumes(_root_)
+        resumed = auto or resumed_run_folder(resume) is not None
+        _chosen["hydra_subdir"] = (
+            f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if resumed else ".hydra"
+        )
+    return _chosen["hydra_subdir"]
 
 
 def slug(text: str) -> str:
@@ -78,7 +125,5 @@ def register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("athanor_run_dir", run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("athanor_unique", make_unique, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver(
-        "athanor_hydra_subdir", hydra_subdir, replace=True, use_cache=True
-    )
+    OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True)
     OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)

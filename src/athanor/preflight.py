@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,10 +94,3 @@ def report(job, est: dict[str, Any]) -> str:
         format_summary(cfg["model"]["name"], job.model_summary),
     ]
     return "\n".join(lines)
-
-
-def remove_scratch(path: Path) -> None:
-    """Dry runs get a scratch folder (see paths.run_dir): remove it, and only it."""
-    scratch = Path(tempfile.gettempdir()) / "athanor-scratch-"
-    if str(path).startswith(str(scratch)):
-        shutil.rmtree(path, ignore_errors=True)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from athanor import insight, plots
+from athanor.distributed import sum_across_ranks
 from athanor.settings import LoggerSettings
 from athanor.tracking import NullTracker
 
@@ -95,12 +96,16 @@ class Reporter:
         if p.step % self.log_every and p.step != self.total_steps:
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        # every rank logs on the same steps: the window's sums over all ranks give the global mean
+        loss_sum, correct, count = sum_across_ranks(
+            self.loss_sum, self.correct, self.count, device=result.loss.device
+        )
         scalars = {
-            "train/loss": float(self.loss_sum) / max(self.count, 1),
-            "train/acc": float(self.correct) / max(self.count, 1),
+            "train/loss": loss_sum / max(count, 1),
+            "train/acc": correct / max(count, 1),
             **self.lrs(),
             "train/grad_norm": float(result.grad_norm),
-            "train/samples_per_s": self.count / elapsed,
+            "train/samples_per_s": count / elapsed,
             **insight.peak_memory(self.device),
         }
         self.tracker.scalars(scalars, p.step)

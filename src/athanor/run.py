@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from athanor import distributed, preflight
+from athanor import distributed, preflight, resume
 from athanor.build import (
     build_augmentation,
     build_data,
@@ -27,14 +27,15 @@ from athanor.build import (
     plan_steps,
     validate,
 )
-from athanor.checkpoint import Checkpointer
+from athanor.checkpoint import Checkpointer, check_disk, state_bytes
 from athanor.distributed import Dist
 from athanor.ema import Ema
-from athanor.errors import ConfigError, InterruptedRun
+from athanor.errors import ConfigError, InterruptedRun, PeerFailed
 from athanor.evaluate import check_monitors
 from athanor.loop import Loop, Progress
 from athanor.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
+from athanor.paths import remove_scratch
 from athanor.reporting import Reporter
 from athanor.rundir import RunDir, provenance
 from athanor.seeding import rng_state, seed_everything, set_determinism
@@ -66,8 +67,9 @@ class TrainingRun:
         self.started = time.time()
 
     # -- build ---------------------------------------------------------------------------------
-    def build(self) -> None:
-        s, cfg, device = self.settings, self.config, self.device
+    def build(self, config: dict[str, Any] | None = None) -> None:
+        """Build from ``config`` (default: the run's; a resumed run skips model.weights)."""
+        s, cfg, device = self.settings, config or self.config, self.device
         seed_everything(s.seed)  # same initial weights on every rank and every run
         set_determinism(s.trainer.deterministic, device)
         self.bundle, options = build_data(cfg)
@@ -111,7 +113,9 @@ class TrainingRun:
             self.total_steps,
             self.steps_per_epoch,
         )
-        loss_fn = build_loss(cfg["loss"], num_classes=self.bundle.num_classes).to(device)
+        loss_fn = build_loss(
+            cfg["loss"], num_classes=self.bundle.num_classes, soft_targets=mix.enabled
+        ).to(device)
         ema = None
         if s.trainer.ema.decay is not None:
             ema = Ema(
@@ -146,11 +150,20 @@ class TrainingRun:
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.d.enabled:
-            if t.sync_bn:
+            if t.sync_bn and self.device.type != "cuda":
+                log.warning(
+                    "trainer.sync_bn=true needs CUDA (DDP refuses SyncBatchNorm on CPU): "
+                    "BatchNorm statistics stay per process."
+                )
+            elif t.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.model = model
+                synced = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+                log.info("sync_bn: %d BatchNorm layers synchronized across ranks", synced)
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        elif t.sync_bn:
+            log.warning("trainer.sync_bn=true does nothing in a single process (no DDP).")
         if t.compile:
             log.info("trainer.compile=true: the first step compiles the model (can take a while)")
             model = CompiledOrEager(model)
@@ -169,18 +182,39 @@ class TrainingRun:
             "epoch": p.epoch,
             "step": p.step,
             "batch_in_epoch": p.batch,
+            "plan": self.plan(),
             "rng": rng_state(),
             "config": self.config,
         }
 
+    def plan(self) -> dict[str, int]:
+        return {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+
+    def check_disk(self) -> None:
+        """Writable checkpoint folder, and room for a few checkpoints (weights, two optimizer
+        moments and an EMA copy: ~4x the model's state)."""
+        ckpt = self.settings.checkpoint
+        if self.d.is_main and ckpt.enabled:
+            check_disk(self.run.checkpoints, 4 * state_bytes(self.model), copies=ckpt.keep + 2)
+
     # -- run -----------------------------------------------------------------------------------
-    def fit(self, signals: StopSignals) -> dict[str, float]:
+    def fit(self, signals: StopSignals, resumed: resume.Resumed | None = None) -> dict[str, float]:
         s = self.settings
         main = self.d.is_main
         self.checkpointer = Checkpointer(self.run.checkpoints, s.checkpoint, active=main)
         progress = Progress()
+        purge_step = None
+        if resumed is not None:
+            trainable = resume.Trainable(
+                self.model, self.optimizer, self.scheduler, self.stepper, self.plan()
+            )
+            resume.restore(resumed.state, resumed.path, trainable, progress)
+            self.checkpointer.best = resumed.state.get("best_metric")
+            purge_step = progress.step + 1  # TensorBoard drops what the killed run wrote later
         if main and s.logger.tensorboard:
-            self.tracker = TensorBoardTracker(self.run.tensorboard, flush_secs=s.logger.flush_secs)
+            self.tracker = TensorBoardTracker(
+                self.run.tensorboard, purge_step=purge_step, flush_secs=s.logger.flush_secs
+            )
         self.reporter = Reporter(
             tracker=self.tracker,
             logger=s.logger,
@@ -199,8 +233,15 @@ class TrainingRun:
             # fork_rng: peeking at a batch must not shift the RNG the training run consumes
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self.reporter.image_grid(next(iter(self.loaders.train.epoch(0))).inputs)
+        if resumed is not None and main:
+            # for the summary's best/final: the scalar part of each record, as the reporter keeps
+            records = self.run.read_metrics()
+            self.reporter.history = [
+                {k: v for k, v in r.items() if not isinstance(v, dict)} for r in records
+            ]
 
         def save(p: Progress, metrics: dict[str, float]) -> None:
+            self.tracker.flush()  # events up to this step must survive a kill after the save
             self.checkpointer.save(self.snapshot(p), metrics=metrics)
 
         loop = Loop(
@@ -270,14 +311,24 @@ def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
 
 def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     """Train once. Returns the monitored metric's best value (for sweepers), or None."""
-    settings = run_settings(config)
-    validate(config)
+    distributed.export_slurm_env()
     d = distributed.env_dist()
-    device = distributed.resolve_device(settings.device, d)
+    distributed.quiet_unless_main(d)
+    with distributed.said_by_rank0(d):
+        settings = run_settings(config)
+        validate(config)
+        device = distributed.resolve_device(settings.device, d)
     distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
     try:
         run = agree_on_run_dir(run_dir, d)
-        return _train(config, settings, d, device, run)
+        with distributed.reported_once(d):
+            return _train(config, settings, d, device, run)
+    except Exception as err:
+        if d.enabled and distributed.is_peer_failure(err):
+            raise PeerFailed(
+                f"rank {d.rank} stopped because another process of the group failed ({err})"
+            ) from err
+        raise
     finally:
         distributed.teardown()
 
@@ -291,23 +342,42 @@ def _dry_run(config, settings: RunSettings, d: Dist, device, run: RunDir) -> Non
         if d.is_main:
             print(text, flush=True)
     finally:
-        preflight.remove_scratch(run.path)
+        remove_scratch(run.path)
+
+
+def find_resume(config: dict[str, Any], run: RunDir) -> resume.Resumed | None:
+    """The checkpoint to continue from, checked against the config before anything is written."""
+    found = resume.find(config.get("resume"), run.checkpoints)
+    if found is None:
+        return None
+    state, path = found
+    changes = resume.config_changes(state["config"], config, path)
+    for change in changes:
+        log.info("resume: setting changed since the checkpoint: %s", change)
+    return resume.Resumed(state, path, changes)
 
 
 def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float | None:
     if settings.dry_run:
         return _dry_run(config, settings, d, device, run)
+    resumed = find_resume(config, run)
     job = TrainingRun(config, settings, d, device, run)
     if d.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
-        run.update_summary(
-            status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), **provenance()
-        )
+        if resumed is None:
+            run.update_summary(
+                status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), **provenance()
+            )
+        else:
+            run.truncate_metrics(after_step=resumed.state["step"])
+            resumes = [*run.read_summary().get("resumes", []), resumed.record()]
+            run.update_summary(status="running", resumes=resumes, **provenance())
     status, error = "failed", None
     try:
         with StopSignals() as signals:
-            job.build()
-            job.fit(signals)
+            job.build(resume.without_weights(config) if resumed else None)
+            job.check_disk()
+            job.fit(signals, resumed)
         status = "completed"
     except InterruptedRun as err:
         status, error = "interrupted", str(err)

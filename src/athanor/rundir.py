@@ -73,17 +73,25 @@ class RunDir:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl; a line torn by a killed process is skipped."""
+        if not self.metrics.exists():
+            return []
+        records = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
     def truncate_metrics(self, after_step: int) -> None:
         """On resume: drop records newer than the checkpoint (they will be produced again)."""
         if not self.metrics.exists():
             return
-        keep = [
-            line
-            for line in self.metrics.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= after_step
-        ]
+        keep = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
         tmp = self.metrics.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in keep))
         os.replace(tmp, self.metrics)
 
 

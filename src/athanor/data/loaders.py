@@ -194,8 +194,9 @@ class TorchLoader:
             pin_memory=options.pin_memory and cuda,
             persistent_workers=options.persistent_workers and workers > 0,
             prefetch_factor=options.prefetch_factor if workers > 0 else None,
-            # worker seeds (python/numpy/torch) follow the run seed; the per-sample transforms
-            # are seeded per (seed, epoch, sample) on top, so worker count never matters
+            # its own generator, seeded by the run: iterators otherwise draw worker seeds from the
+            # global RNG (a resumed run, one more iterator, would see other dropout masks); the
+            # per-sample transforms are seeded per (seed, epoch, sample), so worker count never matters
             generator=torch.Generator().manual_seed(samples.seed),
         )
 

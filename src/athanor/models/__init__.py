@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+from athanor.models.options import ModelOptions
 from athanor.registry import Registry
 
 MODELS: Registry = Registry(
     "model",
     runtime=("num_classes", "in_channels", "image_size"),
-    shared=("weights", "strict", "freeze", "init"),
+    shared=ModelOptions.keys(),
 )
 
-from athanor.models import airbench, simple, vision  # noqa: E402,F401  (registers the builders)
+from athanor.models import airbench, cifar, simple, vision  # noqa: E402,F401  (registers the builders)
 
 __all__ = ["MODELS"]

@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from athanor.errors import ConfigError
+from athanor.settings import parse
 
 log = logging.getLogger(__name__)
 
-INITS = ("default", "kaiming", "xavier")
+
+@dataclass(frozen=True)
+class ModelOptions:
+    weights: str | None = None  # a local state_dict or checkpoint (.pt) to start from
+    strict: bool = True  # every key and shape must match (false: load what matches)
+    freeze: list[str | int] | None = None  # module-name prefixes kept fixed ("0" in Sequentials)
+    init: Literal["default", "kaiming", "xavier"] = "default"
+
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(ModelOptions))
 
 
-def apply_model_options(model: nn.Module, options: dict[str, Any]) -> None:
+def model_options(values: dict[str, Any]) -> ModelOptions:
+    return parse(ModelOptions, values, "model")
+
+
+def apply_model_options(model: nn.Module, values: dict[str, Any]) -> None:
     """Applied in order: init, then weights (which override init), then freeze."""
-    init = options.get("init") or "default"
-    if init not in INITS:
-        raise ConfigError(f"model.init={init!r} is not known; valid: {', '.join(INITS)}.")
-    if init != "default":
-        initialize(model, init)
-    if options.get("weights"):
-        load_weights(model, Path(options["weights"]), strict=bool(options.get("strict", True)))
-    if options.get("freeze"):
-        freeze(model, list(options["freeze"]))
+    options = model_options(values)
+    if options.init != "default":
+        initialize(model, options.init)
+    if options.weights:
+        load_weights(model, Path(options.weights), strict=options.strict)
+    if options.freeze:
+        freeze(model, [str(prefix) for prefix in options.freeze])
 
 
 def initialize(model: nn.Module, scheme: str) -> None:

@@ -16,7 +16,7 @@ def mlp(
     hidden: list[int] = (256, 128),  # type: ignore[assignment]
     dropout: float = 0.0,
 ) -> nn.Module:
-    """Multi-layer perceptron on flattened pixels (Linear -> ReLU [-> Dropout] per hidden layer)."""
+    """MLP on flattened pixels: Linear-ReLU(-Dropout) per hidden layer."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_channels * image_size * image_size
     for h in hidden:
@@ -46,7 +46,7 @@ def simple_cnn(
     depth: int = 2,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """A VGG-style CNN: `depth` stages of two 3x3 conv-BN-ReLU blocks and 2x2 max-pool."""
+    """VGG-style CNN: `depth` stages of 2x (3x3 conv-BN-ReLU) + 2x2 max-pool."""
     del image_size  # global pooling makes the head independent of the input size
     layers: list[nn.Module] = []
     c = in_channels

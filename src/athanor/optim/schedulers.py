@@ -1,18 +1,63 @@
-"""Learning-rate schedules, stepped once per optimizer step (epochs are converted to steps)."""
+"""Learning-rate schedules, stepped once per optimizer step, so they stay right under gradient
+accumulation and `trainer.max_steps`. Arguments in epochs are converted with the run's optimizer
+steps per epoch. Any schedule can be preceded by a linear warmup (torch LinearLR + SequentialLR).
+
+A builder receives the optimizer and a ``StepPlan`` and returns a torch scheduler that covers the
+steps after the warmup. ``build_schedule`` wraps the result in a ``Schedule``, the one object the
+loop drives: ``step()`` after every optimizer step and ``step_validation(metrics)`` after every
+validation (only `plateau` listens to the latter).
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
+    ExponentialLR,
     LambdaLR,
     LinearLR,
     LRScheduler,
+    MultiStepLR,
+    OneCycleLR,
+    PolynomialLR,
+    ReduceLROnPlateau,
     SequentialLR,
 )
 
 from athanor.errors import ConfigError
+from athanor.evaluate import MetricCounts
 from athanor.optim import SCHEDULERS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The run's length in optimizer steps, as a schedule needs it."""
+
+    total_steps: int  # optimizer steps in the whole run (epochs x steps_per_epoch, or max_steps)
+    steps_per_epoch: int  # optimizer steps per epoch (batches // trainer.accumulate)
+    warmup_steps: int = 0  # linear warmup before the schedule starts
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the schedule itself spans (after the warmup)."""
+        return self.total_steps - self.warmup_steps
+
+    def epoch_to_step(self, epoch: float, key: str) -> int:
+        """An epoch counted from the start of the run -> a step counted from the end of warmup."""
+        step = round(epoch * self.steps_per_epoch) - self.warmup_steps
+        if step <= 0:
+            raise ConfigError(
+                f"{key}={epoch:g} epochs falls inside the warmup ({self.warmup_steps} optimizer "
+                f"steps = {self.warmup_steps / self.steps_per_epoch:g} epochs); move it later or "
+                "shorten scheduler.warmup_epochs/warmup_steps."
+            )
+        return step
 
 
 def _constant(step: int) -> float:
@@ -20,19 +65,193 @@ def _constant(step: int) -> float:
 
 
 @SCHEDULERS.register("none")
-def constant(optimizer, *, total_steps: int, steps_per_epoch: int) -> LRScheduler:
+def constant(optimizer, *, plan: StepPlan) -> LRScheduler:
     """Constant learning rate (warmup still applies when set)."""
-    del total_steps, steps_per_epoch
+    del plan
     return LambdaLR(optimizer, _constant)
 
 
-@SCHEDULERS.register("cosine")
-def cosine(
-    optimizer, *, total_steps: int, steps_per_epoch: int, min_lr: float = 0.0
+@SCHEDULERS.register("step")
+def step_decay(
+    optimizer, *, plan: StepPlan, step_size: float = 30.0, gamma: float = 0.1
 ) -> LRScheduler:
+    """LR x `gamma` every `step_size` epochs (counted from the start of the run)."""
+    if step_size <= 0:
+        raise ConfigError(f"scheduler.step_size={step_size} must be a positive number of epochs.")
+    epochs = plan.total_steps / plan.steps_per_epoch
+    drops = [step_size * k for k in range(1, int(epochs / step_size) + 1)]
+    milestones = [plan.epoch_to_step(e, "scheduler.step_size") for e in drops]
+    return MultiStepLR(optimizer, milestones=milestones or [plan.steps + 1], gamma=gamma)
+
+
+@SCHEDULERS.register("multistep")
+def multistep(
+    optimizer,
+    *,
+    plan: StepPlan,
+    milestones: list[float] = (30.0, 60.0, 80.0),  # type: ignore[assignment]
+    gamma: float = 0.1,
+) -> LRScheduler:
+    """LR x `gamma` at each milestone (epochs from the start of the run)."""
+    if list(milestones) != sorted(milestones):
+        raise ConfigError(f"scheduler.milestones={list(milestones)} must be increasing epochs.")
+    steps = [plan.epoch_to_step(e, "scheduler.milestones") for e in milestones]
+    return MultiStepLR(optimizer, milestones=steps, gamma=gamma)
+
+
+@SCHEDULERS.register("exponential")
+def exponential(optimizer, *, plan: StepPlan, gamma: float = 0.95) -> LRScheduler:
+    """LR x `gamma` per epoch, applied smoothly per optimizer step."""
+    if not 0 < gamma <= 1:
+        raise ConfigError(f"scheduler.gamma={gamma} must be in (0, 1] (the factor per epoch).")
+    return ExponentialLR(optimizer, gamma=gamma ** (1.0 / plan.steps_per_epoch))
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer, *, plan: StepPlan, min_lr: float = 0.0) -> LRScheduler:
     """Cosine decay from the base LR to `min_lr` over the run (after warmup)."""
-    del steps_per_epoch
-    return CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=min_lr)
+    return CosineAnnealingLR(optimizer, T_max=max(1, plan.steps), eta_min=min_lr)
+
+
+@SCHEDULERS.register("poly")
+def poly(optimizer, *, plan: StepPlan, power: float = 2.0) -> LRScheduler:
+    """Polynomial decay to 0 over the run: base x (1 - t/T)^power."""
+    return PolynomialLR(optimizer, total_iters=max(1, plan.steps), power=power)
+
+
+@SCHEDULERS.register("linear")
+def linear(optimizer, *, plan: StepPlan, end_factor: float = 0.0) -> LRScheduler:
+    """Linear decay to `end_factor` x base LR over the run (after warmup)."""
+    return LinearLR(
+        optimizer, start_factor=1.0, end_factor=end_factor, total_iters=max(1, plan.steps)
+    )
+
+
+@SCHEDULERS.register("onecycle")
+def onecycle(
+    optimizer,
+    *,
+    plan: StepPlan,
+    max_lr: float | None = None,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1.0e4,
+    anneal_strategy: Literal["cos", "linear"] = "cos",
+    three_phase: bool = False,
+) -> LRScheduler:
+    """1cycle (Smith 2018): up to max_lr over `pct_start` of the run, then down to ~0.
+
+    Starts at max_lr/div_factor, ends at max_lr/(div_factor x final_div_factor); max_lr defaults
+    to each parameter group's optim LR."""
+    if plan.warmup_steps:
+        raise ConfigError(
+            "scheduler=onecycle has its own warmup (scheduler.pct_start of the run); remove "
+            "scheduler.warmup_epochs/warmup_steps."
+        )
+    peaks = [
+        (max_lr * g.get("lr_mult", 1.0)) if max_lr is not None else g["lr"]
+        for g in optimizer.param_groups
+    ]
+    return OneCycleLR(
+        optimizer,
+        max_lr=peaks,
+        total_steps=plan.total_steps,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        anneal_strategy=anneal_strategy,
+        three_phase=three_phase,
+        cycle_momentum=False,  # leave the optimizer's momentum/betas as configured
+    )
+
+
+class Plateau(ReduceLROnPlateau):
+    """ReduceLROnPlateau that knows which logged validation metric it watches."""
+
+    def __init__(self, optimizer, *, monitor: str, **kwargs: Any):
+        super().__init__(optimizer, **kwargs)
+        self.monitor = monitor
+
+
+@SCHEDULERS.register("plateau")
+def plateau(
+    optimizer,
+    *,
+    plan: StepPlan,
+    monitor: str = "val/loss",
+    mode: Literal["min", "max"] = "min",
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1.0e-4,
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+) -> ReduceLROnPlateau:
+    """LR x `factor` when `monitor` has not improved for `patience` validations."""
+    del plan
+    return Plateau(
+        optimizer,
+        monitor=monitor,
+        mode=mode,
+        factor=factor,
+        patience=patience,
+        threshold=threshold,
+        cooldown=cooldown,
+        min_lr=min_lr,
+    )
+
+
+def check_monitor(spec: dict, *, ema: bool) -> None:
+    """Refuse, before any work, a plateau schedule watching a metric the loop never logs."""
+    if spec.get("name") != "plateau":
+        return
+    monitor = spec.get("monitor", "val/loss")
+    prefixes = ("val", "val_ema") if ema else ("val",)
+    # the class count is not known yet: every name some run logs (acc5 is checked at validation)
+    valid = [n for p in prefixes for n in MetricCounts.names(p, num_classes=6)]
+    if monitor not in valid:
+        hint = " (val_ema/* needs trainer.ema.decay)" if monitor.startswith("val_ema/") else ""
+        raise ConfigError(
+            f"scheduler.monitor={monitor!r} is never logged{hint}, so the plateau schedule would "
+            f"never act. Metrics logged after each validation: {', '.join(valid)} (acc5 only with "
+            "more than 5 classes)."
+        )
+
+
+class Schedule:
+    """The LR schedule as the loop drives it: ``step()`` after every optimizer step,
+    ``step_validation(metrics)`` after every validation."""
+
+    def __init__(self, per_step: LRScheduler | None, on_validation: Plateau | None = None):
+        self.per_step, self.on_validation = per_step, on_validation
+
+    def step(self) -> None:
+        if self.per_step is not None:
+            self.per_step.step()
+
+    def step_validation(self, metrics: dict[str, float]) -> None:
+        if self.on_validation is None or not metrics:
+            return
+        monitor = self.on_validation.monitor
+        if monitor not in metrics:
+            raise ConfigError(
+                f"scheduler.monitor={monitor!r} was not logged by the validation (logged: "
+                f"{', '.join(sorted(metrics))}); acc5 needs more than 5 classes."
+            )
+        self.on_validation.step(metrics[monitor])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "per_step": self.per_step.state_dict() if self.per_step is not None else None,
+            "on_validation": (
+                self.on_validation.state_dict() if self.on_validation is not None else None
+            ),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.per_step is not None and state.get("per_step") is not None:
+            self.per_step.load_state_dict(state["per_step"])
+        if self.on_validation is not None and state.get("on_validation") is not None:
+            self.on_validation.load_state_dict(state["on_validation"])
 
 
 def warmup_steps_from(shared: dict, steps_per_epoch: int, total_steps: int) -> tuple[int, float]:
@@ -44,7 +263,8 @@ def warmup_steps_from(shared: dict, steps_per_epoch: int, total_steps: int) -> t
             f"(got warmup_epochs={epochs}, warmup_steps={steps})."
         )
     warmup = int(steps if steps is not None else round((epochs or 0) * steps_per_epoch))
-    factor = float(shared.get("warmup_start_factor") or 0.01)
+    factor = shared.get("warmup_start_factor")
+    factor = 0.01 if factor is None else float(factor)
     if warmup < 0 or not 0 < factor <= 1:
         raise ConfigError(
             f"Warmup must be >= 0 steps with a start factor in (0, 1]; got {warmup} steps, "
@@ -60,17 +280,31 @@ def warmup_steps_from(shared: dict, steps_per_epoch: int, total_steps: int) -> t
 
 def build_schedule(
     spec: dict, optimizer: torch.optim.Optimizer, *, total_steps: int, steps_per_epoch: int
-) -> LRScheduler:
+) -> Schedule:
     """The configured schedule for the steps after warmup, preceded by a linear warmup."""
+    if total_steps < 1 or steps_per_epoch < 1:
+        raise ConfigError(
+            f"scheduler={spec.get('name')} needs the run's length in optimizer steps, but it is "
+            f"{total_steps} ({steps_per_epoch} per epoch); check trainer.epochs, trainer.max_steps "
+            "and the data size."
+        )
     _, _, shared = SCHEDULERS.split(spec)
     warmup, factor = warmup_steps_from(shared, steps_per_epoch, total_steps)
-    main = SCHEDULERS.build(
-        spec, optimizer=optimizer, total_steps=total_steps - warmup, steps_per_epoch=steps_per_epoch
+    for group in optimizer.param_groups:  # as torch's schedulers do; plateau alone would not
+        group.setdefault("initial_lr", group["lr"])
+    plan = StepPlan(total_steps, steps_per_epoch, warmup)
+    main = SCHEDULERS.build(spec, optimizer=optimizer, plan=plan)
+    ramp = (
+        LinearLR(optimizer, start_factor=factor, end_factor=1.0, total_iters=warmup)
+        if warmup
+        else None
     )
-    if warmup == 0:
-        return main
-    ramp = LinearLR(optimizer, start_factor=factor, end_factor=1.0, total_iters=warmup)
-    return SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+    if isinstance(main, Plateau):
+        # LinearLR is chainable: after the warmup it leaves the LR to the plateau's reductions
+        return Schedule(ramp, on_validation=main)
+    if ramp is None:
+        return Schedule(main)
+    return Schedule(SequentialLR(optimizer, [ramp, main], milestones=[warmup]))
 
 
 def total_optimizer_steps(epochs: int, steps_per_epoch: int, max_steps: int | None) -> int:

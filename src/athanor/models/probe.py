@@ -1,0 +1,35 @@
+"""Before training: run the built model once on one input of the data's shape, so a model that
+cannot take these images (too small for its downsampling, wrong output) fails with a clear
+message at build time instead of a traceback mid-epoch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from athanor.errors import ConfigError
+
+
+@torch.no_grad()
+def probe(model: nn.Module, *, name: str, num_classes: int, in_channels: int, image_size: int):
+    """Raise ConfigError unless ``model`` maps one [1, C, H, W] input to logits [1, classes]."""
+    was_training = model.training
+    model.eval()  # batch statistics of one image would be meaningless (and fail on 1x1 maps)
+    device = next(model.parameters()).device
+    shape = f"{in_channels}x{image_size}x{image_size}"
+    try:
+        logits = model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+    except (RuntimeError, ValueError, AssertionError) as err:
+        raise ConfigError(
+            f"model {name} cannot run on {shape} images: {str(err).splitlines()[0]}. Use larger "
+            "images (data.image_size) or a model made for small inputs (cifar_resnet18, "
+            "simple_cnn, mlp)."
+        ) from err
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, num_classes):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(
+            f"model {name} returns {got} for one {shape} image, not logits of shape "
+            f"(1, {num_classes})."
+        )

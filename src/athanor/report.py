@@ -1,0 +1,217 @@
+"""`athanor report <sweep or outputs folder>`: one table of every run found below a folder.
+
+A row per run folder (one with ``summary.json`` or ``.hydra/``): the overrides that vary between
+the runs, the best and final validation metrics, epochs, wall time and status (completed, failed,
+interrupted, running), best run first by the monitored metric. The table is printed and written
+next to the runs as ``report.csv`` and ``report.md``; ``--plot`` adds ``report.png`` with every
+run's validation curves. Reads only what runs write: summary.json, metrics.jsonl, .hydra/.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from athanor.rundir import RunDir
+
+DEFAULT_MONITOR, DEFAULT_MODE = "val/acc", "max"
+
+
+@dataclass
+class RunRow:
+    path: Path
+    label: str  # the folder, relative to the reported folder
+    overrides: dict[str, str]
+    status: str
+    monitor: str
+    mode: str
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl records
+    epochs: int | None = None
+    wall_time_s: float | None = None
+    error: str | None = None
+
+    @property
+    def best(self) -> float | None:
+        values = [h[self.monitor] for h in self.history if _finite(h.get(self.monitor))]
+        if not values:
+            return None
+        return max(values) if self.mode == "max" else min(values)
+
+    def final(self, key: str) -> float | None:
+        return self.history[-1].get(key) if self.history else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders below ``root`` (or ``root`` itself), in path order."""
+    marks = [*root.rglob("summary.json"), *root.rglob(".hydra/config.yaml")]
+    found = {p.parent.parent if p.parent.name == ".hydra" else p.parent for p in marks}
+    return sorted(found)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written right now
+    return records
+
+
+def _label(path: Path, root: Path) -> str:
+    rel = str(path.relative_to(root)) if path != root else path.name
+    # a sweep job folder `3_optim.lr=0.1,...`: the overrides get their own columns
+    return re.sub(r"(^|/)(\d+)_[^/]*=[^/]*$", r"\1\2", rel)
+
+
+def read_run(path: Path, root: Path) -> RunRow:
+    run = RunDir(path)
+    summary = run.read_summary()
+    config = _read_yaml(path / ".hydra" / "config.yaml") or {}
+    checkpoint = config.get("checkpoint", {}) if isinstance(config, dict) else {}
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml") or []
+    pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    history = _read_history(run.metrics)
+    return RunRow(
+        path=path,
+        label=_label(path, root),
+        overrides=pairs,
+        status=summary.get("status", "started"),  # no summary yet: the run is starting
+        monitor=summary.get("monitor") or checkpoint.get("monitor", DEFAULT_MONITOR),
+        mode=checkpoint.get("mode", DEFAULT_MODE),
+        history=history,
+        epochs=summary.get("epochs", history[-1].get("epoch") if history else None),
+        wall_time_s=summary.get("wall_time_s"),
+        error=summary.get("error"),
+    )
+
+
+def varying_keys(rows: list[RunRow]) -> list[str]:
+    """Override keys whose value is not the same in every run (sweep axes), in first-seen order."""
+    keys = list(dict.fromkeys(k for r in rows for k in r.overrides))
+    return [k for k in keys if len({r.overrides.get(k) for r in rows}) > 1]
+
+
+def sort_rows(rows: list[RunRow], mode: str) -> list[RunRow]:
+    """Best first by the monitored metric; runs without a value last, in folder order."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(rows, key=lambda r: (r.best is None, sign * (r.best or 0.0)))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def build_table(rows: list[RunRow]) -> tuple[list[str], list[list[Any]], str]:
+    """Headers, raw cell values (best run first) and the monitored metric."""
+    monitor, mode = Counter((r.monitor, r.mode) for r in rows).most_common(1)[0][0]
+    keys = varying_keys(rows)
+    extra = [k for k in ("val/acc", "val/loss") if k != monitor and any(r.final(k) for r in rows)]
+    headers = [
+        "run",
+        *keys,
+        f"best {monitor}",
+        f"final {monitor}",
+        *(f"final {k}" for k in extra),
+        "epochs",
+        "wall time (s)",
+        "status",
+    ]
+    body = [
+        [
+            r.label,
+            *(r.overrides.get(k) for k in keys),
+            r.best,
+            r.final(monitor),
+            *(r.final(k) for k in extra),
+            r.epochs,
+            None if r.wall_time_s is None else round(r.wall_time_s),
+            r.status,
+        ]
+        for r in sort_rows(rows, mode)
+    ]
+    return headers, body, monitor
+
+
+def markdown(headers: list[str], body: list[list[Any]]) -> str:
+    cells = [headers, *[[_fmt(v) for v in row] for row in body]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "| " + " | ".join("-" * w for w in widths) + " |"
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])]) + "\n"
+
+
+def write_csv(path: Path, headers: list[str], body: list[list[Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(headers)
+        writer.writerows([["" if v is None else v for v in row] for row in body])
+
+
+def plot_curves(path: Path, rows: list[RunRow], monitor: str) -> None:
+    """Validation curves of every run (monitored metric and val/loss) against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys([monitor, "val/loss"]))
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    varying = varying_keys(rows)
+    for row in rows:
+        name = ", ".join(f"{k}={row.overrides.get(k, '-')}" for k in varying) or row.label
+        for ax, key in zip(axes[0], keys, strict=True):
+            points = [(h["epoch"], h[key]) for h in row.history if _finite(h.get(key))]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} ({row.status})")
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(root: Path, *, plot: bool = False) -> str | None:
+    """Write report.csv / report.md (and report.png) into ``root``; the table, or None."""
+    paths = find_runs(root)
+    if not paths:
+        return None
+    rows = [read_run(p, root) for p in paths]
+    headers, body, monitor = build_table(rows)
+    text = markdown(headers, body)
+    write_csv(root / "report.csv", headers, body)
+    (root / "report.md").write_text(f"# Runs under {root}\n\n{text}")
+    if plot:
+        plot_curves(root / "report.png", rows, monitor)
+    return text

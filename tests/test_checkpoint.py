@@ -1,0 +1,159 @@
+"""Checkpoint contents, atomic saves, failed saves (stop | warn), damaged files, disk checks."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import pytest
+import torch
+
+from athanor import checkpoint
+from athanor.checkpoint import Checkpointer, CheckpointSaveError, check_disk, load_latest
+from athanor.errors import ConfigError
+from athanor.rundir import RunDir
+from athanor.settings import CheckpointSettings
+from conftest import cli, compose
+
+TINY = (
+    "data=fake",
+    "data.num_train=128",
+    "data.num_val=32",
+    "data.batch_size=16",
+    "model=mlp",
+    "model.hidden=[8]",
+    "trainer.log_every=1",
+    "logger.progress=plain",
+    "logger.image_grid=false",
+    "logger.plots=false",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("ckpt")
+    cli(
+        "athanor.train",
+        *TINY,
+        "trainer.epochs=2",
+        "trainer.ema.decay=0.9",
+        "checkpoint.every_steps=3",
+        "checkpoint.keep=3",
+        "hydra.run.dir=run",
+        cwd=cwd,
+    )
+    return cwd / "run"
+
+
+def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(run):
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "ema", "progress", "rng", "config"):
+        assert state[key] is not None, key
+    assert state["format_version"] == checkpoint.FORMAT_VERSION
+    assert (state["epoch"], state["step"], state["batch_in_epoch"]) == (2, 16, 0)
+    assert state["best_metric"] == RunDir(run).read_summary()["best"]["val/acc"]
+    assert {"python", "numpy", "torch"} <= set(state["rng"])
+    assert state["config"]["model"]["hidden"] == [8] and isinstance(state["config"], dict)
+    assert state["plan"] == {"steps_per_epoch": 8, "total_steps": 16}
+    assert torch.equal(state["ema"]["n_averaged"], torch.tensor(16))
+    # mid-epoch checkpoints remember the position inside the epoch; keep=3 periodic files
+    steps = sorted(int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.pt"))
+    assert steps == [12, 15, 16]  # every 3 steps + each epoch end (8, 16)
+    mid = torch.load(run / "checkpoints" / "step_000000012.pt", weights_only=True)
+    assert (mid["epoch"], mid["step"], mid["batch_in_epoch"]) == (1, 12, 4)
+    assert (run / "checkpoints" / "last.pt").samefile(run / "checkpoints" / "step_000000016.pt")
+
+
+def _settings(tmp_path, **kw) -> tuple[Checkpointer, dict]:
+    ckpt = Checkpointer(tmp_path, CheckpointSettings(keep=2, **kw))
+    state = {"model": {"w": torch.arange(4.0)}, "step": 1, "config": {}}
+    return ckpt, state
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("on_error", ["stop", "warn"])
+def test_failed_save_keeps_earlier_checkpoints_and_stops_or_warns(
+    tmp_path, monkeypatch, caplog, on_error
+):
+    ckpt, state = _settings(tmp_path, on_error=on_error)
+    ckpt.save(state)
+    ckpt.save({**state, "step": 2})
+    before = _snapshot(tmp_path)
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    if on_error == "stop":
+        with pytest.raises(CheckpointSaveError, match="No space left on device.*intact.*stops"):
+            ckpt.save({**state, "step": 3})
+    else:
+        with caplog.at_level(logging.WARNING):
+            assert ckpt.save({**state, "step": 3}) is None
+        assert "No space left" in caplog.text and "continues" in caplog.text
+    assert _snapshot(tmp_path) == before  # no temp file, no half file, last.pt untouched
+    assert load_latest(tmp_path)[0]["step"] == 2
+
+
+def test_failed_save_stops_a_real_run_or_lets_it_continue(tmp_path, monkeypatch):
+    from athanor.run import train_run
+
+    calls = []
+    real = checkpoint.save_atomic
+
+    def fail_second(state, path):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(state, path)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", fail_second)
+    config = compose(*TINY, "trainer.epochs=3", "logger.tensorboard=false")
+    with pytest.raises(CheckpointSaveError):
+        train_run(config, tmp_path / "stop")
+    summary = RunDir(tmp_path / "stop").read_summary()
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+    assert summary["epochs"] == 2  # it stopped at the failed save
+    assert torch.load(tmp_path / "stop/checkpoints/last.pt", weights_only=True)["epoch"] == 1
+
+    calls.clear()
+    config["checkpoint"]["on_error"] = "warn"
+    train_run(config, tmp_path / "warn")
+    summary = RunDir(tmp_path / "warn").read_summary()
+    assert summary["status"] == "completed" and summary["epochs"] == 3
+    assert torch.load(tmp_path / "warn/checkpoints/last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_damaged_newest_file_falls_back_to_the_previous_one(tmp_path, caplog):
+    ckpt, state = _settings(tmp_path)
+    for step in (1, 2):
+        ckpt.save({**state, "step": step})
+    (tmp_path / "last.pt").write_bytes(b"garbage")  # hard link: step_2 is damaged too
+    with caplog.at_level(logging.WARNING):
+        loaded, path = load_latest(tmp_path)
+    assert (loaded["step"], path.name) == (1, "step_000000001.pt")
+    assert "damaged" in caplog.text
+    (tmp_path / "step_000000001.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="No checkpoint in .* can be loaded"):
+        load_latest(tmp_path)
+
+
+def test_not_a_checkpoint_is_refused_clearly(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(ConfigError, match="not an athanor training checkpoint"):
+        checkpoint.load_file(tmp_path / "weights.pt")
+
+
+def test_disk_check_refuses_unwritable_folder_and_warns_when_space_is_short(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="not writable"):
+        check_disk(tmp_path / "file" / "checkpoints", 1, copies=1)
+    with caplog.at_level(logging.WARNING):
+        check_disk(tmp_path / "ok", 2**20, copies=3)
+        assert not caplog.text
+        check_disk(tmp_path / "ok", 2**60, copies=3)
+    assert "free" in caplog.text and "checkpoint.on_error" in caplog.text

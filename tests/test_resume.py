@@ -1,0 +1,136 @@
+"""`resume=`: continuing a run in its own folder, allowed and refused config changes, bad input
+(nothing overwritten), and preemption by real signals to a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from athanor.rundir import RunDir
+from conftest import cli
+from test_checkpoint import TINY
+from test_train_cli import read_scalars
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A completed 2-epoch run in <cwd>/run."""
+    cwd = tmp_path_factory.mktemp("resume")
+    cli("athanor.train", *TINY, "trainer.epochs=2", "hydra.run.dir=run", cwd=cwd)
+    return cwd / "run"
+
+
+def files(run: Path) -> dict[str, bytes]:
+    """Everything a rejected resume must leave alone (the log may gain the error line)."""
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name != "train.log" and "resume-" not in str(p)
+    }
+
+
+def test_bad_resume_targets_are_one_paragraph_errors_and_change_nothing(finished, tmp_path):
+    before = files(finished)
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    cases = {
+        str(tmp_path / "missing"): "does not exist",
+        str(tmp_path / "notes.pt"): "damaged or not a torch checkpoint",
+    }
+    for target, message in cases.items():
+        result = cli("athanor.train", *TINY, f"resume={target}", cwd=tmp_path, expect=2)
+        assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    # another model: the differing keys are listed
+    result = cli(
+        "athanor.train", *TINY, "model.hidden=[16]", f"resume={finished}", cwd=tmp_path, expect=2
+    )
+    assert "model.hidden: [8] in the checkpoint, [16] now" in " ".join(result.stderr.split())
+    cnn = [a for a in TINY if not a.startswith("model")] + ["model=simple_cnn", "model.width=8"]
+    result = cli("athanor.train", *cnn, f"resume={finished}", cwd=tmp_path, expect=2)
+    assert "model.name: 'mlp' in the checkpoint, 'simple_cnn' now" in " ".join(
+        result.stderr.split()
+    )
+    assert files(finished) == before
+
+
+def test_resume_with_more_epochs_continues_in_the_same_folder(finished, tmp_path):
+    work = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(finished, work)
+    result = cli("athanor.train", *TINY, "trainer.epochs=3", f"resume={work}", cwd=tmp_path)
+    assert "trainer.epochs: 2 -> 3" in result.output
+    summary = RunDir(work).read_summary()
+    assert summary["status"] == "completed" and summary["epochs"] == 3 and summary["steps"] == 24
+    assert summary["resumes"][0]["step"] == 16
+    assert summary["resumes"][0]["changes"] == ["trainer.epochs: 2 -> 3"]
+    assert [m["epoch"] for m in RunDir(work).read_metrics()] == [1, 2, 3]
+    steps = [e.step for e in read_scalars(work / "tb")["train/loss"]]
+    assert steps == list(range(1, 25))
+    assert (work / ".hydra" / "config.yaml").read_bytes() == (
+        finished / ".hydra" / "config.yaml"
+    ).read_bytes()  # the original config stays; the resume's is under .hydra/resume-<time>/
+    assert list((work / ".hydra").glob("resume-*/overrides.yaml"))
+    assert not list(tmp_path.glob("outputs"))  # no new run folder
+
+
+def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
+    log = cwd / "output.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "athanor.train", *overrides],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    return proc, log
+
+
+def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, f"the run ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{text!r} never appeared"
+        time.sleep(0.02)
+
+
+LONG = (*TINY, "trainer.epochs=1000", "hydra.run.dir=run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_signal_finishes_the_step_saves_and_exits_130(tmp_path, sig):
+    proc, log = start(tmp_path, *LONG)
+    wait_for(log, "step 20/", proc)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 130
+    text = log.read_text()
+    assert f"{sig.name} received" in text and "resume with resume=" in text
+    run = RunDir(tmp_path / "run")
+    summary = run.read_summary()
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == "interrupted"
+    last = torch.load(run.checkpoints / "last.pt", weights_only=True)
+    assert last["step"] == summary["steps"] >= 20  # the checkpoint is of the last finished step
+    assert last["step"] % 8 == last["batch_in_epoch"] % 8  # mid-epoch position kept
+    tb = read_scalars(run.tensorboard)  # the writer was closed: every logged step is on disk
+    assert [e.step for e in tb["train/loss"]][-1] == last["step"]
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path):
+    """In-process: real SIGINTs to this process through the real handler."""
+    from athanor.signals import StopSignals
+
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs the handler between bytecodes
+        assert signals.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
