@@ -368,7 +368,8 @@ def training_state(arch: str) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5.0e-4)
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     optimizer.step()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    # plus the small keys every athanor checkpoint carries; the baseline saves the same dict
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": {}}
 
 
 def checkpoint_cost(arch: str, reps: int, folder: Path) -> Row:
