@@ -65,9 +65,10 @@ def test_bench_quick_writes_table_and_json(tmp_path: Path) -> None:
 
 
 def test_cifar10_fast_preset_follows_the_airbench_recipe() -> None:
-    config = compose("experiment=cifar10_fast", "data=fake", "augment=none")
+    config = compose("experiment=cifar10_fast")
     validate(config)
-    assert config["model"]["name"] == "airbench" and config["data"]["loader"] == "memory"
+    assert config["model"]["name"] == "airbench" and config["data"]["name"] == "cifar10"
+    assert config["augment"]["name"] == "cifar" and config["data"]["loader"] == "memory"
     assert config["loss"]["label_smoothing"] == 0.2 and config["optim"]["nesterov"] is True
     t = config["trainer"]
     assert t["precision"] == "bf16" and t["channels_last"] and t["tta_flip"]
@@ -78,8 +79,7 @@ def test_cifar10_fast_preset_follows_the_airbench_recipe() -> None:
 def test_cifar10_fast_runs_end_to_end_on_fake_cifar_shapes(train) -> None:
     result = train(
         "experiment=cifar10_fast",
-        "data=fake",
-        "augment=none",
+        "data=fake",  # CIFAR shapes (3x32x32, 10 classes) without the download
         "data.num_train=64",
         "data.num_val=32",
         "data.batch_size=16",
@@ -92,6 +92,7 @@ def test_cifar10_fast_runs_end_to_end_on_fake_cifar_shapes(train) -> None:
     )
     summary = result.summary()
     assert summary["status"] == "completed" and summary["steps"] == 2
+    assert "data path: memory" in result.output  # batched crop/flip, no DataLoader
     assert "first optimizer step" in (result.run_dir / "train.log").read_text()
     state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["model"]["name"] == "airbench"
