@@ -55,6 +55,9 @@ def cli(
 ) -> CliResult:
     """Run ``python -m <module> <args>`` as a user would, in ``cwd``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # the children import this checkout's code, whatever is installed and wherever they run
+    inherited = full_env.get("PYTHONPATH", "")
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), inherited]))
     full_env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],

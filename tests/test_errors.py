@@ -46,7 +46,7 @@ def test_unknown_group_option_suggests_the_closest_file(train):
 
 
 def test_unknown_choice_inside_a_sweep_is_caught_before_any_job(train):
-    result = train("-m", "optim=sgd,adamm", expect=2)
+    result = train("-m", "optim=sgd,adamww", expect=2)
     assert "Did you mean 'adamw'?" in result.stderr
     assert not (result.cwd / "outputs").exists()
 

@@ -87,10 +87,13 @@ def test_preset_trains_a_handful_of_steps(train, path: Path):
     the preset's LR scaled by 4 / its batch size (the linear scaling rule): an LR tuned for
     batches of 1024 diverges on 4 images. Precision is 32: this tests the recipe, not bf16."""
     preset = yaml.safe_load(path.read_text())
-    lr = preset["optim"]["lr"] * 4 / preset["data"]["batch_size"]
+    scale = 4 / preset["data"]["batch_size"]
+    lr = preset["optim"]["lr"] * scale
+    min_lr = preset.get("scheduler", {}).get("min_lr")  # absolute, so it scales with the LR
     result = train(
         *preset_overrides(path),
         f"optim.lr={lr}",
+        *([f"scheduler.min_lr={min_lr * scale}"] if min_lr else []),
         "trainer.precision=32",  # bf16 autocast is many times slower on CPUs without AMX
         "trainer.epochs=6",
         "trainer.limit_train_batches=1",

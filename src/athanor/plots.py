@@ -32,11 +32,31 @@ def save(fig, path: Path) -> Path:
     return path
 
 
+# "Blues"-like ramp: a row-normalized rate of 0 is white, 1 is dark blue
+_WHITE = torch.tensor([255.0, 255.0, 255.0]).view(3, 1, 1)
+_BLUE = torch.tensor([8.0, 48.0, 107.0]).view(3, 1, 1)
+
+
+def row_rates(matrix: torch.Tensor) -> torch.Tensor:
+    """Each true-class row divided by its count (rows of an empty class stay 0)."""
+    counts = matrix.double().cpu()
+    return counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def confusion_image(matrix: torch.Tensor, pixels: int = 256) -> torch.Tensor:
+    """The row-normalized confusion matrix as a uint8 [3, H, W] heat map, drawn with tensor ops
+    (no matplotlib): cheap enough for every validation, where a figure costs ~0.5 s."""
+    rates = row_rates(matrix).float()
+    cell = max(2, pixels // len(rates))
+    big = rates.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[None]  # [1, H, W]
+    return (_WHITE + (_BLUE - _WHITE) * big).round().to(torch.uint8)
+
+
 def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str):
     """Rows are true classes, columns predictions; each row normalized to sum to 1, raw counts
     written in the cells when the matrix is small enough to read."""
     counts = matrix.double().cpu()
-    rates = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    rates = row_rates(counts)
     n = len(class_names)
     side = min(4 + 0.45 * n, 16)
     fig = _figure(side, side)

@@ -54,6 +54,7 @@ class Reporter:
         self.bar = None
         self._window_reset()
         self.history: list[dict[str, Any]] = []  # one record per validation
+        self.last_confusion: tuple[torch.Tensor, str] | None = None  # drawn once, by finish()
         self.train_history: list[dict[str, float]] = []  # one record per logged window
 
     def _window_reset(self) -> None:
@@ -141,7 +142,7 @@ class Reporter:
             f"{s['train/samples_per_s']:.0f} samples/s"
         )
         if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.set_postfix_str(text)  # once per log_every steps: cheap
         elif self.mode == "plain":
             log.info("epoch %d step %d/%d: %s", p.epoch + 1, p.step, self.total_steps, text)
 
@@ -156,11 +157,12 @@ class Reporter:
             self.tracker.scalars({f"val_class/{k}": v for k, v in per_class.items()}, p.step)
         self.append_metrics({**record, "val/per_class_acc": per_class})
         if self.settings.plots:
+            # a tensor heat map every validation; the annotated figure once, at the end
+            self.tracker.image(
+                "val/confusion_matrix", plots.confusion_image(counts.confusion), p.step
+            )
             title = f"validation, step {p.step}: acc {metrics.get('val/acc', 0):.4f}"
-            fig = plots.confusion_figure(counts.confusion, self.class_names, title)
-            self.tracker.image("val/confusion_matrix", plots.to_image(fig), p.step)
-            if self.plots_dir is not None:
-                plots.save(fig, self.plots_dir / "confusion_val.png")
+            self.last_confusion = (counts.confusion.cpu(), title)
         self.tracker.flush()
 
     def epoch_end(self, p, metrics: dict[str, float]) -> None:
@@ -187,6 +189,10 @@ class Reporter:
             plots.save(
                 plots.curves_figure(self.train_history, self.history), self.plots_dir / "curves.png"
             )
+        if self.settings.plots and self.plots_dir is not None and self.last_confusion:
+            matrix, title = self.last_confusion
+            figure = plots.confusion_figure(matrix, self.class_names, title)
+            plots.save(figure, self.plots_dir / "confusion_val.png")
         final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
         if final:
             self.tracker.hparams(hparams, final)
