@@ -40,7 +40,7 @@ class Sizes:
     checkpoint_arch: str
 
 
-FULL = Sizes(3, 30, 200, 10_000, 15, 0.97, "resnet50")
+FULL = Sizes(5, 30, 1000, 10_000, 15, 0.97, "resnet50")
 QUICK = Sizes(1, 3, 10, 1024, 2, 0.5, "resnet18")
 
 

@@ -62,12 +62,12 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
     return hits / len(labels)
 
 
-def digits_run(epochs: int = 15, batch_size: int = 64, lr: float = 3.0e-3) -> None:
+def digits_run(epochs: int = 15, batch_size: int = 64, lr: float = 3.0e-3, seed: int = 0) -> None:
     """The digits_quick recipe by hand: MLP 64-256-128-10, AdamW, per-step cosine, 15 epochs."""
     from athanor.clock import process_age
     from athanor.data.builtin import digits  # the same bytes athanor trains on
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     data = digits(val_split=0.2)
     train, val = data.train, data.val
     model = nn.Sequential(
@@ -106,8 +106,9 @@ def digits_run(epochs: int = 15, batch_size: int = 64, lr: float = 3.0e-3) -> No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    digits_run(epochs=args.epochs)
+    digits_run(epochs=args.epochs, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,21 @@ def compose(*overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def same_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, copy_: torch.nn.Module):
+    """athanor's parameter groups (no weight decay on biases and norms) over ``copy_``'s
+    parameters: the hand-written loop does the same optimizer work, group for group."""
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    copies = list(copy_.parameters())
+    return [
+        {
+            "params": [copies[index[id(p)]] for p in group["params"]],
+            "lr": group["lr"],
+            "weight_decay": group["weight_decay"],
+        }
+        for group in optimizer.param_groups
+    ]
+
+
 def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> Row:
     """steps/s of athanor's real loop (TrainingRun.build + fit) vs bench_handloop.train_steps on
     the same model, data tensor, batch size and optimizer. Each fit also validates one batch."""
@@ -127,10 +142,9 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
         model = copy.deepcopy(job.model)
         o = config["optim"]
         optimizer = torch.optim.SGD(
-            model.parameters(),
+            same_groups(job.optimizer, job.model, model),
             lr=o["lr"],
             momentum=o["momentum"],
-            weight_decay=o["weight_decay"],
             nesterov=o["nesterov"],
         )
         split, bundle = job.bundle.train, job.bundle
@@ -257,25 +271,41 @@ class Child:
     stdout: str
 
 
+# Linux starts a forked child's ru_maxrss at its parent's RSS (this bench process holds
+# hundreds of MB), so the command is spawned by a small Python parent that reports the
+# grandchild's own peak from wait4.
+SPAWN_AND_MEASURE = (
+    "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+    "_, status, usage = os.wait4(p.pid, 0); "
+    "print(f'@@maxrss_kb {usage.ru_maxrss}', flush=True); "
+    "sys.exit(os.waitstatus_to_exitcode(status))"
+)
+MAXRSS = re.compile(r"^@@maxrss_kb (\d+)$", re.MULTILINE)
+
+
 def run_child(cmd: list[str], cwd: Path) -> Child:
-    """Run a command; its own peak RSS comes from wait4 (not the max over all children)."""
+    """Run a command; report its own peak RSS (not the max over all children of this process)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "scripts")])}
-    with tempfile.TemporaryFile("w+") as out:
-        start = time.time()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read()
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", SPAWN_AND_MEASURE, *cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
-    return Child(start, usage.ru_maxrss / 1024, text)
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    peak_kb = int(MAXRSS.search(proc.stdout).group(1))
+    return Child(start, peak_kb / 1024, MAXRSS.sub("", proc.stdout))
 
 
 FIRST_STEP = re.compile(r"first optimizer step ([0-9.]+) s after process start")
 
 
-def athanor_digits(cwd: Path, epochs: int, threshold: float) -> dict[str, float]:
+def athanor_digits(cwd: Path, epochs: int, threshold: float, seed: int) -> dict[str, float]:
     run_dir = cwd / f"run_{time.monotonic_ns()}"
     child = run_child(
         [
@@ -284,6 +314,7 @@ def athanor_digits(cwd: Path, epochs: int, threshold: float) -> dict[str, float]
             "athanor.train",
             "experiment=digits_quick",
             f"trainer.epochs={epochs}",
+            f"seed={seed}",
             "logger.progress=plain",
             f"hydra.run.dir={run_dir}",
         ],
@@ -294,9 +325,9 @@ def athanor_digits(cwd: Path, epochs: int, threshold: float) -> dict[str, float]
     return _figures(child, first, records, threshold)
 
 
-def hand_digits(cwd: Path, epochs: int, threshold: float) -> dict[str, float]:
+def hand_digits(cwd: Path, epochs: int, threshold: float, seed: int) -> dict[str, float]:
     script = str(ROOT / "scripts" / "bench_handloop.py")
-    child = run_child([sys.executable, script, f"--epochs={epochs}"], cwd)
+    child = run_child([sys.executable, script, f"--epochs={epochs}", f"--seed={seed}"], cwd)
     lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     first = next(line["first_step_s"] for line in lines if "first_step_s" in line)
     return _figures(child, first, [line for line in lines if "val/acc" in line], threshold)
@@ -324,10 +355,10 @@ def subprocess_rows(epochs: int, threshold: float, reps: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         ours, hand, imports = [], [], []
-        for _ in range(reps):
+        for seed in range(reps):  # a seed per repetition: one lucky initialization decides nothing
             imports.append(float(run_child([sys.executable, "-c", IMPORT_TORCH], cwd).stdout))
-            ours.append(athanor_digits(cwd, epochs, threshold))
-            hand.append(hand_digits(cwd, epochs, threshold))
+            ours.append(athanor_digits(cwd, epochs, threshold, seed))
+            hand.append(hand_digits(cwd, epochs, threshold, seed))
 
     def med(runs: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in runs)

@@ -107,7 +107,8 @@ def test_clipping_bounds_the_gradients_the_optimizer_sees(mode):
     # the reported norm is the one before clipping (what you want to watch)
     unclipped = grads_of_one_step(make_stepper(mlp()), batches(1, 16))
     before = torch.nn.utils.get_total_norm(list(unclipped.values()))
-    result = make_stepper(mlp(), grad_clip=limit, grad_clip_mode=mode).step(batches(1, 16), 0)
+    stepper = make_stepper(mlp(), grad_clip=limit, grad_clip_mode=mode)
+    result = stepper.step(batches(1, 16), 0, measure=True)
     assert float(result.grad_norm) == pytest.approx(float(before), rel=1e-5) and before > limit
 
 
@@ -172,9 +173,28 @@ def test_nonfinite_gradients_with_a_finite_loss_stop_the_run_too():
         def forward(self, x):
             return self.body(x) + torch.sqrt(self.p)
 
+    # a measured step (the loop measures on its log steps) names the gradient norm
     stepper = make_stepper(SqrtAtZero())
+    stepper.step(batches(1, 4), 0, measure=True)
     with pytest.raises(NonFiniteError, match="gradient norm became NaN/Inf at optimizer step 1"):
-        stepper.step(batches(1, 4), 0)
+        stepper.check_finite()
+    # an unmeasured one is still caught before a checkpoint could keep its weights
+    stepper = make_stepper(SqrtAtZero())
+    stepper.step(batches(1, 4), 0)
+    stepper.check_finite()  # the loss itself was finite
+    with pytest.raises(NonFiniteError, match="weights became NaN/Inf"):
+        stepper.check_finite(weights=True)
+
+
+def test_nonfinite_loss_is_found_at_the_next_check_naming_its_step():
+    stepper = make_stepper(mlp())
+    good = batches(3, 4)
+    for i, batch in enumerate([good[0], nan_batch(), good[1], good[2]]):
+        result = stepper.step([batch], i)  # no device sync, no exception inside the window
+        assert result.grad_norm is None and not result.skipped
+    with pytest.raises(NonFiniteError, match="loss became NaN/Inf at optimizer step 2"):
+        stepper.check_finite()
+    stepper.check_finite()  # the window was consumed: the next check starts afresh
 
 
 def test_first_step_reports_unused_parameters_and_a_far_initial_loss(caplog):
@@ -219,3 +239,14 @@ def test_precision_warnings_say_when_a_choice_hurts_on_this_device(caplog):
         warn_precision("bf16", torch.device("cpu"))
         warn_precision("fp16", torch.device("cpu"))
     assert "precision=bf16 on CPU" in caplog.text and "precision=fp16 on CPU" in caplog.text
+
+
+def test_image_grid_matches_torchvisions_make_grid():
+    from torchvision.utils import make_grid
+
+    from athanor.insight import image_grid
+
+    for shape in [(64, 1, 8, 8), (10, 3, 32, 32), (7, 3, 5, 6)]:
+        x = torch.randn(*shape)
+        want = make_grid(x, nrow=math.ceil(math.sqrt(len(x))), normalize=True, scale_each=True)
+        torch.testing.assert_close(image_grid(x), want)

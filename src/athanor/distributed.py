@@ -176,9 +176,13 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on at least one (e.g. a stop request)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    return bool(all_reduce_sum(t).item() > 0)
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def any_rank_each(flags: list[bool], device: torch.device) -> list[bool]:
+    """For each flag: true on every rank when it is true on at least one (one collective)."""
+    if not is_distributed():
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    return [v > 0 for v in all_reduce_sum(t).tolist()]

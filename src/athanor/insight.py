@@ -34,13 +34,25 @@ def histograms(tracker, model: nn.Module, step: int) -> None:
             tracker.histogram(f"grads/{name}", p.grad, step)
 
 
-def image_grid(inputs: torch.Tensor, count: int = 64) -> torch.Tensor:
+def image_grid(inputs: torch.Tensor, count: int = 64, pad: int = 2) -> torch.Tensor:
     """A [3, H, W] grid of the first ``count`` training inputs, each rescaled to [0, 1] (the
-    inputs are normalized, so per-image min/max is what makes them viewable)."""
-    from torchvision.utils import make_grid
-
+    inputs are normalized, so per-image min/max is what makes them viewable). The layout of
+    torchvision's ``make_grid(normalize=True, scale_each=True)``, without importing torchvision
+    (~0.2-0.4 s of start-up that runs without a torchvision model or data set never pay)."""
     x = inputs[:count].detach().float().cpu()
-    return make_grid(x, nrow=int(math.ceil(math.sqrt(len(x)))), normalize=True, scale_each=True)
+    n, channels, h, w = x.shape
+    lo = x.flatten(1).amin(1).view(n, 1, 1, 1)
+    hi = x.flatten(1).amax(1).view(n, 1, 1, 1)
+    x = (x - lo) / (hi - lo).clamp(min=1e-5)
+    if channels == 1:
+        x = x.expand(n, 3, h, w)
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = torch.zeros(3, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for i, image in enumerate(x[:, :3]):
+        top, left = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+        grid[:, top : top + h, left : left + w] = image
+    return grid
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from athanor.clock import process_age
 from athanor.data.loaders import Batch
-from athanor.distributed import any_rank
+from athanor.distributed import any_rank_each, is_distributed
 from athanor.errors import InterruptedRun
 from athanor.evaluate import evaluate
 from athanor.settings import RunSettings
@@ -80,12 +80,15 @@ class Loop:
                 if p.batch // t.accumulate >= self.steps_per_epoch or len(micro) < t.accumulate:
                     break  # leftover micro-batches that cannot fill an optimizer step
                 on_grads = self.reporter.grad_observer(p.step + 1)
-                result = self.stepper.step(micro, p.step, on_grads=on_grads)
+                log_step = self.reporter.logs_at(p.step + 1)  # the loop's only per-window sync
+                result = self.stepper.step(micro, p.step, on_grads=on_grads, measure=log_step)
                 p.step += 1
                 p.batch += len(micro)
                 if not self.stepped:  # start-up cost, as users feel it (and scripts/bench.py reads)
                     self.stepped = True
                     log.info("first optimizer step %.2f s after process start", process_age())
+                if log_step:
+                    self.stepper.check_finite()
                 self.reporter.train_step(p, result)
                 if p.step >= self.total_steps:
                     p.stop_reason = "max_steps" if t.max_steps else None
@@ -93,9 +96,10 @@ class Loop:
                 # the epoch's last step is saved after validation (a resume then never repeats it)
                 epoch_end = p.batch // t.accumulate >= self.steps_per_epoch
                 if ckpt.every_steps and p.step % ckpt.every_steps == 0 and not epoch_end:
-                    self.save(p, {})
-                if self._should_stop(p):
+                    self._save(p, {})
+                if self._should_stop(p, agree=log_step or epoch_end):
                     break
+            self.stepper.check_finite()  # never validate or save weights a NaN step produced
             epoch_done = p.stop_reason is None or p.stop_reason == "max_steps"
             if epoch_done:
                 p.epoch, p.batch = p.epoch + 1, 0
@@ -104,17 +108,26 @@ class Loop:
             self._early_stopping(p, metrics)
             self.stepper.scheduler.step_validation(metrics)  # plateau: LR from the val metric
             if self._checkpoint_due(p) or p.stop_reason:
-                self.save(p, metrics)
+                self._save(p, metrics)
             if p.stop_reason == "interrupted":
                 raise InterruptedRun(f"stopped by a signal at step {p.step}")
         return self.last_metrics
 
-    def _should_stop(self, p: Progress) -> bool:
+    def _save(self, p: Progress, metrics: dict[str, float]) -> None:
+        self.stepper.check_finite(weights=True)
+        self.save(p, metrics)
+
+    def _should_stop(self, p: Progress, agree: bool) -> bool:
+        """A signal or the time budget. Alone, every step; under DDP the ranks must agree, and
+        agreeing costs a collective and a device sync, so they do it at log steps and epoch ends."""
+        if is_distributed() and not agree:
+            return False
         budget = self.settings.trainer.max_time
         out_of_time = budget is not None and time.monotonic() - self.started >= budget
-        if any_rank(self.stop_requested(), self.device):
+        stop, timeout = any_rank_each([self.stop_requested(), out_of_time], self.device)
+        if stop:
             p.stop_reason = "interrupted"
-        elif any_rank(out_of_time, self.device):
+        elif timeout:
             p.stop_reason = "max_time"
         return p.stop_reason is not None
 

@@ -58,11 +58,16 @@ class Reporter:
         self.train_history: list[dict[str, float]] = []  # one record per logged window
 
     def _window_reset(self) -> None:
-        self.loss_sum: torch.Tensor | float = 0.0
-        self.correct: torch.Tensor | int = 0
-        self.count = 0
+        # device tensors, summed once per window: no ops (and no sync) on the other steps
+        self.losses: list[torch.Tensor] = []
+        self.corrects: list[torch.Tensor] = []
+        self.counts: list[int] = []
         self.steps = 0
         self.window_start = time.perf_counter()
+
+    def logs_at(self, step: int) -> bool:
+        """Whether optimizer step ``step`` (1-based) ends a logging window."""
+        return step % self.log_every == 0 or step == self.total_steps
 
     def lrs(self) -> dict[str, float]:
         groups = self.optimizer.param_groups
@@ -86,26 +91,32 @@ class Reporter:
             )
 
     def train_step(self, p, result) -> None:
-        """Accumulate on the device; synchronize only every ``log_every`` steps."""
+        """Keep the step's device tensors; sum and synchronize only every ``log_every`` steps."""
         if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
-            self.loss_sum = self.loss_sum + result.loss.detach() * result.count
-            self.correct = self.correct + result.correct
-            self.count += result.count
+            self.losses.append(result.loss.detach())
+            self.corrects.append(result.correct)
+            self.counts.append(result.count)
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
-        if p.step % self.log_every and p.step != self.total_steps:
+        if not self.logs_at(p.step):
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        device = result.loss.device
+        loss_sum, correct = 0.0, 0
+        if self.counts:
+            weights = torch.tensor(self.counts, dtype=torch.float32, device=device)
+            loss_sum = (torch.stack(self.losses).float() * weights).sum()
+            correct = torch.stack(self.corrects).sum()
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
         loss_sum, correct, count = sum_across_ranks(
-            self.loss_sum, self.correct, self.count, device=result.loss.device
+            loss_sum, correct, sum(self.counts), device=device
         )
         scalars = {
             "train/loss": loss_sum / max(count, 1),
             "train/acc": correct / max(count, 1),
             **self.lrs(),
-            "train/grad_norm": float(result.grad_norm),
+            **({} if result.grad_norm is None else {"train/grad_norm": float(result.grad_norm)}),
             "train/samples_per_s": count / elapsed,
             **insight.peak_memory(self.device),
         }

@@ -242,7 +242,9 @@ class TrainingRun:
 
         def save(p: Progress, metrics: dict[str, float]) -> None:
             self.tracker.flush()  # events up to this step must survive a kill after the save
-            self.checkpointer.save(self.snapshot(p), metrics=metrics)
+            # the snapshot only where it is written (not on other ranks, nor with checkpoints off)
+            state = self.snapshot(p) if self.checkpointer.active else {}
+            self.checkpointer.save(state, metrics=metrics)
 
         loop = Loop(
             stepper=self.stepper,

@@ -52,8 +52,51 @@ class StepResult:
     loss: torch.Tensor  # mean loss over the micro-batches (a device tensor: no sync)
     correct: torch.Tensor  # top-1 hits (device tensor)
     count: int  # samples in this step
-    grad_norm: torch.Tensor  # total gradient norm before clipping
+    grad_norm: torch.Tensor | None  # total norm before clipping; None when nobody asked for it
     skipped: bool = False
+
+
+class FiniteWatch:
+    """Non-finite losses and gradient norms, checked without a device sync per step: values are
+    kept as device tensors and inspected together at the loop's sync points (log steps, epoch
+    ends, before a checkpoint). A sync per step would stall a GPU pipeline for nothing."""
+
+    LIMIT = 256  # values kept before a check is forced (bounds memory when log_every is huge)
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, str, torch.Tensor]] = []  # (optimizer step, what, value)
+
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        self.pending.append((step, "loss", loss.detach()))
+        if grad_norm is not None:
+            self.pending.append((step, "gradient norm", grad_norm.detach()))
+        if len(self.pending) >= self.LIMIT:
+            self.raise_if_nonfinite()
+
+    def first_bad(self) -> tuple[int, str] | None:
+        """(step, what) of the first non-finite value since the last check; clears the list."""
+        if not self.pending:
+            return None
+        values = torch.stack([v.float() for _, _, v in self.pending])
+        finite = torch.isfinite(values).tolist()  # the one sync
+        pending, self.pending = self.pending, []
+        return next(
+            ((step, what) for (step, what, _), ok in zip(pending, finite, strict=True) if not ok),
+            None,
+        )
+
+    def raise_if_nonfinite(self) -> None:
+        bad = self.first_bad()
+        if bad is not None:
+            raise nonfinite_error(*bad)
+
+
+def nonfinite_error(step: int, what: str) -> NonFiniteError:
+    return NonFiniteError(
+        f"The {what} became NaN/Inf at optimizer step {step}. The last good checkpoint is "
+        "kept. Lower the learning rate, enable trainer.grad_clip, check the inputs, or allow "
+        "a few bad steps with trainer.skip_nonfinite=N (trainer.detect_anomaly=true finds the op)."
+    )
 
 
 class Stepper:
@@ -79,6 +122,14 @@ class Stepper:
         self.nonfinite_skipped = 0
         self.first_step_checked = False
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.watch = FiniteWatch()
+        # skipping a bad step needs its verdict before optimizer.step(): a sync every step
+        self.check_every_step = settings.skip_nonfinite > 0
+        self.anomaly = (
+            (lambda: torch.autograd.set_detect_anomaly(True))
+            if settings.detect_anomaly
+            else contextlib.nullcontext
+        )
 
     def _sync_context(self, last: bool):
         """DDP: all-reduce gradients only on the last micro-batch of an accumulation."""
@@ -92,11 +143,14 @@ class Stepper:
         step: int,
         *,
         on_grads: Callable[[nn.Module], None] | None = None,
+        measure: bool = False,
     ) -> StepResult:
         """Forward/backward over the micro-batches, then one optimizer step. ``step`` counts the
-        optimizer steps done before this one; ``on_grads`` sees the final (clipped) gradients."""
+        optimizer steps done before this one; ``on_grads`` sees the final (clipped) gradients;
+        ``measure`` asks for the gradient norm (otherwise only computed when clipping needs it).
+        Non-finite values are caught by ``check_finite`` (or at once with skip_nonfinite)."""
         try:
-            with torch.autograd.set_detect_anomaly(self.settings.detect_anomaly):
+            with self.anomaly():
                 loss, correct, count = self._forward_backward(micro_batches, step)
         except RuntimeError as err:
             if not self.settings.detect_anomaly or "nan" not in str(err).lower():
@@ -106,11 +160,14 @@ class Stepper:
                 f"trainer.detect_anomaly found NaN in the backward pass at optimizer step "
                 f"{step + 1}: {first}"
             ) from err
-        grad_norm = self._unscale_and_clip()
-        if not self._finite(loss, grad_norm, step):
+        grad_norm = self._unscale_and_clip(measure or self.check_every_step)
+        if self.check_every_step and not self._finite_now(loss, grad_norm, step):
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
             return StepResult(loss, correct, count, grad_norm, skipped=True)
+        if not self.check_every_step:
+            # fp16: inf gradients are the GradScaler's business (it skips the step itself)
+            self.watch.add(step + 1, loss, None if self.scaler.is_enabled() else grad_norm)
         if on_grads is not None:
             on_grads(self.model)
         self.scaler.step(self.optimizer)
@@ -121,10 +178,23 @@ class Stepper:
             self.ema.update(self.model, step + 1)
         return StepResult(loss, correct, count, grad_norm)
 
+    def check_finite(self, weights: bool = False) -> None:
+        """Raise NonFiniteError naming the first step since the last check whose loss or
+        gradient norm was NaN/Inf. ``weights``: also check the parameters (before a checkpoint:
+        a bad gradient on an unmeasured step shows only there until the next loss)."""
+        self.watch.raise_if_nonfinite()
+        if weights:
+            finite = [torch.isfinite(p.detach()).all() for p in self.params]
+            if finite and not bool(torch.stack(finite).all()):  # one sync, once per save
+                raise NonFiniteError(
+                    "The model's weights became NaN/Inf (a non-finite gradient on a step whose "
+                    "loss was still finite); the last good checkpoint is kept. Lower the learning "
+                    "rate or enable trainer.grad_clip (trainer.detect_anomaly=true finds the op)."
+                )
+
     def _forward_backward(self, micro_batches: Sequence[Batch], step: int):
         n = len(micro_batches)
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        losses, hits = [], []
         count = 0
         for i, batch in enumerate(micro_batches):
             with self._sync_context(last=i == n - 1):
@@ -134,28 +204,34 @@ class Stepper:
                 if step == 0 and i == 0 and not self.first_step_checked:
                     check_initial_loss(loss.item(), logits.shape[-1])
                 # mean over micro-batches: N micro-batches of B equal one batch of N*B
-                self.scaler.scale(loss / n).backward()
-            total_loss += loss.detach()
-            correct += (logits.detach().argmax(1) == batch.labels).sum()
+                self.scaler.scale(loss / n if n > 1 else loss).backward()
+            losses.append(loss.detach())
+            hits.append((logits.detach().argmax(1) == batch.labels).sum())
             count += batch.labels.numel()
         if not self.first_step_checked:
             self.first_step_checked = True
             report_unused(self.model)
-        return total_loss / n, correct, count
+        if n == 1:  # the common case: no extra ops on the hot path
+            return losses[0], hits[0], count
+        return torch.stack(losses).mean(), torch.stack(hits).sum(), count
 
-    def _unscale_and_clip(self) -> torch.Tensor:
-        """The total gradient norm before clipping (true scale: fp16 gradients are unscaled)."""
+    def _unscale_and_clip(self, measure: bool) -> torch.Tensor | None:
+        """The total gradient norm before clipping (true scale: fp16 gradients are unscaled),
+        or None when neither ``measure`` nor clipping by norm needs it."""
         s = self.settings
         self.scaler.unscale_(self.optimizer)
-        grads = [p.grad for p in self.params if p.grad is not None]
         if s.grad_clip is not None and s.grad_clip_mode == "norm":
             return torch.nn.utils.clip_grad_norm_(self.params, s.grad_clip)
-        norm = torch.nn.utils.get_total_norm(grads)
+        norm = None
+        if measure:
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.params if p.grad is not None]
+            )
         if s.grad_clip is not None:
             torch.nn.utils.clip_grad_value_(self.params, s.grad_clip)
         return norm
 
-    def _finite(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int) -> bool:
+    def _finite_now(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int) -> bool:
         # fp16: inf gradients are the GradScaler's business (it skips the step, lowers the scale)
         checked = [loss] if self.scaler.is_enabled() else [loss, grad_norm]
         finite = torch.isfinite(torch.stack(checked)).tolist()  # one device sync
@@ -172,11 +248,7 @@ class Stepper:
                 self.settings.skip_nonfinite,
             )
             return False
-        raise NonFiniteError(
-            f"The {what} became NaN/Inf at optimizer step {step + 1}. The last good checkpoint is "
-            "kept. Lower the learning rate, enable trainer.grad_clip, check the inputs, or allow "
-            "a few bad steps with trainer.skip_nonfinite=N (trainer.detect_anomaly=true finds the op)."
-        )
+        raise nonfinite_error(step + 1, what)
 
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict(), "nonfinite_skipped": self.nonfinite_skipped}

@@ -67,6 +67,8 @@ class DeviceBatches:
         seed: int,
         device: torch.device,
     ):
+        if augmentation is not None and not (augmentation.batch_ops or augmentation.normalized_ops):
+            augmentation = None  # nothing to draw for (augment=none): skip the per-batch RNG
         self.normalize, self.augmentation, self.mixer = normalize, augmentation, mixer
         self.seed, self.device = seed, device
 

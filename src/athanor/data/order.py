@@ -57,8 +57,9 @@ class EpochOrder:
     def shard(self, b: int) -> tuple[int, int]:
         """-> (first row of this rank's shard in global batch ``b``, rows of that global batch)."""
         total = min(self.batch_size, self.n - b * self.batch_size)
-        sizes = [len(c) for c in torch.arange(total).tensor_split(self.world)]
-        return sum(sizes[: self.rank]), total
+        # where tensor_split(world) puts this rank's rows: the first total % world get one extra
+        base, extra = divmod(total, self.world)
+        return self.rank * base + min(self.rank, extra), total
 
     def batches(self, epoch: int, start: int = 0):
         """Yield this rank's index tensor for each global batch from batch ``start`` on."""

@@ -18,7 +18,6 @@ import torch
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
     ExponentialLR,
-    LambdaLR,
     LinearLR,
     LRScheduler,
     MultiStepLR,
@@ -60,15 +59,11 @@ class StepPlan:
         return step
 
 
-def _constant(step: int) -> float:
-    return 1.0
-
-
 @SCHEDULERS.register("none")
-def constant(optimizer, *, plan: StepPlan) -> LRScheduler:
-    """Constant learning rate (warmup still applies when set)."""
-    del plan
-    return LambdaLR(optimizer, _constant)
+def constant(optimizer, *, plan: StepPlan) -> None:
+    """Constant learning rate (warmup still applies when set). No scheduler object at all: a
+    constant LR needs nothing stepped after every optimizer step."""
+    del optimizer, plan
 
 
 @SCHEDULERS.register("step")
@@ -302,8 +297,8 @@ def build_schedule(
     if isinstance(main, Plateau):
         # LinearLR is chainable: after the warmup it leaves the LR to the plateau's reductions
         return Schedule(ramp, on_validation=main)
-    if ramp is None:
-        return Schedule(main)
+    if ramp is None or main is None:  # main None: constant, the ramp ends at the base LR
+        return Schedule(ramp or main)
     return Schedule(SequentialLR(optimizer, [ramp, main], milestones=[warmup]))
 
 
