@@ -113,7 +113,8 @@ def same_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, copy_:
 
 def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> Row:
     """steps/s of athanor's real loop (TrainingRun.build + fit) vs bench_handloop.train_steps on
-    the same model, data tensor, batch size and optimizer. Each fit also validates one batch."""
+    the same model, data tensor, batch size and optimizer (parameter groups included). Both end
+    with one validation batch, as every fit does."""
     from athanor.distributed import Dist
     from athanor.run import TrainingRun
     from athanor.rundir import RunDir
@@ -153,19 +154,24 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
             with StopSignals() as signals:
                 return steps / _timed(lambda: job.fit(signals))
 
-        def hand() -> float:
-            return steps / _timed(
-                lambda: bench_handloop.train_steps(
-                    model,
-                    optimizer,
-                    split.images,
-                    split.labels,
-                    mean=bundle.mean,
-                    std=bundle.std,
-                    batch_size=config["data"]["batch_size"],
-                    steps=steps,
-                )
+        batch_size = config["data"]["batch_size"]
+        val_images, val_labels = bundle.val.images[:batch_size], bundle.val.labels[:batch_size]
+
+        def train_then_validate() -> None:  # the same work as fit(): steps, then one val batch
+            bench_handloop.train_steps(
+                model,
+                optimizer,
+                split.images,
+                split.labels,
+                mean=bundle.mean,
+                std=bundle.std,
+                batch_size=batch_size,
+                steps=steps,
             )
+            bench_handloop.accuracy(model, val_images, val_labels, bundle.mean, bundle.std)
+
+        def hand() -> float:
+            return steps / _timed(train_then_validate)
 
         a, h = best_of(reps + 1, ours, hand)  # the first pair warms up caches and allocators
     a, h = max(a[1:]), max(h[1:])
