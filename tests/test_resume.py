@@ -134,3 +134,58 @@ def test_second_ctrl_c_exits_at_once(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# what submitit does in a SLURM job: a SIGUSR1 handler that requeues the job and exits
+REQUEUE_WRAPPER = """
+import signal, sys
+def requeue(signum, frame):
+    open("requeued", "w").write(signal.Signals(signum).name)
+    sys.exit(3)
+signal.signal(signal.SIGUSR1, requeue)
+from athanor.cli import train
+sys.argv = ["train", *sys.argv[1:]]
+train()
+"""
+
+
+@pytest.mark.slow
+def test_sigusr1_reaches_the_handler_it_replaced_after_the_checkpoint(tmp_path):
+    log = tmp_path / "output.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REQUEUE_WRAPPER, *LONG],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(log, "step 20/", proc)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 3, log.read_text()[-3000:]  # the previous handler's exit
+    assert (tmp_path / "requeued").read_text() == "SIGUSR1"
+    run = RunDir(tmp_path / "run")
+    assert run.read_summary()["status"] == "interrupted"  # written before the handover
+    last = torch.load(run.checkpoints / "last.pt", weights_only=True)
+    assert last["step"] == run.read_summary()["steps"] >= 20
+
+
+def test_sigint_is_never_forwarded_and_sigterm_reaches_a_python_handler():
+    from athanor.signals import StopSignals
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        signals = StopSignals()
+        with signals:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert signals.requested and seen == []  # ours ran, not the replaced one
+        signals.forward()
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    signals = StopSignals()
+    with signals:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    signals.forward()  # default_int_handler would raise KeyboardInterrupt: not called

@@ -375,8 +375,9 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
             resumes = [*run.read_summary().get("resumes", []), resumed.record()]
             run.update_summary(status="running", resumes=resumes, **provenance())
     status, error = "failed", None
+    signals = StopSignals()
     try:
-        with StopSignals() as signals:
+        with signals:
             job.build(resume.without_weights(config) if resumed else None)
             job.check_disk()
             job.fit(signals, resumed)
@@ -394,5 +395,7 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
         if d.is_main:
             summary = run.update_summary(status=status, error=error, **job.summary_fields())
             log.info("run %s: %s in %s", status, run.path, summary.get("wall_time_s"))
+        if status == "interrupted":
+            signals.forward()  # e.g. submitit's requeue, after the checkpoint and the summary
     best = summary.get("best", {}).get(settings.checkpoint.monitor) if d.is_main else None
     return best if best is None or math.isfinite(best) else None
