@@ -86,8 +86,10 @@ class DeviceBatches:
         b: int,
         shard: tuple[int, int] = (0, 0),  # (offset, total) of this rank's rows in the global batch
     ) -> Batch:
-        x = self.normalize(images.to(self.device, non_blocking=True))
-        y = labels.to(self.device, non_blocking=True)
+        if images.device != self.device:  # the memory path's batches are already there
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+        x, y = self.normalize(images), labels
         if self.augmentation is None and self.mixer is None:
             return Batch(self.normalize.standardize(x), y, y)
         draws = self.draws(epoch, b, shard)
@@ -117,8 +119,9 @@ class MemoryLoader:
         return len(self.order)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        on_device = self.images.device.type == "cpu"  # the order's indices live on the CPU
         for b, idx in enumerate(self.order.batches(epoch, start), start=start):
-            idx = idx.to(self.images.device)
+            idx = idx if on_device else idx.to(self.images.device)
             shard = self.order.shard(b)
             yield self.device_batches(self.images[idx], self.labels[idx], epoch, b, shard)
 

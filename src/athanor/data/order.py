@@ -67,7 +67,9 @@ class EpochOrder:
         per_rank = self.batch_size // self.world
         for b in range(start, len(self)):
             batch = order[b * self.batch_size : (b + 1) * self.batch_size]
-            if len(batch) == self.batch_size:
+            if self.world == 1:
+                yield batch
+            elif len(batch) == self.batch_size:
                 yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
             else:  # ragged last batch: split as evenly as possible
                 yield batch.tensor_split(self.world)[self.rank]
