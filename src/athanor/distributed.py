@@ -151,13 +151,17 @@ def setup(d: Dist, device: torch.device, backend: str, timeout_s: int) -> None:
     )
 
 
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
@@ -169,15 +173,11 @@ def sum_across_ranks(*values: torch.Tensor | float, device: torch.device) -> lis
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def any_rank_each(flags: list[bool], device: torch.device) -> list[bool]:

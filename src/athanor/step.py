@@ -161,13 +161,12 @@ class Stepper:
                 f"{step + 1}: {first}"
             ) from err
         grad_norm = self._unscale_and_clip(measure or self.check_every_step)
-        if self.check_every_step and not self._finite_now(loss, grad_norm, step):
+        # fp16: inf gradients are the GradScaler's business (it skips the step itself)
+        self.watch.add(step + 1, loss, None if self.scaler.is_enabled() else grad_norm)
+        if self.check_every_step and self._skip_nonfinite():
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
             return StepResult(loss, correct, count, grad_norm, skipped=True)
-        if not self.check_every_step:
-            # fp16: inf gradients are the GradScaler's business (it skips the step itself)
-            self.watch.add(step + 1, loss, None if self.scaler.is_enabled() else grad_norm)
         if on_grads is not None:
             on_grads(self.model)
         self.scaler.step(self.optimizer)
@@ -231,24 +230,24 @@ class Stepper:
             torch.nn.utils.clip_grad_value_(self.params, s.grad_clip)
         return norm
 
-    def _finite_now(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int) -> bool:
-        # fp16: inf gradients are the GradScaler's business (it skips the step, lowers the scale)
-        checked = [loss] if self.scaler.is_enabled() else [loss, grad_norm]
-        finite = torch.isfinite(torch.stack(checked)).tolist()  # one device sync
-        if all(finite):
-            return True
-        what = "loss" if not finite[0] else "gradient norm"
+    def _skip_nonfinite(self) -> bool:
+        """skip_nonfinite mode: judge this step now (one device sync). True: skip it; raises once
+        more bad steps come than trainer.skip_nonfinite allows."""
+        bad = self.watch.first_bad()
+        if bad is None:
+            return False
+        step, what = bad
         if self.nonfinite_skipped < self.settings.skip_nonfinite:
             self.nonfinite_skipped += 1
             log.warning(
                 "Non-finite %s at step %d: step skipped (%d of trainer.skip_nonfinite=%d).",
                 what,
-                step + 1,
+                step,
                 self.nonfinite_skipped,
                 self.settings.skip_nonfinite,
             )
-            return False
-        raise nonfinite_error(step + 1, what)
+            return True
+        raise nonfinite_error(step, what)
 
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict(), "nonfinite_skipped": self.nonfinite_skipped}
