@@ -88,7 +88,7 @@ def compose(*overrides: str) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from athanor.paths import register_resolvers
+    from athanor.cli.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -115,11 +115,11 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
     """steps/s of athanor's real loop (TrainingRun.build + fit) vs bench_handloop.train_steps on
     the same model, data tensor, batch size and optimizer (parameter groups included). Both end
     with one validation batch, as every fit does."""
+    from athanor.config.settings import run_settings
     from athanor.distributed import Dist
-    from athanor.run import TrainingRun
-    from athanor.rundir import RunDir
-    from athanor.settings import run_settings
-    from athanor.signals import StopSignals
+    from athanor.engine.run import TrainingRun
+    from athanor.engine.signals import StopSignals
+    from athanor.record.folder import RunDir
 
     config = compose(
         *overrides,
@@ -211,10 +211,10 @@ class PilCifar(torch.utils.data.Dataset):
 def data_path(n: int, batch_size: int, reps: int) -> Row:
     from torchvision import transforms as T
 
-    from athanor.build import build_loaders
     from athanor.data import DataBundle, TensorSplit
     from athanor.data.options import data_options
     from athanor.distributed import Dist
+    from athanor.engine.build import build_loaders
 
     cores = len(os.sched_getaffinity(0))
     gen = torch.Generator().manual_seed(0)
@@ -355,7 +355,7 @@ def _figures(child: Child, first: float, records: list[dict], threshold: float) 
 
 IMPORT_TORCH = (
     "import time, torch, torchvision; t = time.clock_gettime(time.CLOCK_BOOTTIME); "
-    "from athanor.clock import process_start; print(t - process_start())"
+    "from athanor.engine.clock import process_start; print(t - process_start())"
 )
 
 
@@ -412,8 +412,8 @@ def training_state(arch: str) -> dict:
 
 
 def checkpoint_cost(arch: str, reps: int, folder: Path) -> Row:
-    from athanor.checkpoint import Checkpointer, load_file
-    from athanor.settings import CheckpointSettings
+    from athanor.config.settings import CheckpointSettings
+    from athanor.record.checkpoints import Checkpointer, load_file
 
     state = training_state(arch)
     size_mb = sum(t.numel() * t.element_size() for t in _tensors(state)) / 2**20

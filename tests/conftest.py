@@ -106,7 +106,7 @@ def compose(*overrides: str) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from athanor.paths import register_resolvers
+    from athanor.cli.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

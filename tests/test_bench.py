@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from athanor.build import validate
+from athanor.engine.build import validate
 from conftest import FAST, ROOT, compose
 
 ROWS = (

@@ -8,11 +8,11 @@ import logging
 import pytest
 import torch
 
-from athanor import checkpoint
-from athanor.checkpoint import Checkpointer, CheckpointSaveError, check_disk, load_latest
+from athanor.config.settings import CheckpointSettings
 from athanor.errors import ConfigError
-from athanor.rundir import RunDir
-from athanor.settings import CheckpointSettings
+from athanor.record import checkpoints as checkpoint
+from athanor.record.checkpoints import Checkpointer, CheckpointSaveError, check_disk, load_latest
+from athanor.record.folder import RunDir
 from conftest import cli, compose
 
 TINY = (
@@ -100,7 +100,7 @@ def test_failed_save_keeps_earlier_checkpoints_and_stops_or_warns(
 
 
 def test_failed_save_stops_a_real_run_or_lets_it_continue(tmp_path, monkeypatch):
-    from athanor.run import train_run
+    from athanor.engine.run import train_run
 
     calls = []
     real = checkpoint.save_atomic

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from athanor.build import REGISTRIES, validate
-from athanor.settings import run_settings
+from athanor.config.settings import run_settings
+from athanor.engine.build import REGISTRIES, validate
 from conftest import CONF, compose
 
 GROUP_FILES = [

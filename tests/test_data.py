@@ -12,9 +12,9 @@ import torch
 
 from athanor.augment import Augmentation
 from athanor.augment.mixing import build_mixer
-from athanor.build import build_augmentation, build_data, build_loaders, validate
 from athanor.data import DataBundle, DataOptions, TensorSplit
 from athanor.distributed import Dist
+from athanor.engine.build import build_augmentation, build_data, build_loaders, validate
 from athanor.errors import ConfigError
 from conftest import FAST, compose
 from test_data_formats import write_cifar10, write_png_tree

@@ -111,7 +111,7 @@ def write_png_tree(folder: Path, classes: list[str], per_class: int, size: int, 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from athanor.build import build_data  # noqa: E402
+from athanor.engine.build import build_data  # noqa: E402
 from athanor.errors import ConfigError  # noqa: E402
 from conftest import CONF, compose  # noqa: E402
 

@@ -123,7 +123,7 @@ INJECT = textwrap.dedent(
     """
     # test-only: rank 1 raises at its 3rd optimizer step (loaded by every process of the test)
     import os
-    from athanor import step
+    from athanor.engine import step
 
     _step = step.Stepper.step
 
@@ -186,7 +186,7 @@ KILL = textwrap.dedent(
     # test-only: rank 1 is killed (SIGKILL) at its 8th optimizer step, once (no flag file yet)
     import os, signal
     from pathlib import Path
-    from athanor import step
+    from athanor.engine import step
 
     _step = step.Stepper.step
     FLAG = Path(os.environ["ATHANOR_TEST_KILLED_FLAG"])

@@ -29,10 +29,10 @@ def test_debug_overfit_reaches_full_training_accuracy_on_digits(train):
 
 
 def _built(tmp_path, *overrides: str):
+    from athanor.config.settings import run_settings
     from athanor.distributed import Dist
-    from athanor.run import TrainingRun
-    from athanor.rundir import RunDir
-    from athanor.settings import run_settings
+    from athanor.engine.run import TrainingRun
+    from athanor.record.folder import RunDir
 
     config = compose(
         "data=fake",
@@ -71,7 +71,7 @@ def test_deterministic_switches_torch_to_deterministic_algorithms(tmp_path):
 
 
 def test_cudnn_benchmark_only_on_cuda_when_not_deterministic():
-    from athanor.seeding import set_determinism
+    from athanor.engine.seeding import set_determinism
 
     before = torch.backends.cudnn.benchmark
     try:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from athanor.rundir import RunDir
+from athanor.record.folder import RunDir
 from conftest import cli
 from test_checkpoint import TINY
 
@@ -21,7 +21,7 @@ def run(tmp_path_factory):
 
 
 def evaluate(*args: str, cwd, expect: int = 0):
-    return cli("athanor.evaluation", *args, cwd=cwd, expect=expect)
+    return cli("athanor.evaluate", *args, cwd=cwd, expect=expect)
 
 
 def reports(folder) -> list[dict]:
@@ -58,9 +58,9 @@ def test_evaluate_bad_input_is_a_config_error(run, tmp_path):
     result = evaluate(f"ckpt={tmp_path / 'nope'}", cwd=tmp_path, expect=2)
     assert "neither a checkpoint file nor a run folder" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
-    from athanor.cli import evaluate_config
+    from athanor.cli.evaluate import evaluate_config
+    from athanor.engine.evaluate_checkpoint import evaluate_checkpoint
     from athanor.errors import ConfigError
-    from athanor.evaluation import evaluate_checkpoint
 
     with pytest.raises(ConfigError, match="Did you mean 'split'"):
         evaluate_config([f"ckpt={run}", "splt=test"])

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from athanor.config.settings import EmaSettings, TrainerSettings
 from athanor.data.loaders import Batch
-from athanor.ema import Ema
+from athanor.engine.ema import Ema
+from athanor.engine.speed import CompiledOrEager
+from athanor.engine.step import Stepper, warn_precision
 from athanor.errors import NonFiniteError
-from athanor.settings import EmaSettings, TrainerSettings
-from athanor.speed import CompiledOrEager
-from athanor.step import Stepper, warn_precision
 
 
 def mlp(seed: int = 0, unused: bool = False) -> nn.Module:
@@ -244,7 +244,7 @@ def test_precision_warnings_say_when_a_choice_hurts_on_this_device(caplog):
 def test_image_grid_matches_torchvisions_make_grid():
     from torchvision.utils import make_grid
 
-    from athanor.insight import image_grid
+    from athanor.observe.insight import image_grid
 
     for shape in [(64, 1, 8, 8), (10, 3, 32, 32), (7, 3, 5, 6)]:
         x = torch.randn(*shape)

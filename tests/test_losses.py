@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from athanor.build import validate
+from athanor.engine.build import validate
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss
 from conftest import FAST, compose

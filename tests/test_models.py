@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from athanor.build import build_data, build_model, build_optimizer
+from athanor.engine.build import build_data, build_model, build_optimizer
 from athanor.errors import ConfigError
 from athanor.models import MODELS
 from athanor.models.options import apply_model_options

@@ -8,7 +8,7 @@ import torch
 import yaml
 from torch import nn
 
-from athanor.build import build_optimizer
+from athanor.engine.build import build_optimizer
 from athanor.errors import ConfigError
 from athanor.optim import OPTIMIZERS
 from conftest import CONF, FAST

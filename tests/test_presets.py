@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from athanor.build import validate
+from athanor.engine.build import validate
 from conftest import CONF, compose
 
 PRESETS = sorted((CONF / "experiment").glob("*.yaml"))
@@ -115,7 +115,7 @@ def test_preset_trains_a_handful_of_steps(train, path: Path):
 
 
 def test_athanor_list_shows_every_group_name_and_preset(athanor_cmd):
-    from athanor.build import REGISTRIES
+    from athanor.engine.build import REGISTRIES
     from athanor.models.vision import classification_archs
 
     out = athanor_cmd("list").stdout

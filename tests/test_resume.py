@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from athanor.rundir import RunDir
+from athanor.record.folder import RunDir
 from conftest import cli
 from test_checkpoint import TINY
 from test_train_cli import read_scalars
@@ -124,7 +124,7 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path, sig):
 
 def test_second_ctrl_c_exits_at_once(tmp_path):
     """In-process: real SIGINTs to this process through the real handler."""
-    from athanor.signals import StopSignals
+    from athanor.engine.signals import StopSignals
 
     with StopSignals() as signals:
         os.kill(os.getpid(), signal.SIGINT)
@@ -143,7 +143,7 @@ def requeue(signum, frame):
     open("requeued", "w").write(signal.Signals(signum).name)
     sys.exit(3)
 signal.signal(signal.SIGUSR1, requeue)
-from athanor.cli import train
+from athanor.cli.train import train
 sys.argv = ["train", *sys.argv[1:]]
 train()
 """
@@ -170,7 +170,7 @@ def test_sigusr1_reaches_the_handler_it_replaced_after_the_checkpoint(tmp_path):
 
 
 def test_sigint_is_never_forwarded_and_sigterm_reaches_a_python_handler():
-    from athanor.signals import StopSignals
+    from athanor.engine.signals import StopSignals
 
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from athanor.rundir import RunDir
+from athanor.record.folder import RunDir
 from conftest import cli
 from test_train_cli import read_scalars
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from athanor.build import validate
+from athanor.engine.build import validate
 from athanor.errors import ConfigError
 from athanor.optim import SCHEDULERS
 from athanor.optim.schedulers import build_schedule

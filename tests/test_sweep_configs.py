@@ -23,7 +23,7 @@ def compose_hydra(*overrides: str) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from athanor.paths import register_resolvers
+    from athanor.cli.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -80,7 +80,8 @@ def test_optuna_search_composes_with_the_plugin():
 
 def test_slurm_tasks_get_torchrun_variables(monkeypatch):
     pytest.importorskip("submitit")
-    from athanor import distributed, paths
+    from athanor import distributed
+    from athanor.cli import resolvers as paths
 
     environ = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     monkeypatch.setattr(os, "environ", environ)  # what the export writes stays in this test

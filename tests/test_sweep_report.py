@@ -68,8 +68,8 @@ def test_the_train_task_returns_the_monitored_metric(tmp_path, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from athanor import cli as athanor_cli
-    from athanor.paths import register_resolvers
+    from athanor.cli import train as athanor_cli
+    from athanor.cli.resolvers import register_resolvers
 
     monkeypatch.chdir(tmp_path)
     register_resolvers()

@@ -1,5 +1,5 @@
-"""`python -m athanor ...` is the `athanor` utility command."""
+"""`python -m athanor …` is the `athanor` command."""
 
-from athanor.tools import main
+from athanor.cli.commands import main
 
 main()

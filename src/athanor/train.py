@@ -1,6 +1,7 @@
-"""`python -m athanor.train [overrides]` is the same as the `train` command."""
+"""Module entry point of the `train` command: `python -m athanor.train …` and
+`torchrun … -m athanor.train …` (the command itself lives in ``athanor.cli.train``)."""
 
-from athanor.cli import train
+from athanor.cli.train import train
 
 if __name__ == "__main__":
     train()

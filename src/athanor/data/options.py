@@ -55,6 +55,6 @@ class DataOptions:
 
 
 def data_options(shared: dict[str, Any]) -> DataOptions:
-    from athanor.settings import parse
+    from athanor.config.settings import parse
 
     return parse(DataOptions, shared, "data")

@@ -11,8 +11,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from athanor.config.settings import parse
 from athanor.errors import ConfigError
-from athanor.settings import parse
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import nn
 
+from athanor.config.settings import parse
 from athanor.errors import ConfigError
-from athanor.settings import parse
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from athanor.errors import ConfigError
-from athanor.evaluate import MetricCounts
+from athanor.metrics.classification import MetricCounts
 from athanor.optim import SCHEDULERS
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from athanor.checkpoint import load_file, load_latest
+from athanor.config.flatten import flatten
+from athanor.engine.seeding import set_rng_state
 from athanor.errors import ConfigError
-from athanor.seeding import set_rng_state
-from athanor.tracking import flatten
+from athanor.record.checkpoints import load_file, load_latest
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from athanor.evaluate import evaluate
-from athanor.insight import peak_memory
-from athanor.model_summary import format_summary
+from athanor.engine.evaluate import evaluate
+from athanor.observe.insight import peak_memory
+from athanor.observe.model_summary import format_summary
 
 TIMED_STEPS = 5
 TIMED_VAL_BATCHES = 3

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from athanor.clock import process_age
+from athanor.config.settings import RunSettings
 from athanor.data.loaders import Batch
 from athanor.distributed import any_rank_each, is_distributed
+from athanor.engine.clock import process_age
+from athanor.engine.evaluate import evaluate
+from athanor.engine.step import Stepper
 from athanor.errors import InterruptedRun
-from athanor.evaluate import evaluate
-from athanor.settings import RunSettings
-from athanor.step import Stepper
 
 log = logging.getLogger(__name__)
 

@@ -11,44 +11,18 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from athanor.record.scratch import scratch_dir
+
 _chosen: dict[str, str] = {}
-SCRATCH_PREFIX = "athanor-scratch-"
 
 
 def _rank() -> int:
     # SLURM_PROCID: a multi-task SLURM job, before run.py exports RANK from it
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-
-
-def scratch_dir() -> str:
-    """Where Hydra may write on a process whose output nobody keeps (non-zero ranks, dry runs)."""
-    return tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
-
-
-def _scratch_root(path: str | Path) -> Path | None:
-    """The scratch folder that ``path`` is (or is inside: a sweep job's folder), or None."""
-    tmp = Path(tempfile.gettempdir()).resolve()
-    for p in (Path(path).resolve(), *Path(path).resolve().parents):
-        if p.parent == tmp and p.name.startswith(SCRATCH_PREFIX):
-            return p
-    return None
-
-
-def is_scratch(path: str | Path) -> bool:
-    return _scratch_root(path) is not None
-
-
-def remove_scratch(path: str | Path) -> None:
-    """Delete a scratch folder once its process is done with it (real run folders are kept)."""
-    root = _scratch_root(path)
-    if root is not None:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def make_unique(path: str) -> str:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from athanor.config.settings import TrainerSettings
 from athanor.data.loaders import Batch
-from athanor.ema import Ema
+from athanor.engine.ema import Ema
 from athanor.errors import NonFiniteError
-from athanor.insight import check_initial_loss, report_unused
-from athanor.settings import TrainerSettings
+from athanor.observe.insight import check_initial_loss, report_unused
 
 log = logging.getLogger(__name__)
 

@@ -67,8 +67,8 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from athanor.build import validate
-    from athanor.settings import run_settings
+    from athanor.config.settings import run_settings
+    from athanor.engine.build import validate
 
     settings = run_settings(config)  # user errors surface here, once, before any process starts
     validate(config)
@@ -98,7 +98,7 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
 def worker(config: dict[str, Any], run_dir: str, scratch: str) -> float | None:
     """One worker process: log like the parent, train, and leave an outcome file on failure."""
     from athanor.distributed import env_dist
-    from athanor.run import train_run
+    from athanor.engine.run import train_run
 
     d = env_dist()
     _configure_logging(Path(run_dir), d.is_main)
@@ -176,7 +176,7 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
         rank, failure = failed.get_first_failure()
         error = f"rank {rank} died with exit code {failure.exitcode}"
         exc = RuntimeError(f"Worker {error}; the other workers were stopped.")
-    from athanor.rundir import RunDir
+    from athanor.record.folder import RunDir
 
     run = RunDir(run_dir)
     if run.summary.exists():  # rank 0 may only have seen "another rank failed"

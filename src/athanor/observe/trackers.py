@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from athanor.config.flatten import flatten
+
 
 class NullTracker:
     """Accepts everything, writes nothing (non-zero ranks, dry runs, logger.tensorboard=false)."""
@@ -66,14 +68,3 @@ class TensorBoardTracker(NullTracker):
 
     def close(self) -> None:
         self.writer.close()
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}: the HPARAMS tab wants flat keys."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -15,8 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from athanor import distributed, preflight, resume
-from athanor.build import (
+from athanor import distributed
+from athanor.config.settings import RunSettings, run_settings
+from athanor.distributed import Dist
+from athanor.engine import dry_run as preflight
+from athanor.engine.build import (
     build_augmentation,
     build_data,
     build_loaders,
@@ -27,23 +30,23 @@ from athanor.build import (
     plan_steps,
     validate,
 )
-from athanor.checkpoint import Checkpointer, check_disk, state_bytes
-from athanor.distributed import Dist
-from athanor.ema import Ema
+from athanor.engine.ema import Ema
+from athanor.engine.evaluate import check_monitors
+from athanor.engine.loop import Loop, Progress
+from athanor.engine.seeding import rng_state, seed_everything, set_determinism
+from athanor.engine.signals import StopSignals
+from athanor.engine.speed import CompiledOrEager, to_channels_last
+from athanor.engine.step import Stepper, warn_precision
 from athanor.errors import ConfigError, InterruptedRun, PeerFailed
-from athanor.evaluate import check_monitors
-from athanor.loop import Loop, Progress
-from athanor.model_summary import format_summary, summarize
+from athanor.observe.model_summary import format_summary, summarize
+from athanor.observe.reporter import Reporter
+from athanor.observe.trackers import NullTracker, TensorBoardTracker
 from athanor.optim.param_groups import describe_groups
-from athanor.paths import remove_scratch
-from athanor.reporting import Reporter
-from athanor.rundir import RunDir, provenance
-from athanor.seeding import rng_state, seed_everything, set_determinism
-from athanor.settings import RunSettings, run_settings
-from athanor.signals import StopSignals
-from athanor.speed import CompiledOrEager, to_channels_last
-from athanor.step import Stepper, warn_precision
-from athanor.tracking import NullTracker, TensorBoardTracker
+from athanor.record import resume
+from athanor.record.checkpoints import Checkpointer, check_disk, state_bytes
+from athanor.record.folder import RunDir
+from athanor.record.provenance import provenance
+from athanor.record.scratch import remove_scratch
 
 log = logging.getLogger("athanor")
 

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from athanor import insight, plots
+from athanor.config.settings import LoggerSettings
 from athanor.distributed import sum_across_ranks
-from athanor.settings import LoggerSettings
-from athanor.tracking import NullTracker
+from athanor.observe import insight, plots
+from athanor.observe.trackers import NullTracker
 
 log = logging.getLogger("athanor")
 

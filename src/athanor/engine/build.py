@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from athanor.augment import AUGMENTS, Augmentation, MixOptions
+from athanor.config.settings import RunSettings, parse
 from athanor.data import DATASETS, DataBundle, DataOptions, TensorSplit
 from athanor.data.loaders import (
     DeviceBatches,
@@ -36,7 +37,6 @@ from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
 from athanor.optim.param_groups import finalize_groups, group_options, param_groups
 from athanor.optim.schedulers import Schedule, build_schedule, check_monitor, total_optimizer_steps
-from athanor.settings import RunSettings, parse
 
 log = logging.getLogger(__name__)
 

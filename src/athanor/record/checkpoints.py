@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from athanor.config.settings import CheckpointSettings
 from athanor.errors import ConfigError
-from athanor.settings import CheckpointSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 
 def registries() -> dict:
-    from athanor.build import REGISTRIES
+    from athanor.engine.build import REGISTRIES
 
     return REGISTRIES
 
 
 def presets() -> list[tuple[str, str]]:
     """(name, first line of its header comment) for each conf/experiment/*.yaml bundle."""
-    from athanor.cli import CONF_DIR
+    from athanor.cli.compose import CONF_DIR
 
     out = []
     for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
@@ -81,9 +81,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-    from athanor.checkpoint import save_atomic
+    from athanor.engine.evaluate_checkpoint import load_for_evaluation, model_weights
     from athanor.errors import ConfigError
-    from athanor.evaluation import load_for_evaluation, model_weights
+    from athanor.record.checkpoints import save_atomic
 
     try:
         state, path = load_for_evaluation(args.ckpt)
@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from athanor.report import report
+    from athanor.sweep.report import report
 
     root = Path(args.folder)
     if not root.is_dir():

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from athanor.rundir import RunDir
+from athanor.record.folder import RunDir
 
 DEFAULT_MONITOR, DEFAULT_MODE = "val/acc", "max"
 

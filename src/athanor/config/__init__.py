@@ -1,0 +1,1 @@
+"""Typed, frozen settings for every group-wide key, and their validation."""

@@ -1,0 +1,148 @@
+"""The `evaluate` command: rebuild a saved model from its checkpoint's own config, measure it on
+a split, print a table and write ``eval_<split>_<time>.json`` next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from athanor.distributed import Dist, resolve_device
+from athanor.engine.build import build_data, build_loaders, build_model, validate
+from athanor.engine.evaluate import evaluate
+from athanor.errors import ConfigError
+from athanor.metrics.classification import MetricCounts
+from athanor.record.checkpoints import load_file
+from athanor.record.folder import write_json_atomic
+from athanor.record.resume import find, load_model_state, without_weights
+
+log = logging.getLogger("athanor")
+
+
+def checkpoint_path(ckpt: str) -> Path:
+    """A .pt file as given; for a run folder its best.pt, else last.pt (newest good file)."""
+    path = Path(ckpt).expanduser()
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (folder / name).is_file():
+                return folder / name
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt={ckpt} is neither a checkpoint file nor a run folder with checkpoints/best.pt "
+            "or last.pt."
+        )
+    return path
+
+
+def load_for_evaluation(ckpt: str) -> tuple[dict[str, Any], Path]:
+    path = checkpoint_path(ckpt)
+    if path.name in ("best.pt", "last.pt"):
+        try:
+            return load_file(path), path
+        except ConfigError as err:
+            log.warning("%s Using the newest good checkpoint instead.", err)
+            found = find(str(path.parent), path.parent)
+            assert found is not None
+            return found
+    return load_file(path), path
+
+
+def model_weights(state: dict[str, Any], which: str, source: Path) -> dict[str, torch.Tensor]:
+    if which == "model":
+        return state["model"]
+    if which == "ema":
+        if not state.get("ema"):
+            raise ConfigError(f"weights=ema, but {source} holds no EMA (trainer.ema.decay unset).")
+        return {k: v for k, v in state["ema"].items() if k != "n_averaged"}
+    raise ConfigError(f"weights={which!r} is not valid; use model or ema.")
+
+
+def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate ``options['ckpt']`` on ``options['split']``; returns the written report."""
+    state, path = load_for_evaluation(str(options["ckpt"]))
+    config = without_weights(state["config"])
+    config["data"] = {**config["data"], **(options.get("data") or {})}
+    validate(config)
+    split = options.get("split", "val")
+    if split not in ("val", "test"):
+        raise ConfigError(f"split={split!r} is not valid; use val or test.")
+    device = resolve_device(str(options.get("device", "auto")), Dist())
+    bundle, data_opts = build_data(config)
+    if split == "test":
+        if bundle.test is None:
+            raise ConfigError(
+                f"split=test: the data set {config['data']['name']!r} has no test split; use "
+                "split=val."
+            )
+        bundle = copy.copy(bundle)
+        bundle.val = bundle.test
+    from athanor.augment import Augmentation
+
+    loaders = build_loaders(
+        bundle, data_opts, Augmentation(), None, seed=int(config["seed"]), d=Dist(), device=device
+    )
+    model = build_model(config, bundle)
+    load_model_state(model, model_weights(state, str(options.get("weights", "model")), path), path)
+    model.to(device)
+    counts = evaluate(
+        model,
+        loaders.val.epoch(0),
+        nn.CrossEntropyLoss().to(device),
+        bundle.num_classes,
+        device,
+        tta_flip=bool(options.get("tta_flip", False)),
+    )
+    report = _report(counts, bundle.class_names, split, path, state, options, config)
+    print(_table(report))
+    out = path.parent / f"eval_{split}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_json_atomic(out, report)
+    print(f"written: {out}")
+    return report
+
+
+def _report(
+    counts: MetricCounts,
+    class_names: list[str],
+    split: str,
+    path: Path,
+    state: dict[str, Any],
+    options: dict[str, Any],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    n = int(counts.count.item())
+    per_class = counts.per_class_accuracy()
+    names = list(class_names) if len(class_names) == len(per_class) else list(range(len(per_class)))
+    return {
+        "checkpoint": str(path),
+        "step": state["step"],
+        "epoch": state["epoch"],
+        "split": split,
+        "weights": options.get("weights", "model"),
+        "samples": n,
+        "loss": counts.loss_sum.item() / max(n, 1),
+        "top1": counts.top1.item() / max(n, 1),
+        "top5": counts.top5.item() / max(n, 1),
+        "per_class": {str(name): acc for name, acc in zip(names, per_class, strict=True)},
+        "data": config["data"],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _table(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['checkpoint']} (epoch {r['epoch']}, step {r['step']}, {r['weights']} weights)",
+        f"{r['split']}: {r['samples']} samples",
+        f"  {'loss':<12} {r['loss']:.4f}",
+        f"  {'top-1':<12} {r['top1']:.4f}",
+        f"  {'top-5':<12} {r['top5']:.4f}",
+        "  per class:",
+    ]
+    lines += [f"    {name:<10} {acc:.4f}" for name, acc in r["per_class"].items()]
+    return "\n".join(lines)

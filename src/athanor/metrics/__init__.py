@@ -1,0 +1,1 @@
+"""Metrics: exact counts accumulated per batch, summed across ranks, divided once."""

@@ -1,0 +1,2 @@
+"""What a person watches: trackers (TensorBoard), the progress reporter, insight, plots, the
+model summary."""

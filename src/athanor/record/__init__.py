@@ -1,0 +1,2 @@
+"""The run folder and what is written into it: the run record (summary.json, metrics.jsonl),
+checkpoints, resume."""

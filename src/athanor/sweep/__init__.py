@@ -1,0 +1,1 @@
+"""Across runs: the sweep table (`athanor report`)."""
