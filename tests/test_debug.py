@@ -71,7 +71,7 @@ def test_deterministic_switches_torch_to_deterministic_algorithms(tmp_path):
 
 
 def test_cudnn_benchmark_only_on_cuda_when_not_deterministic():
-    from athanor.engine.seeding import set_determinism
+    from athanor.seeding import set_determinism
 
     before = torch.backends.cudnn.benchmark
     try:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from athanor.config.typecheck import check_value
 from athanor.errors import ConfigError
+from athanor.typecheck import check_value
 
 T = TypeVar("T")
 

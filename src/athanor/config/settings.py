@@ -11,9 +11,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from athanor.config.typecheck import check_value
 from athanor.errors import ConfigError
 from athanor.registry import closest
+from athanor.typecheck import check_value
 
 S = TypeVar("S")
 

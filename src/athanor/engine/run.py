@@ -33,7 +33,6 @@ from athanor.engine.build import (
 from athanor.engine.ema import Ema
 from athanor.engine.evaluate import check_monitors
 from athanor.engine.loop import Loop, Progress
-from athanor.engine.seeding import rng_state, seed_everything, set_determinism
 from athanor.engine.signals import StopSignals
 from athanor.engine.speed import CompiledOrEager, to_channels_last
 from athanor.engine.step import Stepper, warn_precision
@@ -47,6 +46,7 @@ from athanor.record.checkpoints import Checkpointer, check_disk, state_bytes
 from athanor.record.folder import RunDir
 from athanor.record.provenance import provenance
 from athanor.record.scratch import remove_scratch
+from athanor.seeding import rng_state, seed_everything, set_determinism
 
 log = logging.getLogger("athanor")
 

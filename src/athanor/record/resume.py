@@ -21,9 +21,9 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from athanor.config.flatten import flatten
-from athanor.engine.seeding import set_rng_state
 from athanor.errors import ConfigError
 from athanor.record.checkpoints import load_file, load_latest
+from athanor.seeding import set_rng_state
 
 log = logging.getLogger(__name__)
 
