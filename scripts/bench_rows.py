@@ -112,11 +112,12 @@ def same_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, copy_:
 
 
 def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> Row:
-    """steps/s of athanor's real loop (TrainingRun.build + fit) vs bench_handloop.train_steps on
+    """steps/s of athanor's real loop (build_parts + TrainingRun.fit) vs bench_handloop.train_steps on
     the same model, data tensor, batch size and optimizer (parameter groups included). Both end
     with one validation batch, as every fit does."""
     from athanor.config.settings import run_settings
     from athanor.distributed import Dist
+    from athanor.engine.parts import build_parts
     from athanor.engine.run import TrainingRun
     from athanor.engine.signals import StopSignals
     from athanor.record.folder import RunDir
@@ -136,22 +137,20 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
         f"trainer.max_steps={steps}",
     )
     with tempfile.TemporaryDirectory() as tmp:
-        job = TrainingRun(
-            config, run_settings(config), Dist(), torch.device("cpu"), RunDir(Path(tmp))
-        )
-        job.build()
-        model = copy.deepcopy(job.model)
+        parts = build_parts(config, run_settings(config), Dist(), torch.device("cpu"))
+        model = copy.deepcopy(parts.model)
         o = config["optim"]
         optimizer = torch.optim.SGD(
-            same_groups(job.optimizer, job.model, model),
+            same_groups(parts.optimizer, parts.model, model),
             lr=o["lr"],
             momentum=o["momentum"],
             nesterov=o["nesterov"],
         )
-        split, bundle = job.bundle.train, job.bundle
+        split, bundle = parts.bundle.train, parts.bundle
 
         def ours() -> float:
             with StopSignals() as signals:
+                job = TrainingRun(config, parts, RunDir(Path(tmp)), Dist())  # a fresh start
                 return steps / _timed(lambda: job.fit(signals))
 
         batch_size = config["data"]["batch_size"]

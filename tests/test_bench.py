@@ -97,6 +97,6 @@ def test_cifar10_fast_runs_end_to_end_on_fake_cifar_shapes(train) -> None:
     state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["model"]["name"] == "airbench"
     # channels_last was applied to the trained weights, and the stem is the 2x2 conv
-    stem = state["model"]["0.weight"]
+    stem = state["state"]["model"]["0.weight"]
     assert stem.shape == (24, 3, 2, 2)
     assert 0.0 <= result.metrics()[-1]["val/acc"] <= 1.0

@@ -45,29 +45,54 @@ def run(tmp_path_factory):
     return cwd / "run"
 
 
+def _position(ckpt: dict) -> tuple[int, int, int]:
+    p = ckpt["state"]["progress"]
+    return p["epoch"], p["step"], p["batch"]
+
+
 def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(run):
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    for key in ("model", "optimizer", "scheduler", "scaler", "ema", "progress", "rng", "config"):
-        assert state[key] is not None, key
-    assert state["format_version"] == checkpoint.FORMAT_VERSION
-    assert (state["epoch"], state["step"], state["batch_in_epoch"]) == (2, 16, 0)
-    assert state["best_metric"] == RunDir(run).read_summary()["best"]["val/acc"]
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ckpt) == {"format_version", "config", "state"}
+    assert ckpt["format_version"] == checkpoint.FORMAT_VERSION == 2
+    state = ckpt["state"]
+    # every part once, in restore order (progress first, RNG last); no epoch/step beside them
+    assert list(state) == [
+        "progress",
+        "model",
+        "optimizer",
+        "schedule",
+        "grad_scaler",
+        "skipped_steps",
+        "ema",
+        "metrics_log",
+        "rng",
+    ]
+    assert _position(ckpt) == (2, 16, 0)
+    summary = RunDir(run).read_summary()
+    assert state["metrics_log"]["best"] == summary["best"]
+    assert state["metrics_log"]["monitor"]["best"] == summary["best"]["val/acc"]
     assert {"python", "numpy", "torch"} <= set(state["rng"])
-    assert state["config"]["model"]["hidden"] == [8] and isinstance(state["config"], dict)
-    assert state["plan"] == {"steps_per_epoch": 8, "total_steps": 16}
+    assert ckpt["config"]["model"]["hidden"] == [8] and isinstance(ckpt["config"], dict)
+    assert state["schedule"]["plan"] == {"steps_per_epoch": 8, "total_steps": 16}
+    assert state["grad_scaler"] == {}  # precision 32: the (disabled) GradScaler's own state
+    assert state["skipped_steps"] == {"count": 0}
     assert torch.equal(state["ema"]["n_averaged"], torch.tensor(16))
     # mid-epoch checkpoints remember the position inside the epoch; keep=3 periodic files
     steps = sorted(int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.pt"))
     assert steps == [12, 15, 16]  # every 3 steps + each epoch end (8, 16)
     mid = torch.load(run / "checkpoints" / "step_000000012.pt", weights_only=True)
-    assert (mid["epoch"], mid["step"], mid["batch_in_epoch"]) == (1, 12, 4)
+    assert _position(mid) == (1, 12, 4)
     assert (run / "checkpoints" / "last.pt").samefile(run / "checkpoints" / "step_000000016.pt")
 
 
 def _settings(tmp_path, **kw) -> tuple[Checkpointer, dict]:
     ckpt = Checkpointer(tmp_path, CheckpointSettings(keep=2, **kw))
-    state = {"model": {"w": torch.arange(4.0)}, "step": 1, "config": {}}
+    state = {"state": {"model": {"w": torch.arange(4.0)}}, "config": {}}
     return ckpt, state
+
+
+def _saved(state: dict, step: int) -> dict:
+    return {**state, "state": {**state["state"], "progress": {"step": step}}}
 
 
 def _snapshot(folder) -> dict[str, bytes]:
@@ -79,8 +104,8 @@ def test_failed_save_keeps_earlier_checkpoints_and_stops_or_warns(
     tmp_path, monkeypatch, caplog, on_error
 ):
     ckpt, state = _settings(tmp_path, on_error=on_error)
-    ckpt.save(state)
-    ckpt.save({**state, "step": 2})
+    ckpt.save(_saved(state, 1), step=1)
+    ckpt.save(_saved(state, 2), step=2)
     before = _snapshot(tmp_path)
 
     def disk_full(obj, f):
@@ -90,13 +115,13 @@ def test_failed_save_keeps_earlier_checkpoints_and_stops_or_warns(
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
     if on_error == "stop":
         with pytest.raises(CheckpointSaveError, match="No space left on device.*intact.*stops"):
-            ckpt.save({**state, "step": 3})
+            ckpt.save(_saved(state, 3), step=3)
     else:
         with caplog.at_level(logging.WARNING):
-            assert ckpt.save({**state, "step": 3}) is None
+            assert ckpt.save(_saved(state, 3), step=3) is None
         assert "No space left" in caplog.text and "continues" in caplog.text
     assert _snapshot(tmp_path) == before  # no temp file, no half file, last.pt untouched
-    assert load_latest(tmp_path)[0]["step"] == 2
+    assert checkpoint.saved_step(load_latest(tmp_path)[0]) == 2
 
 
 def test_failed_save_stops_a_real_run_or_lets_it_continue(tmp_path, monkeypatch):
@@ -118,28 +143,35 @@ def test_failed_save_stops_a_real_run_or_lets_it_continue(tmp_path, monkeypatch)
     summary = RunDir(tmp_path / "stop").read_summary()
     assert summary["status"] == "failed" and "No space left" in summary["error"]
     assert summary["epochs"] == 2  # it stopped at the failed save
-    assert torch.load(tmp_path / "stop/checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    assert _position(torch.load(tmp_path / "stop/checkpoints/last.pt", weights_only=True))[0] == 1
 
     calls.clear()
     config["checkpoint"]["on_error"] = "warn"
     train_run(config, tmp_path / "warn")
     summary = RunDir(tmp_path / "warn").read_summary()
     assert summary["status"] == "completed" and summary["epochs"] == 3
-    assert torch.load(tmp_path / "warn/checkpoints/last.pt", weights_only=True)["epoch"] == 3
+    assert _position(torch.load(tmp_path / "warn/checkpoints/last.pt", weights_only=True))[0] == 3
 
 
 def test_damaged_newest_file_falls_back_to_the_previous_one(tmp_path, caplog):
     ckpt, state = _settings(tmp_path)
     for step in (1, 2):
-        ckpt.save({**state, "step": step})
+        ckpt.save(_saved(state, step), step=step)
     (tmp_path / "last.pt").write_bytes(b"garbage")  # hard link: step_2 is damaged too
     with caplog.at_level(logging.WARNING):
         loaded, path = load_latest(tmp_path)
-    assert (loaded["step"], path.name) == (1, "step_000000001.pt")
+    assert (checkpoint.saved_step(loaded), path.name) == (1, "step_000000001.pt")
     assert "damaged" in caplog.text
     (tmp_path / "step_000000001.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match="No checkpoint in .* can be loaded"):
         load_latest(tmp_path)
+
+
+def test_a_checkpoint_of_the_old_format_is_refused_with_the_way_on(tmp_path):
+    old = {"model": {"w": torch.zeros(2)}, "format_version": 1, "step": 3, "config": {}}
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ConfigError, match="format 1.*format 2 only.*model.weights="):
+        checkpoint.load_file(tmp_path / "old.pt")
 
 
 def test_not_a_checkpoint_is_refused_clearly(tmp_path):

@@ -54,7 +54,7 @@ def torchrun(*args: str, cwd: Path, env: dict, expect: int | None = 0) -> CliRes
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]["model"]
 
 
 def assert_same_run(ddp: CliResult, ddp_dir: Path, single: CliResult, runs: int = 1) -> None:
@@ -214,7 +214,8 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_result(single, tmp_path):
     assert "rank 1 died with exit code -9" in killed.output
     run_dir = killed.run_dir
     assert killed.summary()["status"] == "failed"
-    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["state"]["progress"]["step"] == 5
 
     resumed = cli("athanor.train", *args, f"resume={run_dir}", cwd=tmp_path, env=env, timeout=300)
     assert resumed.run_dirs() == [run_dir]

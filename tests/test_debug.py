@@ -31,8 +31,7 @@ def test_debug_overfit_reaches_full_training_accuracy_on_digits(train):
 def _built(tmp_path, *overrides: str):
     from athanor.config.settings import run_settings
     from athanor.distributed import Dist
-    from athanor.engine.run import TrainingRun
-    from athanor.record.folder import RunDir
+    from athanor.engine.parts import build_parts
 
     config = compose(
         "data=fake",
@@ -44,9 +43,7 @@ def _built(tmp_path, *overrides: str):
         "model.width=4",
         *overrides,
     )
-    job = TrainingRun(config, run_settings(config), Dist(), torch.device("cpu"), RunDir(tmp_path))
-    job.build()
-    return job
+    return build_parts(config, run_settings(config), Dist(), torch.device("cpu"))
 
 
 def test_channels_last_converts_weights_and_inputs(tmp_path):

@@ -44,7 +44,8 @@ def test_evaluate_a_run_folder_matches_the_training_validation(run):
 
 def test_evaluate_a_ddp_saved_checkpoint_and_the_ema(run, tmp_path):
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    state["model"] = {f"module.{k}": v for k, v in state["model"].items()}
+    model = state["state"]["model"]
+    state["state"]["model"] = {f"module.{k}": v for k, v in model.items()}
     torch.save(state, tmp_path / "ddp.pt")
     evaluate(f"ckpt={tmp_path / 'ddp.pt'}", cwd=tmp_path)
     evaluate(f"ckpt={tmp_path / 'ddp.pt'}", "weights=ema", cwd=tmp_path)
@@ -74,8 +75,9 @@ def test_export_writes_a_plain_state_dict(run, tmp_path):
     cli("athanor", "export", str(run), str(tmp_path / "weights.pt"), cwd=tmp_path)
     weights = torch.load(tmp_path / "weights.pt", weights_only=True)
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    assert weights.keys() == best["model"].keys()
-    assert all(torch.equal(weights[k], best["model"][k]) for k in weights)
+    best_model = best["state"]["model"]
+    assert weights.keys() == best_model.keys()
+    assert all(torch.equal(weights[k], best_model[k]) for k in weights)
     cli("athanor", "export", str(run / "checkpoints" / "last.pt"), "ema.pt", "--ema", cwd=tmp_path)
     ema = torch.load(tmp_path / "ema.pt", weights_only=True)
     assert ema.keys() == weights.keys()

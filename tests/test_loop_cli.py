@@ -97,12 +97,13 @@ def test_accumulation_counts_optimizer_steps_for_schedule_and_logging(insight_ru
 def test_ema_is_checkpointed_and_best_follows_it(insight_run):
     ckpts = insight_run.run_dir / "checkpoints"
     last = torch.load(ckpts / "last.pt", weights_only=True)
-    ema = last["ema"]
+    ema = last["state"]["ema"]
     assert int(ema["n_averaged"]) == 5
-    assert any(not torch.equal(ema[f"module.{k}"], v) for k, v in last["model"].items())
+    assert any(not torch.equal(ema[f"module.{k}"], v) for k, v in last["state"]["model"].items())
     best = torch.load(ckpts / "best.pt", weights_only=True)
     metrics = insight_run.metrics()
-    assert best["best_metric"] == max(m["val_ema/acc"] for m in metrics)
+    best_value = best["state"]["metrics_log"]["monitor"]["best"]
+    assert best_value == max(m["val_ema/acc"] for m in metrics)
 
 
 def test_metrics_are_exact_counts_with_per_class_accuracy(insight_run):
@@ -157,7 +158,8 @@ def test_max_time_stops_cleanly_after_a_checkpoint(train):
     assert summary["stop_reason"] == "max_time" and summary["status"] == "completed"
     assert summary["steps"] == 1
     last = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert last["step"] == 1 and last["progress"]["stop_reason"] == "max_time"
+    progress = last["state"]["progress"]
+    assert progress["step"] == 1 and progress["stop_reason"] == "max_time"
     assert len(result.metrics()) == 1  # validated before stopping
 
 
@@ -176,8 +178,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(train
     summary = result.summary()
     assert summary["status"] == "failed" and "step 2" in summary["error"]
     last = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert last["step"] == 1
-    assert all(torch.isfinite(t).all() for t in last["model"].values())
+    assert last["state"]["progress"]["step"] == 1
+    assert all(torch.isfinite(t).all() for t in last["state"]["model"].values())
 
 
 def test_detect_anomaly_names_the_backward_op(train):
@@ -199,7 +201,7 @@ def test_fp16_checkpoints_its_grad_scaler_and_warns_on_cpu_with_a_progress_bar(t
     )
     assert "trainer.precision=fp16 on CPU" in result.output
     last = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    scaler = last["scaler"]["scaler"]
+    scaler = last["state"]["grad_scaler"]
     assert scaler["scale"] > 0 and "_growth_tracker" in scaler
     # tqdm on stderr with the live numbers; no plain per-step lines in the log
     assert "samples/s" in result.stderr and "epoch 1/1" in result.stderr

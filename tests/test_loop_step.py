@@ -143,7 +143,7 @@ def test_bf16_autocast_runs_the_model_in_bf16_and_fp16_uses_a_grad_scaler():
     fp16 = make_stepper(mlp(), precision="fp16")
     assert fp16.scaler.is_enabled() and not make_stepper(mlp()).scaler.is_enabled()
     fp16.step(batches(1, 4), 0)
-    assert fp16.state_dict()["scaler"]["scale"] > 0
+    assert fp16.scaler.state_dict()["scale"] > 0
 
 
 def nan_batch(size: int = 4) -> Batch:

@@ -116,10 +116,11 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path, sig):
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and summary["stop_reason"] == "interrupted"
     last = torch.load(run.checkpoints / "last.pt", weights_only=True)
-    assert last["step"] == summary["steps"] >= 20  # the checkpoint is of the last finished step
-    assert last["step"] % 8 == last["batch_in_epoch"] % 8  # mid-epoch position kept
+    progress = last["state"]["progress"]
+    assert progress["step"] == summary["steps"] >= 20  # the checkpoint is of the last step done
+    assert progress["step"] % 8 == progress["batch"] % 8  # mid-epoch position kept
     tb = read_scalars(run.tensorboard)  # the writer was closed: every logged step is on disk
-    assert [e.step for e in tb["train/loss"]][-1] == last["step"]
+    assert [e.step for e in tb["train/loss"]][-1] == progress["step"]
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path):
@@ -166,7 +167,7 @@ def test_sigusr1_reaches_the_handler_it_replaced_after_the_checkpoint(tmp_path):
     run = RunDir(tmp_path / "run")
     assert run.read_summary()["status"] == "interrupted"  # written before the handover
     last = torch.load(run.checkpoints / "last.pt", weights_only=True)
-    assert last["step"] == run.read_summary()["steps"] >= 20
+    assert last["state"]["progress"]["step"] == run.read_summary()["steps"] >= 20
 
 
 def test_sigint_is_never_forwarded_and_sigterm_reaches_a_python_handler():

@@ -60,11 +60,14 @@ def test_validation_accuracy_on_digits_rises_above_90_percent(default_run):
 
 def test_checkpoints_are_plain_dicts_with_config(default_run):
     ckpt = torch.load(default_run.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "epoch", "step", "config"} <= set(ckpt)
-    assert ckpt["epoch"] == 6 and ckpt["step"] == default_run.summary()["steps"]
+    assert {"model", "optimizer", "progress"} <= set(ckpt["state"])
+    progress = ckpt["state"]["progress"]
+    assert progress["epoch"] == 6 and progress["step"] == default_run.summary()["steps"]
     assert ckpt["config"]["model"]["name"] == "mlp"
     best = torch.load(default_run.run_dir / "checkpoints" / "best.pt", weights_only=True)
-    assert best["best_metric"] == default_run.summary()["best"]["val/acc"]
+    best_record = best["state"]["metrics_log"]["best"]
+    assert best_record == default_run.summary()["best"]
+    assert best_record["step"] == best["state"]["progress"]["step"]  # best.pt is that validation
 
 
 def test_tensorboard_scalars_read_back(default_run):

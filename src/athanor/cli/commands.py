@@ -83,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from athanor.engine.evaluate_checkpoint import load_for_evaluation, model_weights
     from athanor.errors import ConfigError
-    from athanor.record.checkpoints import save_atomic
+    from athanor.record.checkpoints import save_atomic, saved_step
 
     try:
         state, path = load_for_evaluation(args.ckpt)
@@ -94,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     consume_prefix_in_state_dict_if_present(weights, "module.")
     out = Path(args.out)
     save_atomic(weights, out)
-    print(f"{out}: {len(weights)} tensors from {path} (step {state['step']})")
+    print(f"{out}: {len(weights)} tensors from {path} (step {saved_step(state)})")
     return 0
 
 

@@ -43,21 +43,20 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _record_failure(run_dir: Path, message: str) -> None:
-    """Mark a run that failed before it started. A folder that already has a summary (a run
-    that `resume=` points at) is left untouched: a rejected resume changes nothing."""
+def _discard_unstarted(run_dir: Path) -> str:
+    """A config error before the run started leaves nothing behind: Hydra's files of a folder
+    without a run record go (a run that `resume=` points at keeps everything). Says so."""
     from athanor.distributed import env_dist
     from athanor.record.folder import RunDir
     from athanor.record.scratch import is_scratch
 
-    run = RunDir(run_dir)
-    if (
-        env_dist().is_main
-        and run_dir.exists()
-        and not run.summary.exists()
-        and not is_scratch(run_dir)
-    ):
-        run.update_summary(status="failed", error=message)
+    if not env_dist().is_main or is_scratch(run_dir) or is_multirun():
+        return ""
+    return (
+        " Nothing was written: the run never started."
+        if RunDir(run_dir).discard_unstarted()
+        else ""
+    )
 
 
 def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
@@ -70,8 +69,7 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     except ConfigError as err:
         if debug:
             raise
-        report("Config error", str(err))
-        _record_failure(run_dir, str(err))
+        report("Config error", str(err) + _discard_unstarted(run_dir))
         code = EXIT_USER_ERROR
     except (NonFiniteError, CheckpointSaveError) as err:
         report("Training failed", str(err))

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from athanor.errors import ConfigError
+from athanor.losses import build_loss
 from athanor.metrics.classification import MetricCounts
+
+log = logging.getLogger("athanor")
 
 
 def predict(model: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
@@ -53,15 +57,12 @@ def evaluate(
     return counts.reduce()
 
 
-def check_monitors(monitors: dict[str, str | None], num_classes: int, *, ema: bool) -> None:
-    """A monitor naming no validation metric would silently never stop or never pick best.pt.
-    ``monitors``: setting key -> metric name (None = unused)."""
-    valid = MetricCounts.names("val", num_classes)
-    valid += MetricCounts.names("val_ema", num_classes) if ema else []
-    for key, value in monitors.items():
-        if value is not None and value not in valid:
-            hint = " (val_ema/* needs trainer.ema.decay)" if value.startswith("val_ema/") else ""
-            raise ConfigError(
-                f"{key}={value!r} is not a validation metric of this run{hint}. "
-                f"Valid: {', '.join(valid)}."
-            )
+def validation_loss(spec: dict[str, Any], num_classes: int) -> nn.Module:
+    """The configured loss (the `loss` group) as validation computes it: on hard labels, so
+    without mixup/cutmix soft targets, and without flooding (a training-time floor)."""
+    spec = {k: v for k, v in spec.items() if k != "flooding"}
+    loss = build_loss(spec, num_classes=num_classes, soft_targets=False)
+    log.info(
+        "validation loss: %s (the configured loss, on hard labels, without flooding)", spec["name"]
+    )
+    return loss

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from athanor.distributed import Dist, resolve_device
 from athanor.engine.build import build_data, build_loaders, build_model, validate
-from athanor.engine.evaluate import evaluate
+from athanor.engine.evaluate import evaluate, validation_loss
 from athanor.errors import ConfigError
 from athanor.metrics.classification import MetricCounts
-from athanor.record.checkpoints import load_file
+from athanor.record.checkpoints import load_file, saved_progress
 from athanor.record.folder import write_json_atomic
 from athanor.record.resume import find, load_model_state, without_weights
 
@@ -55,12 +54,13 @@ def load_for_evaluation(ckpt: str) -> tuple[dict[str, Any], Path]:
 
 
 def model_weights(state: dict[str, Any], which: str, source: Path) -> dict[str, torch.Tensor]:
+    parts = state["state"]
     if which == "model":
-        return state["model"]
+        return parts["model"]
     if which == "ema":
-        if not state.get("ema"):
+        if not parts.get("ema"):
             raise ConfigError(f"weights=ema, but {source} holds no EMA (trainer.ema.decay unset).")
-        return {k: v for k, v in state["ema"].items() if k != "n_averaged"}
+        return {k: v for k, v in parts["ema"].items() if k != "n_averaged"}
     raise ConfigError(f"weights={which!r} is not valid; use model or ema.")
 
 
@@ -94,7 +94,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     counts = evaluate(
         model,
         loaders.val.epoch(0),
-        nn.CrossEntropyLoss().to(device),
+        validation_loss(config["loss"], bundle.num_classes).to(device),
         bundle.num_classes,
         device,
         tta_flip=bool(options.get("tta_flip", False)),
@@ -121,8 +121,8 @@ def _report(
     names = list(class_names) if len(class_names) == len(per_class) else list(range(len(per_class)))
     return {
         "checkpoint": str(path),
-        "step": state["step"],
-        "epoch": state["epoch"],
+        "step": saved_progress(state)["step"],
+        "epoch": saved_progress(state)["epoch"],
         "split": split,
         "weights": options.get("weights", "model"),
         "samples": n,

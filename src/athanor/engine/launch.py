@@ -31,6 +31,7 @@ from athanor.errors import (
     NonFiniteError,
     PeerFailed,
 )
+from athanor.record.folder import RunDir
 
 log = logging.getLogger("athanor")
 
@@ -176,10 +177,10 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
         rank, failure = failed.get_first_failure()
         error = f"rank {rank} died with exit code {failure.exitcode}"
         exc = RuntimeError(f"Worker {error}; the other workers were stopped.")
-    from athanor.record.folder import RunDir
+    from athanor.record.record import correct_outcome
 
-    run = RunDir(run_dir)
-    if run.summary.exists():  # rank 0 may only have seen "another rank failed"
-        status = "interrupted" if isinstance(exc, InterruptedRun) else "failed"
-        run.update_summary(status=status, error=error)
+    # rank 0's record may only say "another rank failed": name the root cause there
+    correct_outcome(
+        RunDir(run_dir), "interrupted" if isinstance(exc, InterruptedRun) else "failed", error
+    )
     return exc

@@ -1,5 +1,7 @@
 """The training loop. It knows nothing of Hydra, paths or the model's architecture: it steps,
-evaluates, reports and asks for checkpoints at the right moments."""
+evaluates, hands each evaluation to the run record, reports and asks for checkpoints at the right
+moments. ``Progress.stop_reason`` says what ended it: epochs, max_steps, max_time,
+early_stopping or interrupted."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,27 +18,12 @@ from athanor.data.loaders import Batch
 from athanor.distributed import any_rank_each, is_distributed
 from athanor.engine.clock import process_age
 from athanor.engine.evaluate import evaluate
+from athanor.engine.state import Progress
 from athanor.engine.step import Stepper
-from athanor.errors import InterruptedRun
+from athanor.errors import InterruptedRun, NonFiniteError
+from athanor.metrics.monitor import Monitor, is_finite
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps completed
-    batch: int = 0  # batches consumed in the current epoch (mid-epoch resume point)
-    best: float | None = None  # best monitored metric so far (early stopping)
-    stale: int = 0  # validations since it last improved
-    stop_reason: str | None = None
-
-    def state_dict(self) -> dict:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 def chunks(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
@@ -57,17 +43,22 @@ class Loop:
         total_steps: int,
         num_classes: int,
         reporter,
-        save: Callable[[Progress, dict], None],
+        record,
+        save: Callable[[Progress, bool], None],
         stop_requested: Callable[[], bool],
         device: torch.device,
         eval_loss: nn.Module,
+        early_stopping: Monitor | None = None,
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
+        """``record``: the run record (``evaluation(record, **details) -> best so far?``);
+        ``save(progress, best)`` writes a checkpoint; ``early_stopping``: the monitor that
+        trainer.early_stopping watches (None: off)."""
         self.stepper, self.loaders, self.settings = stepper, loaders, settings
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
-        self.num_classes, self.reporter, self.save = num_classes, reporter, save
-        self.stop_requested, self.device, self.eval_loss = stop_requested, device, eval_loss
-        self.prepare = prepare
+        self.num_classes, self.reporter, self.record = num_classes, reporter, record
+        self.save, self.stop_requested, self.device = save, stop_requested, device
+        self.eval_loss, self.early_stopping, self.prepare = eval_loss, early_stopping, prepare
         self.started = time.monotonic()
         self.last_metrics: dict[str, float] = {}
         self.stepped = False
@@ -91,31 +82,38 @@ class Loop:
                     self.stepper.check_finite()
                 self.reporter.train_step(p, result)
                 if p.step >= self.total_steps:
-                    p.stop_reason = "max_steps" if t.max_steps else None
+                    p.stop_reason = "max_steps" if self._capped_by_max_steps() else None
                     break
                 # the epoch's last step is saved after validation (a resume then never repeats it)
                 epoch_end = p.batch // t.accumulate >= self.steps_per_epoch
                 if ckpt.every_steps and p.step % ckpt.every_steps == 0 and not epoch_end:
-                    self._save(p, {})
+                    self._save(p, best=False)
                 if self._should_stop(p, agree=log_step or epoch_end):
                     break
             self.stepper.check_finite()  # never validate or save weights a NaN step produced
             epoch_done = p.stop_reason is None or p.stop_reason == "max_steps"
             if epoch_done:
                 p.epoch, p.batch = p.epoch + 1, 0
-            metrics = self.validate(p) if self._validation_due(p) else {}
+            metrics, best = self.validate(p) if self._validation_due(p) else ({}, False)
             self.reporter.epoch_end(p, metrics)
             self._early_stopping(p, metrics)
             self.stepper.scheduler.step_validation(metrics)  # plateau: LR from the val metric
             if self._checkpoint_due(p) or p.stop_reason:
-                self._save(p, metrics)
+                self._save(p, best=best)
             if p.stop_reason == "interrupted":
                 raise InterruptedRun(f"stopped by a signal at step {p.step}")
+        if p.stop_reason is None:
+            p.stop_reason = "epochs"  # trainer.epochs done (a max_steps cap that was not reached)
         return self.last_metrics
 
-    def _save(self, p: Progress, metrics: dict[str, float]) -> None:
+    def _capped_by_max_steps(self) -> bool:
+        """Whether trainer.max_steps, not the epoch limit, sets the run's length."""
+        max_steps = self.settings.trainer.max_steps
+        return bool(max_steps) and max_steps < self.settings.trainer.epochs * self.steps_per_epoch
+
+    def _save(self, p: Progress, best: bool) -> None:
         self.stepper.check_finite(weights=True)
-        self.save(p, metrics)
+        self.save(p, best)
 
     def _should_stop(self, p: Progress, agree: bool) -> bool:
         """A signal or the time budget. Alone, every step; under DDP the ranks must agree, and
@@ -145,56 +143,52 @@ class Loop:
         on_step = steps is not None and p.step % steps == 0
         return finished or on_step or (every is not None and p.epoch % every == 0)
 
-    def validate(self, p: Progress) -> dict[str, float]:
+    def validate(self, p: Progress) -> tuple[dict[str, float], bool]:
+        """Evaluate the model (and its EMA); the metrics go to the reporter and the run record.
+        Returns the metrics and whether they are the best so far (best.pt). A non-finite metric
+        fails the run: it is no result, and never becomes best.pt."""
+        metrics, counts = self._evaluate(self.stepper.model, "val")
+        if self.stepper.ema is not None:
+            metrics.update(self._evaluate(self.stepper.ema.model, "val_ema")[0])
+        bad = [name for name, value in metrics.items() if not is_finite(value)]
+        if bad:
+            raise NonFiniteError(
+                f"The validation after epoch {p.epoch} (step {p.step}) gave non-finite "
+                f"{', '.join(f'{n}={metrics[n]}' for n in bad)}; the run stops as failed and the "
+                "last good checkpoint is kept. Lower the learning rate, enable trainer.grad_clip "
+                "or check the validation data."
+            )
+        per_class = self.reporter.validation(p, metrics, counts)
+        scalars = {"epoch": p.epoch, "step": p.step, "time": time.time(), **metrics}
+        best = self.record.evaluation(scalars, **{"val/per_class_acc": per_class})
+        self.last_metrics = metrics
+        return metrics, best
+
+    def _evaluate(self, model: nn.Module, prefix: str):
         t = self.settings.trainer
-        kwargs = dict(
+        counts = evaluate(
+            model,
+            self.loaders.val.epoch(0),
+            self.eval_loss,
+            self.num_classes,
+            self.device,
             autocast=self.stepper.autocast,
             tta_flip=t.tta_flip,
             limit=t.limit_val_batches,
             prepare=self.prepare,
         )
-        counts = evaluate(
-            self.stepper.model,
-            self.loaders.val.epoch(0),
-            self.eval_loss,
-            self.num_classes,
-            self.device,
-            **kwargs,
-        )
-        metrics = counts.metrics("val")
-        if self.stepper.ema is not None:
-            ema_counts = evaluate(
-                self.stepper.ema.model,
-                self.loaders.val.epoch(0),
-                self.eval_loss,
-                self.num_classes,
-                self.device,
-                **kwargs,
-            )
-            metrics.update(ema_counts.metrics("val_ema"))
-        self.reporter.validation(p, metrics, counts)
-        self.last_metrics = metrics
-        return metrics
+        return counts.metrics(prefix), counts
 
     def _early_stopping(self, p: Progress, metrics: dict[str, float]) -> None:
-        es = self.settings.trainer.early_stopping
-        if es.monitor is None or es.monitor not in metrics:
+        monitor = self.early_stopping
+        if monitor is None or monitor.name not in metrics or monitor.update(metrics):
             return
-        value = metrics[es.monitor]
-        better = (
-            p.best is None
-            or (es.mode == "max" and value > p.best + es.min_delta)
-            or (es.mode == "min" and value < p.best - es.min_delta)
-        )
-        if better:
-            p.best, p.stale = value, 0
-            return
-        p.stale += 1
-        if p.stale > es.patience:
+        patience = self.settings.trainer.early_stopping.patience
+        if monitor.stale > patience:
             log.info(
                 "Early stopping: %s has not improved for %d validations (best %.4f).",
-                es.monitor,
-                p.stale,
-                p.best,
+                monitor.name,
+                monitor.stale,
+                monitor.best,
             )
             p.stop_reason = "early_stopping"

@@ -248,11 +248,3 @@ class Stepper:
             )
             return True
         raise nonfinite_error(step, what)
-
-    def state_dict(self) -> dict:
-        return {"scaler": self.scaler.state_dict(), "nonfinite_skipped": self.nonfinite_skipped}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))

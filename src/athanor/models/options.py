@@ -58,6 +58,8 @@ def initialize(model: nn.Module, scheme: str) -> None:
 
 
 def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and isinstance(obj.get("state"), dict):
+        obj = obj["state"]  # an athanor checkpoint of format 2: the train state's parts
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # an athanor (or similar) training checkpoint
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -1,6 +1,7 @@
 """What the user sees while training: a progress bar on a TTY (plain log lines otherwise),
-TensorBoard scalars, images and histograms, ``metrics.jsonl`` records and the PNG figures of the
-run folder. Only the main process reports; the loop calls it at fixed points."""
+TensorBoard scalars, images and histograms, and the PNG figures of the run folder (metrics.jsonl
+and summary.json are the run record's, record/record.py). Only the main process reports; the loop
+calls it at fixed points."""
 
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ class Reporter:
         steps_per_epoch: int,
         total_steps: int,
         epochs: int,
-        append_metrics,
         device: torch.device,
         class_names: list[str],
         plots_dir: Path | None = None,
@@ -46,14 +46,13 @@ class Reporter:
         self.device, self.class_names, self.plots_dir = device, class_names, plots_dir
         self.log_every, self.steps_per_epoch = log_every, steps_per_epoch
         self.total_steps, self.epochs = total_steps, epochs
-        self.append_metrics, self.active = append_metrics, active
+        self.active = active
         mode = logger.progress
         if mode == "auto":  # CI logs and redirected output want lines, not a redrawn bar
             mode = "bar" if sys.stderr.isatty() and not os.environ.get("CI") else "plain"
         self.mode = mode if active else "none"
         self.bar = None
         self._window_reset()
-        self.history: list[dict[str, Any]] = []  # one record per validation
         self.last_confusion: tuple[torch.Tensor, str] | None = None  # drawn once, by finish()
         self.train_history: list[dict[str, float]] = []  # one record per logged window
 
@@ -157,16 +156,14 @@ class Reporter:
         elif self.mode == "plain":
             log.info("epoch %d step %d/%d: %s", p.epoch + 1, p.step, self.total_steps, text)
 
-    def validation(self, p, metrics: dict[str, float], counts) -> None:
+    def validation(self, p, metrics: dict[str, float], counts) -> dict[str, float]:
+        """Show one validation; returns its per-class accuracy by class name."""
         per_class = dict(zip(self.class_names, counts.per_class_accuracy(), strict=True))
-        record = {"epoch": p.epoch, "step": p.step, "time": time.time(), **metrics}
-        self.history.append(record)
         if not self.active:
-            return
+            return per_class
         self.tracker.scalars({**metrics, "epoch": p.epoch}, p.step)
         if len(per_class) <= 32:  # beyond that, per-class curves drown the scalar dashboard
             self.tracker.scalars({f"val_class/{k}": v for k, v in per_class.items()}, p.step)
-        self.append_metrics({**record, "val/per_class_acc": per_class})
         if self.settings.plots:
             # a tensor heat map every validation; the annotated figure once, at the end
             self.tracker.image(
@@ -175,6 +172,7 @@ class Reporter:
             title = f"validation, step {p.step}: acc {metrics.get('val/acc', 0):.4f}"
             self.last_confusion = (counts.confusion.cpu(), title)
         self.tracker.flush()
+        return per_class
 
     def epoch_end(self, p, metrics: dict[str, float]) -> None:
         if self.bar is not None:
@@ -191,20 +189,22 @@ class Reporter:
             f": {shown}" if shown else "",
         )
 
-    def finish(self, hparams: dict[str, Any]) -> None:
+    def finish(self, hparams: dict[str, Any], history: list[dict[str, Any]]) -> None:
         """End of the run: curves as PNG, and the HPARAMS entry (flattened config + final
-        metrics) so sweeps compare side by side in TensorBoard."""
+        metrics) so sweeps compare side by side in TensorBoard. ``history``: the run's
+        evaluation records (metrics.jsonl)."""
         if not self.active:
             return
         if self.settings.plots and self.plots_dir is not None and self.train_history:
             plots.save(
-                plots.curves_figure(self.train_history, self.history), self.plots_dir / "curves.png"
+                plots.curves_figure(self.train_history, history), self.plots_dir / "curves.png"
             )
         if self.settings.plots and self.plots_dir is not None and self.last_confusion:
             matrix, title = self.last_confusion
             figure = plots.confusion_figure(matrix, self.class_names, title)
             plots.save(figure, self.plots_dir / "confusion_val.png")
-        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
+        last = history[-1] if history else {}
+        final = {k: v for k, v in last.items() if "/" in k and isinstance(v, int | float)}
         if final:
             self.tracker.hparams(hparams, final)
 

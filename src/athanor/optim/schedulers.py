@@ -11,6 +11,7 @@ validation (only `plateau` listens to the latter).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from athanor.errors import ConfigError
-from athanor.metrics.classification import MetricCounts
+from athanor.metrics.monitor import check_monitors, is_better
 from athanor.optim import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,13 @@ class Plateau(ReduceLROnPlateau):
         super().__init__(optimizer, **kwargs)
         self.monitor = monitor
 
+    def is_better(self, a: float, best: float) -> bool:
+        """The house's one "is this better?" (a NaN never improves), with torch's threshold."""
+        if not math.isfinite(best):  # torch starts from -inf/inf: anything finite is better
+            return is_better(a, None, self.mode)
+        delta = self.threshold * abs(best) if self.threshold_mode == "rel" else self.threshold
+        return is_better(a, best, self.mode, delta)
+
 
 @SCHEDULERS.register("plateau")
 def plateau(
@@ -199,17 +207,8 @@ def check_monitor(spec: dict, *, ema: bool) -> None:
     """Refuse, before any work, a plateau schedule watching a metric the loop never logs."""
     if spec.get("name") != "plateau":
         return
-    monitor = spec.get("monitor", "val/loss")
-    prefixes = ("val", "val_ema") if ema else ("val",)
     # the class count is not known yet: every name some run logs (acc5 is checked at validation)
-    valid = [n for p in prefixes for n in MetricCounts.names(p, num_classes=6)]
-    if monitor not in valid:
-        hint = " (val_ema/* needs trainer.ema.decay)" if monitor.startswith("val_ema/") else ""
-        raise ConfigError(
-            f"scheduler.monitor={monitor!r} is never logged{hint}, so the plateau schedule would "
-            f"never act. Metrics logged after each validation: {', '.join(valid)} (acc5 only with "
-            "more than 5 classes)."
-        )
+    check_monitors({"scheduler.monitor": spec.get("monitor", "val/loss")}, num_classes=6, ema=ema)
 
 
 class Schedule:

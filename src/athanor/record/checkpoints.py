@@ -24,8 +24,9 @@ from athanor.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("model", "format_version", "step", "config")
+# 2: the train state's parts under "state" (engine/state.py); 1 had them at the top level
+FORMAT_VERSION = 2
+REQUIRED_KEYS = ("format_version", "config", "state")
 
 
 class CheckpointSaveError(RuntimeError):
@@ -82,6 +83,13 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path} is damaged or not a torch checkpoint ({type(err).__name__}: {first[:200]})."
         ) from err
+    version = state.get("format_version") if isinstance(state, dict) else None
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} is a checkpoint of format {version}, written by an older athanor; this one "
+            f"resumes format {FORMAT_VERSION} only. Its weights still load: start a new run with "
+            f"model.weights={path}."
+        )
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise ConfigError(
             f"{path} loads, but is not an athanor training checkpoint (it lacks the keys "
@@ -94,6 +102,15 @@ def load_file(path: Path) -> dict[str, Any]:
             f"understands ({FORMAT_VERSION}); upgrade athanor to resume it."
         )
     return state
+
+
+def saved_progress(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Epoch, step and batch of a loaded checkpoint (the train state's ``progress`` part)."""
+    return checkpoint["state"]["progress"]
+
+
+def saved_step(checkpoint: dict[str, Any]) -> int:
+    return int(saved_progress(checkpoint)["step"])
 
 
 def _inode(path: Path) -> tuple[int, int]:
@@ -127,7 +144,7 @@ def load_latest(folder: Path) -> tuple[dict[str, Any], Path] | None:
             continue
         if problems:
             log.warning(
-                "Using %s (step %d) instead of the damaged newer file.", path, state["step"]
+                "Using %s (step %d) instead of the damaged newer file.", path, saved_step(state)
             )
         return state, path
     if not paths:
@@ -168,37 +185,27 @@ def check_disk(folder: Path, checkpoint_bytes: int, copies: int) -> None:
 
 
 class Checkpointer:
+    """Writes the checkpoints of one run (``active``: the main process, checkpoints enabled).
+    Whether a save is the best so far is the caller's verdict (the run record's monitor)."""
+
     def __init__(self, folder: Path, settings: CheckpointSettings, *, active: bool = True):
         self.folder, self.settings, self.active = folder, settings, active and settings.enabled
-        self.best: float | None = None
         if self.active:
             for stale in folder.glob(".*.tmp"):  # left by a process killed mid-save
                 stale.unlink(missing_ok=True)
 
-    def improved(self, value: float | None) -> bool:
-        if value is None:
-            return False
-        if self.best is None:
-            return True
-        return value > self.best if self.settings.mode == "max" else value < self.best
-
-    def save(
-        self, state: dict[str, Any], *, metrics: dict[str, float] | None = None
-    ) -> Path | None:
-        """Write a checkpoint; update last.pt / best.pt; prune old periodic files."""
-        value = (metrics or {}).get(self.settings.monitor)
-        is_best = self.improved(value)
+    def save(self, checkpoint: dict[str, Any], *, step: int, best: bool = False) -> Path | None:
+        """Write ``step_<step>.pt``; update last.pt (and best.pt when ``best``); prune old
+        periodic files."""
         if not self.active:
-            self.best = value if is_best else self.best
             return None
-        best = value if is_best else self.best
-        state = {**state, "format_version": FORMAT_VERSION, "best_metric": best}
-        path = self.folder / f"step_{state['step']:09d}.pt"
+        checkpoint = {**checkpoint, "format_version": FORMAT_VERSION}
+        path = self.folder / f"step_{step:09d}.pt"
         try:
-            save_atomic(state, path)
+            save_atomic(checkpoint, path)
             if self.settings.save_last:
                 _link_atomic(path, self.folder / "last.pt")
-            if is_best:
+            if best:
                 _link_atomic(path, self.folder / "best.pt")
         except (OSError, RuntimeError) as err:
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
@@ -213,7 +220,6 @@ class Checkpointer:
                 message + " Training stops (checkpoint.on_error=stop; set checkpoint.on_error=warn "
                 "to continue without it)."
             ) from err
-        self.best = best
         self._prune()
         return path
 

@@ -1,9 +1,6 @@
-"""Resuming a run: find the checkpoint (`resume=<run folder | .pt | auto>`), refuse an
-incompatible config, and put every piece of state back (weights, optimizer, schedule, scaler,
-EMA, position in the epoch, best metric, RNG states).
-
-The data order needs no saved generator: batches are a pure function of (seed, epoch, batch
-index) (data/order.py, data/loaders.py), so the position inside the epoch is enough.
+"""Resuming a run: find the checkpoint (`resume=<run folder | .pt | auto>`) and refuse an
+incompatible config. Putting the state back is the train state's business (engine/state.py):
+this module knows no part of it.
 """
 
 from __future__ import annotations
@@ -11,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +18,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from athanor.config.flatten import flatten
 from athanor.errors import ConfigError
-from athanor.record.checkpoints import load_file, load_latest
-from athanor.seeding import set_rng_state
+from athanor.record.checkpoints import load_file, load_latest, saved_progress
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +50,8 @@ class Resumed:
         return {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "checkpoint": str(self.path),
-            "epoch": self.state["epoch"],
-            "step": self.state["step"],
+            "epoch": saved_progress(self.state)["epoch"],
+            "step": saved_progress(self.state)["step"],
             "changes": self.changes,
         }
 
@@ -152,47 +147,3 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: P
         raise ConfigError(
             f"The weights in {source} do not fit the model built from the config: {detail}"
         ) from err
-
-
-@dataclass
-class Trainable:
-    """The live objects a checkpoint restores (built by the run, passed explicitly)."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    stepper: Any  # step.Stepper: grad scaler + skipped-step count + EMA
-    plan: dict[str, int]  # steps_per_epoch, total_steps of the current config
-
-
-def restore(state: dict[str, Any], source: Path, t: Trainable, progress: Any) -> None:
-    """Put the saved state back into freshly built objects, RNG states last."""
-    load_model_state(t.model, state["model"], source)
-    t.optimizer.load_state_dict(state["optimizer"])
-    if state.get("plan") == t.plan:
-        t.scheduler.load_state_dict(state["scheduler"])
-    else:  # more epochs or another max_steps: follow the new schedule from the saved step on
-        log.info("resume: the schedule changed (%s -> %s)", state.get("plan"), t.plan)
-        for group in t.optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(state["step"]):
-                t.scheduler.step()
-    t.stepper.load_state_dict(state["scaler"])
-    ema = t.stepper.ema
-    if ema is not None and state.get("ema") is not None:
-        ema.load_state_dict(state["ema"])
-    elif ema is not None:  # an empty average copies the (restored) weights at its first update
-        log.warning("resume: the checkpoint has no EMA; the EMA starts from the saved weights.")
-    progress.load_state_dict(state["progress"])
-    if progress.stop_reason != "early_stopping":
-        progress.stop_reason = None  # interrupted / max_time / max_steps: go on
-    set_rng_state(state["rng"])
-    log.info(
-        "resumed from %s: epoch %d, step %d, batch %d of the epoch",
-        source,
-        progress.epoch,
-        progress.step,
-        progress.batch,
-    )

@@ -1,6 +1,7 @@
 """`athanor report <sweep or outputs folder>`: one table of every run found below a folder.
 
-A row per run folder (one with ``summary.json`` or ``.hydra/``): the overrides that vary between
+A row per run folder (one with a run record, ``summary.json``; a folder without one holds no
+run: a config error, or a job that has not started yet): the overrides that vary between
 the runs, the best and final validation metrics, epochs, wall time and status (completed, failed,
 interrupted, running), best run first by the monitored metric. The table is printed and written
 next to the runs as ``report.csv`` and ``report.md``; ``--plot`` adds ``report.png`` with every
@@ -10,8 +11,6 @@ run's validation curves. Reads only what runs write: summary.json, metrics.jsonl
 from __future__ import annotations
 
 import csv
-import json
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from athanor.metrics.monitor import Monitor, is_finite
 from athanor.record.folder import RunDir
 
 DEFAULT_MONITOR, DEFAULT_MODE = "val/acc", "max"
@@ -40,24 +40,15 @@ class RunRow:
 
     @property
     def best(self) -> float | None:
-        values = [h[self.monitor] for h in self.history if _finite(h.get(self.monitor))]
-        if not values:
-            return None
-        return max(values) if self.mode == "max" else min(values)
+        return Monitor(self.monitor, self.mode).best_of([h.get(self.monitor) for h in self.history])
 
     def final(self, key: str) -> float | None:
         return self.history[-1].get(key) if self.history else None
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
 def find_runs(root: Path) -> list[Path]:
     """Run folders below ``root`` (or ``root`` itself), in path order."""
-    marks = [*root.rglob("summary.json"), *root.rglob(".hydra/config.yaml")]
-    found = {p.parent.parent if p.parent.name == ".hydra" else p.parent for p in marks}
-    return sorted(found)
+    return sorted(p.parent for p in root.rglob("summary.json"))
 
 
 def _read_yaml(path: Path) -> Any:
@@ -65,18 +56,6 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written right now
-    return records
 
 
 def _label(path: Path, root: Path) -> str:
@@ -92,14 +71,14 @@ def read_run(path: Path, root: Path) -> RunRow:
     checkpoint = config.get("checkpoint", {}) if isinstance(config, dict) else {}
     overrides = _read_yaml(path / ".hydra" / "overrides.yaml") or []
     pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
-    history = _read_history(run.metrics)
+    history = run.read_metrics()
     return RunRow(
         path=path,
         label=_label(path, root),
         overrides=pairs,
-        status=summary.get("status", "started"),  # no summary yet: the run is starting
+        status=summary.get("status", "unknown"),
         monitor=summary.get("monitor") or checkpoint.get("monitor", DEFAULT_MONITOR),
-        mode=checkpoint.get("mode", DEFAULT_MODE),
+        mode=summary.get("mode") or checkpoint.get("mode", DEFAULT_MODE),
         history=history,
         epochs=summary.get("epochs", history[-1].get("epoch") if history else None),
         wall_time_s=summary.get("wall_time_s"),
@@ -189,7 +168,7 @@ def plot_curves(path: Path, rows: list[RunRow], monitor: str) -> None:
     for row in rows:
         name = ", ".join(f"{k}={row.overrides.get(k, '-')}" for k in varying) or row.label
         for ax, key in zip(axes[0], keys, strict=True):
-            points = [(h["epoch"], h[key]) for h in row.history if _finite(h.get(key))]
+            points = [(h["epoch"], h[key]) for h in row.history if is_finite(h.get(key))]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} ({row.status})")
     for ax, key in zip(axes[0], keys, strict=True):

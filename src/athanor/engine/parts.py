@@ -1,0 +1,212 @@
+"""What one training run is built of, in dependency order: data -> loaders -> model (wrapped for
+channels_last / SyncBatchNorm / DDP / compile) -> optimizer -> schedule -> losses -> stepper.
+
+``build_parts`` returns them as one ``Parts`` value; the run (engine/run.py) lists their state in
+a ``TrainState`` (``train_state``), and the loop drives them. Each build step is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from athanor.config.settings import RunSettings, TrainerSettings
+from athanor.distributed import Dist
+from athanor.engine.build import (
+    build_augmentation,
+    build_data,
+    build_loaders,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    plan_steps,
+)
+from athanor.engine.ema import Ema
+from athanor.engine.evaluate import validation_loss
+from athanor.engine.speed import CompiledOrEager, to_channels_last
+from athanor.engine.state import (
+    Counter,
+    ModelState,
+    Progress,
+    RngState,
+    ScheduleState,
+    Stateful,
+    TrainState,
+)
+from athanor.engine.step import Stepper, warn_precision
+from athanor.metrics.monitor import check_monitors
+from athanor.observe.model_summary import format_summary, summarize
+from athanor.optim.param_groups import describe_groups
+from athanor.seeding import seed_everything, set_determinism
+
+log = logging.getLogger("athanor")
+
+
+@dataclass
+class Parts:
+    config: dict[str, Any]
+    settings: RunSettings
+    device: torch.device
+    bundle: Any  # data.DataBundle: splits, classes, image size
+    data_options: Any
+    loaders: Any  # data.loaders.Loaders: train / val and the data path
+    model: nn.Module  # the bare model (what a checkpoint holds)
+    optimizer: torch.optim.Optimizer
+    schedule: Any  # optim.schedulers.Schedule
+    stepper: Stepper  # holds the wrapped model, the grad scaler and the EMA
+    eval_loss: nn.Module
+    steps_per_epoch: int
+    total_steps: int
+    model_summary: dict[str, Any]
+    params: dict[str, int]
+    prepare: Any = None  # e.g. channels_last inputs
+
+    @property
+    def plan(self) -> dict[str, int]:
+        return {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+
+
+def build_parts(
+    config: dict[str, Any], settings: RunSettings, d: Dist, device: torch.device
+) -> Parts:
+    """Build every part of a run from ``config`` (a resumed run passes it without model.weights)."""
+    s, cfg = settings, config
+    seed_everything(s.seed)  # same initial weights on every rank and every run
+    set_determinism(s.trainer.deterministic, device)
+    bundle, options = build_data(cfg)
+    augmentation, mix = build_augmentation(cfg, bundle)
+    from athanor.augment.mixing import build_mixer
+
+    loaders = build_loaders(
+        bundle,
+        options,
+        augmentation,
+        build_mixer(mix, bundle.num_classes),
+        seed=s.seed,
+        d=d,
+        device=device,
+        overfit_batches=s.trainer.overfit_batches,
+    )
+    log.info(
+        "data path: %s, %d batches per epoch of %d (global)",
+        loaders.path,
+        len(loaders.train),
+        options.batch_size,
+    )
+    model = build_model(cfg, bundle).to(device)
+    sample = torch.zeros(1, bundle.channels, bundle.image_size, bundle.image_size, device=device)
+    model_summary = summarize(model, sample)
+    log.info("%s", format_summary(cfg["model"]["name"], model_summary))
+    model, train_model = wrap_model(model, s.trainer, d, device)
+    optimizer = build_optimizer(cfg, model)
+    log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(optimizer))
+    steps_per_epoch, total_steps = plan_steps(s, len(loaders.train))
+    schedule = build_scheduler(
+        cfg, optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+    )
+    log.info(
+        "schedule %s: %d optimizer steps (%d per epoch)",
+        cfg["scheduler"]["name"],
+        total_steps,
+        steps_per_epoch,
+    )
+    loss_fn = build_loss(cfg["loss"], num_classes=bundle.num_classes, soft_targets=mix.enabled)
+    ema = _ema(model, s.trainer)
+    monitors = {
+        "trainer.early_stopping.monitor": s.trainer.early_stopping.monitor,
+        "checkpoint.monitor": s.checkpoint.monitor,
+    }
+    check_monitors(monitors, bundle.num_classes, ema=ema is not None)
+    warn_precision(s.trainer.precision, device)
+    prepare = to_channels_last if s.trainer.channels_last else None
+    stepper = Stepper(
+        model,
+        train_model,
+        optimizer,
+        schedule,
+        loss_fn.to(device),
+        s.trainer,
+        device,
+        ema,
+        prepare=prepare,
+    )
+    seed_everything(s.seed + d.rank)  # dropout etc. differ across ranks
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return Parts(
+        config=config,
+        settings=settings,
+        device=device,
+        bundle=bundle,
+        data_options=options,
+        loaders=loaders,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        stepper=stepper,
+        eval_loss=validation_loss(cfg["loss"], bundle.num_classes).to(device),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        model_summary=model_summary,
+        params={"total": total, "trainable": trainable},
+        prepare=prepare,
+    )
+
+
+def _ema(model: nn.Module, t: TrainerSettings) -> Ema | None:
+    if t.ema.decay is None:
+        return None
+    return Ema(model, t.ema.decay, every=t.ema.every, warmup=t.ema.warmup)
+
+
+def wrap_model(
+    model: nn.Module, t: TrainerSettings, d: Dist, device: torch.device
+) -> tuple[nn.Module, nn.Module]:
+    """channels_last, SyncBatchNorm, DDP and torch.compile. Returns (the model, possibly with
+    SyncBatchNorm layers; the module the loop trains)."""
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_model = model
+    if d.enabled:
+        if t.sync_bn and device.type != "cuda":
+            log.warning(
+                "trainer.sync_bn=true needs CUDA (DDP refuses SyncBatchNorm on CPU): "
+                "BatchNorm statistics stay per process."
+            )
+        elif t.sync_bn:
+            model = train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            synced = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+            log.info("sync_bn: %d BatchNorm layers synchronized across ranks", synced)
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    elif t.sync_bn:
+        log.warning("trainer.sync_bn=true does nothing in a single process (no DDP).")
+    if t.compile:
+        log.info("trainer.compile=true: the first step compiles the model (can take a while)")
+        train_model = CompiledOrEager(train_model)
+    return model, train_model
+
+
+def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> TrainState:
+    """The one list of what a checkpoint holds, in restore order (progress first: the schedule
+    may replay up to its step; RNG last). ``more``: the run's own parts (metrics log, early
+    stopping), placed before the RNG states."""
+    stepper = parts.stepper
+    return TrainState(
+        {
+            "progress": progress,
+            "model": ModelState(parts.model),
+            "optimizer": parts.optimizer,
+            "schedule": ScheduleState(parts.schedule, parts.optimizer, parts.plan, progress),
+            "grad_scaler": stepper.scaler,
+            "skipped_steps": Counter(stepper, "nonfinite_skipped"),
+            "ema": stepper.ema,
+            **more,
+            "rng": RngState(),
+        }
+    )

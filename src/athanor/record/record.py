@@ -1,0 +1,123 @@
+"""The run record: the one writer of a run's summary.json and metrics.jsonl.
+
+``RunRecord`` writes the summary at the start (status ``running``, provenance), at a resume (the
+``resumes`` list), after every evaluation (a line of metrics.jsonl) and at the end (completed /
+failed / interrupted, with best and final results). It keeps the summary in memory: nobody reads,
+patches and rewrites summary.json. Best and final come from its ``MetricsLog``, a part of the
+train state (saved in every checkpoint), so a resumed run goes on from the checkpoint's own best,
+not from whatever a killed process appended to metrics.jsonl later.
+
+Every JSON file is strict JSON: a non-finite number is written as ``null`` and named in
+``nonfinite`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from athanor.metrics.monitor import Monitor
+from athanor.record.folder import RunDir, strict_record, write_json_atomic
+
+
+class MetricsLog:
+    """Every evaluation's scalars pass through here: the final one, and the best one by the
+    checkpoint monitor (which also decides best.pt). Stateful: saved with the train state."""
+
+    def __init__(self, monitor: Monitor):
+        self.monitor = monitor
+        self.best: dict[str, Any] = {}
+        self.final: dict[str, Any] = {}
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Take one evaluation record; True when it is the best so far."""
+        self.final = record
+        improved = self.monitor.update(record)
+        if improved:
+            self.best = record
+        return improved
+
+    def best_value(self) -> float | None:
+        return self.monitor.best
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor.state_dict(), "best": self.best, "final": self.final}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.monitor.load_state_dict(state["monitor"])
+        self.best, self.final = dict(state["best"]), dict(state["final"])
+
+
+class RunRecord:
+    """summary.json and metrics.jsonl of one run. ``active``: this process writes (rank 0);
+    the others keep the metrics log only (best/final agree across ranks)."""
+
+    def __init__(self, run: RunDir, log: MetricsLog, *, active: bool = True):
+        self.run, self.log, self.active = run, log, active
+        self.summary: dict[str, Any] = {}
+        self.started = time.time()
+
+    def _write(self) -> None:
+        if self.active:
+            write_json_atomic(self.run.summary, self.summary)
+
+    def start(self, **fields: Any) -> None:
+        """A new run: the folder, and a summary saying it runs."""
+        if not self.active:
+            return
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        self.summary = {"status": "running", "started": _now(), **fields}
+        self._write()
+
+    def resume(self, entry: dict[str, Any], after_step: int, **fields: Any) -> None:
+        """A resumed run: keep the earlier summary (read once), append to ``resumes``, and drop
+        the metrics a killed process logged after the checkpoint (they come again)."""
+        if not self.active:
+            return
+        self.summary = self.run.read_summary()
+        resumes = [*self.summary.get("resumes", []), entry]
+        self.summary.update(status="running", resumes=resumes, **fields)
+        self.run.truncate_metrics(after_step=after_step)
+        self._write()
+
+    def evaluation(self, record: dict[str, Any], **details: Any) -> bool:
+        """One evaluation's scalars (epoch, step, metrics) and its ``details`` (e.g. per-class
+        accuracy, kept out of best/final). True when it is the best so far."""
+        improved = self.log.add(record)
+        if self.active:
+            line = json.dumps(strict_record({**record, **details}), allow_nan=False)
+            with self.run.metrics.open("a") as f:
+                f.write(line + "\n")
+                f.flush()
+        return improved
+
+    def finish(self, status: str, error: str | None = None, **fields: Any) -> dict[str, Any]:
+        """How the run ended, with best and final results; returns the summary."""
+        self.summary.update(
+            status=status,
+            error=error,
+            wall_time_s=round(time.time() - self.started, 2),
+            monitor=self.log.monitor.name,
+            mode=self.log.monitor.mode,
+            best=self.log.best,
+            final=self.log.final,
+            **fields,
+        )
+        self._write()
+        return self.summary
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def correct_outcome(run: RunDir, status: str, error: str) -> None:
+    """The DDP launcher's word on a worker group that failed: rank 0's record may only say that
+    another rank failed, so the root cause replaces its status and error. Nothing is written
+    for a run that never started (no record)."""
+    if not run.started():
+        return
+    summary = run.read_summary()
+    summary.update(status=status, error=error)
+    write_json_atomic(run.summary, summary)
