@@ -24,10 +24,17 @@ TINY = (
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> tuple[Path, Path, str]:
-    """A 2x2 sweep plus one failed run, in one outputs folder: (cwd, sweep folder, output)."""
+    """A 2x2 sweep plus one failed run, in one outputs folder: (cwd, sweep folder, output).
+    A config error beside them leaves no folder at all."""
     cwd = tmp_path_factory.mktemp("sweep")
     result = cli("athanor.train", "-m", *TINY, "optim.lr=0.1,0.05", "optim=sgd,adamw", cwd=cwd)
-    cli("athanor.train", *TINY, "optim.lr=-0.1", cwd=cwd, expect=2)  # a failed run
+    before = set(cwd.rglob("*"))
+    refused = cli("athanor.train", *TINY, "optim.lr=-0.1", cwd=cwd, expect=2)
+    assert "Nothing was written: the run never started." in " ".join(refused.stderr.split())
+    new = set(cwd.rglob("*")) - before  # at most the empty date folder Hydra made for it
+    assert all(p.is_dir() and not any(p.iterdir()) for p in new), sorted(new)
+    # a run that fails for real (NaN loss at step 2): its folder and record stay
+    cli("athanor.train", *TINY, "optim=sgd", "optim.lr=1.0e+30", cwd=cwd, expect=1)
     (folder,) = (cwd / "outputs" / "multirun").glob("*/*")
     return cwd, folder, result.output
 
