@@ -118,8 +118,8 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
     from athanor.config.settings import run_settings
     from athanor.distributed import Dist
     from athanor.engine.parts import build_parts
-    from athanor.engine.run import TrainingRun
     from athanor.engine.signals import StopSignals
+    from athanor.engine.training import TrainingRun
     from athanor.record.folder import RunDir
 
     config = compose(

@@ -224,8 +224,8 @@ def test_a_monitor_naming_no_metric_is_refused_before_training(train):
 
 
 def test_monitors_on_ema_metrics_need_ema():
-    from athanor.engine.evaluate import check_monitors
     from athanor.errors import ConfigError
+    from athanor.metrics.monitor import check_monitors
 
     check_monitors({"checkpoint.monitor": "val_ema/acc"}, 10, ema=True)
     with pytest.raises(ConfigError, match="needs trainer.ema.decay"):

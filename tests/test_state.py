@@ -13,8 +13,9 @@ import torch
 from athanor.config.settings import run_settings
 from athanor.distributed import Dist
 from athanor.engine.parts import build_parts, train_state
-from athanor.engine.run import TrainingRun, find_resume, train_run
+from athanor.engine.run import find_resume, train_run
 from athanor.engine.signals import StopSignals
+from athanor.engine.training import TrainingRun
 from athanor.errors import NonFiniteError
 from athanor.metrics.monitor import Monitor, is_better
 from athanor.record.folder import RunDir

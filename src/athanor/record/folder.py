@@ -101,7 +101,8 @@ class RunDir:
             return False  # someone else's files: leave the folder alone
         shutil.rmtree(self.path / ".hydra", ignore_errors=True)
         (self.path / "train.log").unlink(missing_ok=True)
-        self.path.rmdir()
+        if self.path.resolve() != Path.cwd().resolve():  # hydra.run.dir=. keeps the user's folder
+            self.path.rmdir()
         return True
 
     def read_metrics(self) -> list[dict[str, Any]]:

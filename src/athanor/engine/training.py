@@ -1,0 +1,151 @@
+"""A built training run with its train state, its run record and its observers (TensorBoard,
+the progress reporter): ``open`` starts or resumes the record, ``fit`` runs the loop with
+checkpoints, ``close`` ends the observers and writes how the run ended."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from athanor.distributed import Dist
+from athanor.engine.loop import Loop
+from athanor.engine.parts import Parts, train_state
+from athanor.engine.signals import StopSignals
+from athanor.engine.state import Progress
+from athanor.metrics.monitor import Monitor
+from athanor.observe.reporter import Reporter
+from athanor.observe.trackers import NullTracker, TensorBoardTracker
+from athanor.record import resume
+from athanor.record.checkpoints import Checkpointer, check_disk, saved_progress, state_bytes
+from athanor.record.folder import RunDir
+from athanor.record.provenance import provenance
+from athanor.record.record import MetricsLog, RunRecord
+
+log = logging.getLogger("athanor")
+
+
+class TrainingRun:
+    """A built run with its state, record and observers: ``open`` starts (or resumes) the
+    record, ``fit`` trains, ``close`` ends the observers and writes how the run ended."""
+
+    def __init__(self, config: dict[str, Any], parts: Parts, run: RunDir, d: Dist):
+        self.config, self.parts, self.run, self.d = config, parts, run, d
+        s = parts.settings
+        self.progress = Progress()
+        self.metrics_log = MetricsLog(Monitor(s.checkpoint.monitor, s.checkpoint.mode))
+        self.record = RunRecord(run, self.metrics_log, active=d.is_main)
+        es = s.trainer.early_stopping
+        self.early_stopping = Monitor(es.monitor, es.mode, es.min_delta) if es.monitor else None
+        self.state = train_state(
+            parts, self.progress, metrics_log=self.metrics_log, early_stopping=self.early_stopping
+        )
+        self.tracker: NullTracker = NullTracker()
+        self.reporter: Reporter | None = None
+        self.resumed = False
+
+    def open(self, resumed: resume.Resumed | None) -> None:
+        """The run starts: its record (and folder), and the saved state when resuming."""
+        if resumed is None:
+            self.record.start(**provenance())
+            return
+        self.record.resume(resumed.record(), saved_progress(resumed.state)["step"], **provenance())
+        self.state.load_state_dict(resumed.state["state"], resumed.path)
+        p, self.resumed = self.progress, True
+        log.info(
+            "resumed from %s: epoch %d, step %d, batch %d of the epoch",
+            resumed.path,
+            p.epoch,
+            p.step,
+            p.batch,
+        )
+
+    def check_disk(self) -> None:
+        """Writable checkpoint folder, and room for a few checkpoints (weights, two optimizer
+        moments and an EMA copy: ~4x the model's state)."""
+        ckpt = self.parts.settings.checkpoint
+        if self.d.is_main and ckpt.enabled:
+            need = 4 * state_bytes(self.parts.model)
+            check_disk(self.run.checkpoints, need, copies=ckpt.keep + 2)
+
+    def _observers(self) -> Reporter:
+        s, parts, main = self.parts.settings, self.parts, self.d.is_main
+        if main and s.logger.tensorboard:
+            # a resumed run: TensorBoard drops what the killed process wrote after the checkpoint
+            purge_step = self.progress.step + 1 if self.resumed else None
+            self.tracker = TensorBoardTracker(
+                self.run.tensorboard, purge_step=purge_step, flush_secs=s.logger.flush_secs
+            )
+        bundle = parts.bundle
+        return Reporter(
+            tracker=self.tracker,
+            logger=s.logger,
+            optimizer=parts.optimizer,
+            log_every=s.trainer.log_every,
+            steps_per_epoch=parts.steps_per_epoch,
+            total_steps=parts.total_steps,
+            epochs=s.trainer.epochs,
+            device=parts.device,
+            class_names=bundle.class_names or [str(i) for i in range(bundle.num_classes)],
+            plots_dir=self.run.plots,
+            active=main,
+        )
+
+    def fit(self, signals: StopSignals) -> dict[str, float]:
+        s, parts = self.parts.settings, self.parts
+        checkpointer = Checkpointer(self.run.checkpoints, s.checkpoint, active=self.d.is_main)
+        self.reporter = self._observers()
+        if self.d.is_main and s.logger.image_grid and s.logger.tensorboard:
+            # fork_rng: peeking at a batch must not shift the RNG the training run consumes
+            cuda = [parts.device] if parts.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                self.reporter.image_grid(next(iter(parts.loaders.train.epoch(0))).inputs)
+
+        def save(p: Progress, best: bool) -> None:
+            self.tracker.flush()  # events up to this step must survive a kill after the save
+            # the state only where it is written (not on other ranks, nor with checkpoints off)
+            if checkpointer.active:
+                checkpoint = {"config": self.config, "state": self.state.state_dict()}
+                checkpointer.save(checkpoint, step=p.step, best=best)
+
+        loop = Loop(
+            stepper=parts.stepper,
+            loaders=parts.loaders,
+            settings=s,
+            steps_per_epoch=parts.steps_per_epoch,
+            total_steps=parts.total_steps,
+            num_classes=parts.bundle.num_classes,
+            reporter=self.reporter,
+            record=self.record,
+            save=save,
+            stop_requested=lambda: signals.requested,
+            device=parts.device,
+            eval_loss=parts.eval_loss,
+            early_stopping=self.early_stopping,
+            prepare=parts.prepare,
+        )
+        metrics = loop.fit(self.progress)
+        if s.trainer.overfit_batches:
+            self.reporter.overfit_verdict()
+        return metrics
+
+    def close(self, status: str, error: str | None) -> dict[str, Any]:
+        """End the observers (their failures never mask how the run ended) and the record."""
+        if self.reporter is not None:
+            try:
+                self.reporter.finish(self.config, self.run.read_metrics())
+            except Exception as err:  # noqa: BLE001 - figures must not mask how the run ended
+                log.warning("Could not write the final plots/hparams: %s", err)
+            self.reporter.close()
+        self.tracker.close()
+        p = self.progress
+        return self.record.finish(
+            status,
+            error,
+            epochs=p.epoch,
+            steps=p.step,
+            stop_reason=p.stop_reason if status == "completed" else status,
+            params=self.parts.params,
+            model=self.parts.model_summary,
+        )
