@@ -159,7 +159,7 @@ def test_nonfinite_steps_are_skipped_up_to_the_limit_then_the_run_stops():
     assert stepper.step([nan_batch()], 6).skipped
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert not stepper.step(batches(1, 4), 7).skipped  # a good batch still trains
-    assert stepper.state_dict()["nonfinite_skipped"] == 1
+    assert stepper.nonfinite_skipped == 1
     with pytest.raises(NonFiniteError, match="optimizer step 9"):
         stepper.step([nan_batch()], 8)
 

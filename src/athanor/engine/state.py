@@ -144,6 +144,8 @@ class TrainState:
             if name not in state or state[name] is None:
                 log.warning("resume: %s has no %s state; it starts fresh.", source, name)
                 continue
+            if state[name] == {}:  # e.g. a disabled GradScaler's: nothing to restore
+                continue
             try:
                 part.load_state_dict(state[name])
             except ConfigError as err:
