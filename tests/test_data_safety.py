@@ -15,7 +15,15 @@ import pytest
 from athanor.data.verify import SAMPLE_SIZE, BadDataError
 from athanor.errors import ConfigError
 from conftest import ROOT
-from test_data_formats import load, write_cifar10, write_csv, write_idx, write_mnist, write_png_tree
+from test_data_formats import (
+    load,
+    write_cifar10,
+    write_csv,
+    write_idx,
+    write_mnist,
+    write_png_tree,
+    write_svhn,
+)
 
 
 class _Payload:
@@ -58,7 +66,9 @@ def test_cifar_batches_of_an_older_pickle_protocol_still_load(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     x, y = truth["test"]
     data = {"data": x.reshape(len(x), -1), "labels": y.tolist(), "batch_label": b"test"}
-    (folder / "test_batch").write_bytes(pickle.dumps(data, protocol=2))
+    old = pickle.dumps(data, protocol=2).replace(b"numpy._core.", b"numpy.core.")  # numpy 1 names
+    assert b"cnumpy.core.multiarray\n_reconstruct" in old
+    (folder / "test_batch").write_bytes(old)
     assert load("cifar10", tmp_path).test.labels.tolist() == y.tolist()
 
 
@@ -99,6 +109,14 @@ def test_mnist_images_and_labels_must_agree(tmp_path):
     write_idx(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(7, np.uint8))
     with pytest.raises(BadDataError, match="20 images but t10k-labels-idx1-ubyte holds 7"):
         load("mnist", tmp_path)
+
+
+def test_a_truncated_svhn_file_is_named(tmp_path):
+    write_svhn(tmp_path)
+    mat = tmp_path / "test_32x32.mat"
+    mat.write_bytes(mat.read_bytes()[:300])
+    with pytest.raises(BadDataError, match=f"data svhn: {re.escape(str(mat))} cannot be read"):
+        load("svhn", tmp_path)
 
 
 def test_one_class_data_is_refused_with_the_class(tmp_path):
