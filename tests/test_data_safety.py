@@ -119,6 +119,27 @@ def test_a_truncated_svhn_file_is_named(tmp_path):
         load("svhn", tmp_path)
 
 
+def test_labels_outside_the_classes_are_named(tmp_path):
+    write_mnist(tmp_path, "MNIST")
+    write_idx(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.full(20, 12, np.uint8))
+    with pytest.raises(BadDataError, match="test labels run from 12 to 12, outside 0..9"):
+        load("mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "no header"),
+        (b"path,label\n\xff\xfe\x00bad,1\n", "not a readable UTF-8 CSV"),
+        (b"path,label\na/0.png\n", r"row 1 \(line 2\) .* no 'path' or no 'label'"),
+    ],
+)
+def test_an_annotation_file_that_is_not_a_csv_is_named(tmp_path, content, expected):
+    (tmp_path / "rows.csv").write_bytes(content)
+    with pytest.raises(ConfigError, match=expected):
+        load("csv", tmp_path, "data.annotations=rows.csv", "data.val_split=0.5")
+
+
 def test_one_class_data_is_refused_with_the_class(tmp_path):
     write_png_tree(tmp_path, ["only"], per_class=4, size=8, seed=1)
     with pytest.raises(BadDataError, match="one class only \\('only'\\)"):

@@ -224,15 +224,30 @@ def imagefolder(
 
 
 def _read_rows(path: Path, path_column: str, label_column: str) -> list[tuple[str, str]]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {path_column, label_column} - set(reader.fieldnames or [])
-        if missing:
-            raise ConfigError(
-                f"data csv: {path} has columns {reader.fieldnames}, not {sorted(missing)}; set "
-                "data.path_column / data.label_column to the header names of your file."
+    """The (path, label) rows of an annotation file; a file that is not such a CSV is named."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = {path_column, label_column} - set(reader.fieldnames or [])
+            if missing:
+                found = f"columns {reader.fieldnames}" if reader.fieldnames else "no header (empty)"
+                raise ConfigError(
+                    f"data csv: {path} has {found}, not {sorted(missing)}; set "
+                    "data.path_column / data.label_column to the header names of your file."
+                )
+            rows = [(row[path_column], row[label_column]) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise BadDataError(
+            f"data csv: {path} is not a readable UTF-8 CSV file ({err}); write it as UTF-8 text "
+            "with a header and `path,label` rows."
+        ) from None
+    for r, (image, label) in enumerate(rows, start=1):
+        if not image or label is None or label == "":
+            raise BadDataError(
+                f"data csv: row {r} (line {r + 1}) of {path} has no {path_column!r} or no "
+                f"{label_column!r} value ({image!r}, {label!r}); every row needs both."
             )
-        return [(row[path_column], row[label_column]) for row in reader]
+    return rows
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

@@ -79,6 +79,13 @@ def _bundle(
     mean: list[float],
     std: list[float],
 ) -> DataBundle:
+    for split, labels in (("train", train.labels), ("test", test.labels)):
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names):
+            raise BadDataError(
+                f"data {name}: the {split} labels run from {int(labels.min())} to "
+                f"{int(labels.max())}, outside 0..{len(class_names) - 1} ({len(class_names)} "
+                "classes): a label file is damaged or belongs to another data set."
+            )
     check_classes(class_names, train.labels.tolist(), name)
     train, val, test, val_source = train_val_test(train, test, val_split)
     return DataBundle(
