@@ -253,6 +253,16 @@ def test_cli_names_a_damaged_file_in_one_paragraph(train, tmp_path):
     assert str(empty) in " ".join(result.output.split()), "the message names the empty file"
 
 
+def test_cli_refuses_a_crafted_cifar_batch_without_running_it(train, tmp_path):
+    write_cifar10(tmp_path / "data")
+    marker = tmp_path / "pwned"
+    meta = tmp_path / "data" / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({"label_names": [_Payload(marker)]}))
+    result = train("data=cifar10", "data.root=data", "model=mlp", "debug=fast", expect=2)
+    assert not marker.exists(), "train data=cifar10 ran the payload"
+    assert "Traceback" not in result.output and "batches.meta" in result.output
+
+
 def test_a_dataloader_worker_keeps_the_message_and_drops_its_traceback(tmp_path):
     import torch
 
