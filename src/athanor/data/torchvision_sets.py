@@ -148,13 +148,13 @@ def _cifar_batch(name: str, path: Path, label_key: str) -> tuple[np.ndarray, lis
     batch = load_pickle(path, name)
     data = batch.get("data") if isinstance(batch, dict) else None
     labels = batch.get(label_key) if isinstance(batch, dict) else None
-    ok = isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
+    ok = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (3072,)
     if not ok or labels is None or len(labels) != len(data):
-        shape = getattr(data, "shape", None)
+        shape = f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
         raise BadDataError(
             f"data {name}: {path} is not a whole CIFAR batch (data {shape}, "
-            f"{len(labels) if labels is not None else 'no'} '{label_key}'; expected [N, 3072] "
-            "pixels and N labels): the file is damaged or truncated. Replace it with the original "
+            f"{len(labels) if labels is not None else 'no'} '{label_key}'; expected uint8 "
+            "[N, 3072] pixels and N labels): the file is damaged or truncated. Replace it with the original "
             "file (data.download=true fetches the archive again)."
         )
     return data, list(labels)

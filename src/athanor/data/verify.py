@@ -52,7 +52,8 @@ class BadDataError(ConfigError):
 # -- pickles ---------------------------------------------------------------------------------
 
 # What a numpy array needs to rebuild itself from a pickle (numpy 1 and 2 spell the module
-# differently); `_codecs.encode` rebuilds bytes in protocol-2 pickles. Nothing else is callable.
+# differently); `_codecs.encode` rebuilds bytes in protocol-2 pickles. Nothing else is callable,
+# so even an object array can only hold more of the same plain data.
 _ALLOWED = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
@@ -72,17 +73,6 @@ class _PlainUnpickler(pickle.Unpickler):
                 "numbers, numpy arrays)"
             )
         return super().find_class(module, name)
-
-
-def _object_arrays(obj: Any) -> bool:
-    """Whether ``obj`` holds a numpy array of Python objects (plain data has numeric arrays)."""
-    if isinstance(obj, np.ndarray):
-        return obj.dtype.hasobject
-    if isinstance(obj, dict):
-        return any(_object_arrays(v) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return any(_object_arrays(v) for v in obj)
-    return False
 
 
 def load_pickle(path: Path, dataset: str) -> Any:
@@ -105,8 +95,6 @@ def load_pickle(path: Path, dataset: str) -> Any:
             "truncated, empty or not a python batch. Replace it with the original file "
             "(data.download=true fetches the archive again)."
         ) from None
-    if _object_arrays(obj):
-        raise BadDataError(f"{where} is refused: it holds an array of Python objects, not pixels.")
     return obj
 
 
