@@ -247,7 +247,7 @@ def test_imagefolder_refuses_empty_roots_and_ambiguous_splits(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no valid file"):
         load("imagefolder", tmp_path, "data.val_split=0.1")
-    write_png_tree(tmp_path / "train", ["a"], per_class=2, size=8, seed=1)
+    write_png_tree(tmp_path / "train", ["a", "b"], per_class=2, size=8, seed=1)
     write_png_tree(tmp_path / "val", ["a"], per_class=1, size=8, seed=2)
     with pytest.raises(ConfigError, match="already has a validation set"):
         load("imagefolder", tmp_path, "data.val_split=0.1")

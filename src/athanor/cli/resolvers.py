@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from athanor.record.names import safe_name
 from athanor.record.scratch import scratch_dir
 
 _chosen: dict[str, str] = {}
@@ -101,3 +102,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("athanor_unique", make_unique, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True)
     OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)
+    OmegaConf.register_new_resolver("athanor_name", safe_name, replace=True, use_cache=True)

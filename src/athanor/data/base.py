@@ -64,6 +64,8 @@ class DataBundle:
     std: list[float]
     test: Split | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # files left out by data.on_bad_file=skip: {"file", "where", "reason"} each, for summary.json
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
 
     def describe(self) -> str:
         kind = "in memory" if isinstance(self.train, TensorSplit) else "read per sample"

@@ -9,6 +9,7 @@ import torch
 from athanor.data import DATASETS
 from athanor.data.base import DataBundle, TensorSplit
 from athanor.data.split import holdout
+from athanor.data.verify import check_classes
 
 
 def to_uint8(x: torch.Tensor, max_value: float) -> torch.Tensor:
@@ -76,13 +77,16 @@ def fake(
         x = prototypes[labels] + noise * torch.randn(n, channels, size, size, generator=gen)
         return TensorSplit(to_uint8(x.clamp(0, 1), 1.0), labels)
 
+    train = make(num_train)
+    names = [f"class_{i}" for i in range(num_classes)]
+    check_classes(names, train.labels.tolist(), "fake")
     return DataBundle(
-        train=make(num_train),
+        train=train,
         val=make(num_val),
         num_classes=num_classes,
         channels=channels,
         image_size=size,
-        class_names=[f"class_{i}" for i in range(num_classes)],
+        class_names=names,
         mean=[0.5] * channels,
         std=[0.25] * channels,
     )

@@ -4,12 +4,17 @@ ImageNet layout) and `csv` (an annotations file of `path,label` rows, like a cus
 Files are listed with torchvision's own ImageFolder helpers (``find_classes``, ``make_dataset``,
 ``IMG_EXTENSIONS``) and decoded with ``torchvision.io.decode_image`` (several times faster than
 PIL for PNG/JPEG); formats it cannot decode (BMP, TIFF, PGM) go through PIL.
+
+Nothing is trusted (see verify.py): CSV paths must stay inside data.root, ``data.verify`` decodes
+a seeded sample or every file before the first step, ``data.on_bad_file=skip`` leaves bad files
+out (listed in ``DataBundle.skipped_files``), and a file that fails later is named with its row.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +23,17 @@ from torch.utils.data import Dataset
 from athanor.data import DATASETS
 from athanor.data.base import DataBundle, DatasetSplit
 from athanor.data.split import holdout
+from athanor.data.verify import (
+    BadDataError,
+    BadFile,
+    OnBadFile,
+    Verify,
+    check_classes,
+    check_file,
+    inside_root,
+    log_skipped,
+    verify_files,
+)
 from athanor.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -39,21 +55,65 @@ def read_image(path: str, channels: int) -> torch.Tensor:
 
 
 class ImageFiles(Dataset):
-    """``dataset[i] -> (uint8 [C, H, W], label)`` over a list of image paths."""
+    """``dataset[i] -> (uint8 [C, H, W], label)`` over a list of image paths; a file that fails
+    to decode is named with where it is listed (``wheres[i]``) and the data set."""
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], channels: int):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        channels: int,
+        dataset: str,
+        wheres: Sequence[str],
+    ):
         self.paths, self.labels, self.channels = list(paths), list(labels), channels
+        self.dataset, self.wheres = dataset, list(wheres)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return read_image(self.paths[i], self.channels), self.labels[i]
+        try:
+            return read_image(self.paths[i], self.channels), self.labels[i]
+        except Exception:
+            again = check_file(self.paths[i], lambda p: read_image(p, self.channels))
+            reason = again or "it could not be read (it decodes now: was it being written?)"
+            raise BadDataError(
+                f"data {self.dataset}: {self.paths[i]} ({self.wheres[i]}): {reason} during "
+                "training. Replace or remove the file; data.verify=all checks every file before "
+                "the first step (with data.on_bad_file=skip to leave the bad ones out)."
+            ) from None
 
 
-def _split(samples: list[tuple[str, int]], channels: int) -> DatasetSplit:
-    paths, labels = zip(*samples, strict=True) if samples else ((), ())
-    return DatasetSplit(ImageFiles(paths, labels, channels), labels)
+@dataclass(frozen=True)
+class Checks:
+    """How a split's files are checked before training (data.verify, data.on_bad_file)."""
+
+    dataset: str
+    channels: int
+    verify: Verify = "sample"
+    on_bad_file: OnBadFile = "error"
+
+
+def _split(
+    samples: Sequence[tuple[str, int]], wheres: Sequence[str], checks: Checks, bad: list[BadFile]
+) -> DatasetSplit:
+    """The split of ``samples`` after ``checks``; skipped files are appended to ``bad``."""
+    paths = [p for p, _ in samples]
+    keep, found = verify_files(
+        paths,
+        wheres,
+        lambda p: read_image(p, checks.channels),
+        dataset=checks.dataset,
+        verify=checks.verify,
+        on_bad_file=checks.on_bad_file,
+    )
+    bad.extend(found)
+    labels = [samples[i][1] for i in keep]
+    files = ImageFiles(
+        [paths[i] for i in keep], labels, checks.channels, checks.dataset, [wheres[i] for i in keep]
+    )
+    return DatasetSplit(files, labels)
 
 
 def _check_channels(channels: int) -> None:
@@ -67,10 +127,12 @@ def _bundle(
     test: DatasetSplit | None,
     class_names: list[str],
     image_size: int,
-    channels: int,
+    checks: Checks,
     val_source: str,
+    bad: list[BadFile],
 ) -> DataBundle:
-    grey = channels == 1
+    channels, grey = checks.channels, checks.channels == 1
+    log_skipped(checks.dataset, bad, checks.verify)
     return DataBundle(
         train=train,
         val=val,
@@ -82,6 +144,7 @@ def _bundle(
         mean=[0.449] if grey else IMAGENET_MEAN,
         std=[0.226] if grey else IMAGENET_STD,
         info={"val": val_source},
+        skipped_files=[b.as_dict() for b in bad],
     )
 
 
@@ -121,6 +184,8 @@ def imagefolder(
     val_split: float | None = None,
     image_size: int | None = 224,
     channels: int = 3,
+    verify: Verify = "sample",
+    on_bad_file: OnBadFile = "error",
 ) -> DataBundle:
     """Class sub-folders of images (ImageNet layout: train/, val/[, test/]), read per sample.
 
@@ -139,27 +204,50 @@ def imagefolder(
             "expected <root>/train/<class>/<image> (with <root>/val/...) or <root>/<class>/<image> "
             "with data.val_split."
         ) from err
-    train = _split(_list_folder(train_dir, classes, allow_empty=False), channels)
+    checks, bad = Checks("imagefolder", channels, verify, on_bad_file), []
+
+    def listed(folder: Path, split: str, allow_empty: bool) -> DatasetSplit:
+        samples = _list_folder(folder, classes, allow_empty)
+        return _split(samples, [f"{split} index {i}" for i in range(len(samples))], checks, bad)
+
+    train = listed(train_dir, "train", allow_empty=False)
     # val/test may lack some classes; their labels use the training folder's class indices
     extra = {
-        name: _split(_list_folder(base / name, classes, allow_empty=True), channels)
+        name: listed(base / name, name, allow_empty=True)
         for name in ("val", "test")
         if train_dir != base and (base / name).is_dir()
     }
+    check_classes(classes, train.labels.tolist(), "imagefolder")  # before any hold-out
     train, val, source = _train_val(train, extra.get("val"), val_split, f"{base}/val")
-    return _bundle(train, val, extra.get("test"), classes, image_size or 224, channels, source)
+    size = image_size or 224
+    return _bundle(train, val, extra.get("test"), classes, size, checks, source, bad)
 
 
 def _read_rows(path: Path, path_column: str, label_column: str) -> list[tuple[str, str]]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {path_column, label_column} - set(reader.fieldnames or [])
-        if missing:
-            raise ConfigError(
-                f"data csv: {path} has columns {reader.fieldnames}, not {sorted(missing)}; set "
-                "data.path_column / data.label_column to the header names of your file."
+    """The (path, label) rows of an annotation file; a file that is not such a CSV is named."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = {path_column, label_column} - set(reader.fieldnames or [])
+            if missing:
+                found = f"columns {reader.fieldnames}" if reader.fieldnames else "no header (empty)"
+                raise ConfigError(
+                    f"data csv: {path} has {found}, not {sorted(missing)}; set "
+                    "data.path_column / data.label_column to the header names of your file."
+                )
+            rows = [(row[path_column], row[label_column]) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise BadDataError(
+            f"data csv: {path} is not a readable UTF-8 CSV file ({err}); write it as UTF-8 text "
+            "with a header and `path,label` rows."
+        ) from None
+    for r, (image, label) in enumerate(rows, start=1):
+        if not image or label is None or label == "":
+            raise BadDataError(
+                f"data csv: row {r} (line {r + 1}) of {path} has no {path_column!r} or no "
+                f"{label_column!r} value ({image!r}, {label!r}); every row needs both."
             )
-        return [(row[path_column], row[label_column]) for row in reader]
+    return rows
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:
@@ -180,21 +268,29 @@ def _locate(path: str, root: Path, key: str) -> Path:
 
 
 def _csv_split(
-    rows: list[tuple[str, str]], root: Path, index: dict[str, int], channels: int, source: Path
+    rows: list[tuple[str, str]],
+    root: Path,
+    index: dict[str, int],
+    source: Path,
+    checks: Checks,
+    bad: list[BadFile],
 ) -> DatasetSplit:
     unknown = sorted({label for _, label in rows} - set(index))
     if unknown:
         raise ConfigError(
             f"data csv: {source} has labels absent from the training file: {unknown}."
         )
-    paths = [str(root / p) for p, _ in rows]
-    absent = [p for p in paths if not Path(p).is_file()]
+    # rows count from 1 after the header, which is line 1 of the file
+    wheres = [f"row {r} (line {r + 1}) of {source}" for r in range(1, len(rows) + 1)]
+    paths = [str(inside_root(p, root, w, "csv")) for (p, _), w in zip(rows, wheres, strict=True)]
+    absent = [(p, w) for p, w in zip(paths, wheres, strict=True) if not Path(p).is_file()]
     if absent:
         raise ConfigError(
             f"data csv: {len(absent)} image(s) listed in {source} do not exist under data.root "
-            f"({root.resolve()}), e.g. {absent[0]}."
+            f"({root.resolve()}), e.g. {absent[0][0]} ({absent[0][1]})."
         )
-    return _split([(p, index[label]) for p, (_, label) in zip(paths, rows, strict=True)], channels)
+    samples = [(p, index[label]) for p, (_, label) in zip(paths, rows, strict=True)]
+    return _split(samples, wheres, checks, bad)
 
 
 @DATASETS.register("csv")
@@ -208,6 +304,8 @@ def csv_images(
     label_column: str = "label",
     image_size: int | None = 224,
     channels: int = 3,
+    verify: Verify = "sample",
+    on_bad_file: OnBadFile = "error",
 ) -> DataBundle:
     """Images listed in a CSV (data.annotations: `path,label` rows, paths under data.root)."""
     _check_channels(channels)
@@ -223,11 +321,13 @@ def csv_images(
         raise ConfigError(f"data csv: {source} lists no images.")
     classes = _sorted_labels({label for _, label in rows})
     index = {c: i for i, c in enumerate(classes)}
-    train = _csv_split(rows, base, index, channels, source)
+    checks, bad = Checks("csv", channels, verify, on_bad_file), []
+    train = _csv_split(rows, base, index, source, checks, bad)
     val = None
     if val_annotations:
         val_source = _locate(val_annotations, base, "data.val_annotations")
         val_rows = _read_rows(val_source, path_column, label_column)
-        val = _csv_split(val_rows, base, index, channels, val_source)
+        val = _csv_split(val_rows, base, index, val_source, checks, bad)
+    check_classes(classes, train.labels.tolist(), "csv")  # before any hold-out
     train, val, where = _train_val(train, val, val_split, str(val_annotations or source))
-    return _bundle(train, val, None, classes, image_size or 224, channels, where)
+    return _bundle(train, val, None, classes, image_size or 224, checks, where, bad)

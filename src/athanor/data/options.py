@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from athanor.data.verify import OnBadFile, Verify
 from athanor.errors import ConfigError
 
 
@@ -30,6 +31,8 @@ class DataOptions:
     image_size: int | None = None  # None: the data set's own
     class_names: list[str] | None = None  # None: from the data set
     annotations: str | None = None  # CSV data sets: file of `path,label` rows
+    verify: Verify = "sample"  # files read per sample: decode a seeded sample / all / none first
+    on_bad_file: OnBadFile = "error"  # skip: leave undecodable files out, listed in the log
 
     @staticmethod
     def keys() -> tuple[str, ...]:

@@ -1,8 +1,13 @@
-"""MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN: read from ``data.root`` by torchvision's own
-data-set classes, then held as uint8 ``TensorSplit``s so the memory data path applies.
+"""MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN: read from ``data.root`` into uint8
+``TensorSplit``s so the memory data path applies.
 
-Without ``data.download`` the files are only checked for presence (hashing 170 MB on every start
-costs time; torchvision verifies the checksums when it downloads). A missing file becomes a
+The files are where torchvision puts them, and ``data.download=true`` uses torchvision's own
+(checksummed) download. The MNIST idx files and the CIFAR python batches are read here, not by
+torchvision's readers: CIFAR batches go through a plain-data unpickler (``pickle.load`` would run
+code a crafted file names) and every file is checked (magic number, sizes, label counts), so a
+damaged file is named instead of ending in a traceback. SVHN's .mat files are read by
+torchvision (scipy's reader runs no code). Without ``data.download`` the files are only checked
+for presence (hashing 170 MB on every start costs time). A missing file becomes a
 ``ConfigError`` saying where we looked and that ``data.download=true`` fetches it.
 """
 
@@ -15,11 +20,13 @@ import numpy as np
 import torch
 
 from athanor.data import DATASETS
-from athanor.data.base import DataBundle, TensorSplit
+from athanor.data.base import DataBundle, Split, TensorSplit
 from athanor.data.split import train_val_test
+from athanor.data.verify import BadDataError, check_classes, load_pickle, read_idx
 from athanor.errors import ConfigError
 
 DIGITS = [str(d) for d in range(10)]
+LABELLED = (("images", 3), ("labels", 1))  # MNIST's idx files: kind and number of dimensions
 
 
 def _no_md5(files: list) -> list:
@@ -27,17 +34,9 @@ def _no_md5(files: list) -> list:
 
 
 def _presence_only(cls: type) -> type:
-    """A subclass of a torchvision CIFAR/SVHN class whose integrity check tests presence only."""
-    attrs: dict[str, Any] = {}
-    if hasattr(cls, "train_list"):  # CIFAR-10/100
-        attrs = dict(
-            train_list=_no_md5(cls.train_list),
-            test_list=_no_md5(cls.test_list),
-            meta={**cls.meta, "md5": None},
-        )
-    if hasattr(cls, "split_list"):  # SVHN
-        attrs = dict(split_list={k: _no_md5([v])[0] for k, v in cls.split_list.items()})
-    return type(cls.__name__, (cls,), attrs)
+    """A subclass of torchvision's SVHN class whose integrity check tests presence only."""
+    split_list = {k: _no_md5([v])[0] for k, v in cls.split_list.items()}
+    return type(cls.__name__, (cls,), {"split_list": split_list})
 
 
 def _open(name: str, cls: type, root: str, download: bool, where: Path, **kwargs: Any):
@@ -50,16 +49,17 @@ def _open(name: str, cls: type, root: str, download: bool, where: Path, **kwargs
             f"({err}). Pass data.download=true to download them there, or point data.root at "
             f"the folder that holds them (data.root={root!r} now)."
         ) from err
+    except Exception as err:  # scipy's .mat reader on a truncated or foreign file
+        raise BadDataError(
+            f"data {name}: {where} cannot be read ({type(err).__name__}: {err}): the file is "
+            "truncated or damaged. Replace it with the original file (data.download=true)."
+        ) from None
 
 
 def _chw(images: np.ndarray | torch.Tensor, layout: str) -> torch.Tensor:
-    """uint8 [N, C, H, W] from the reader's layout ('nhw', 'nhwc' or 'nchw')."""
+    """uint8 [N, C, H, W] from the reader's layout ('nhw' or 'nchw')."""
     t = torch.as_tensor(images)
-    if layout == "nhw":
-        t = t.unsqueeze(1)
-    elif layout == "nhwc":
-        t = t.permute(0, 3, 1, 2)
-    return t.contiguous()
+    return (t.unsqueeze(1) if layout == "nhw" else t).contiguous()
 
 
 def _split(ds: Any, images: str, labels: str, layout: str) -> TensorSplit:
@@ -70,6 +70,7 @@ def _split(ds: Any, images: str, labels: str, layout: str) -> TensorSplit:
 
 
 def _bundle(
+    name: str,
     train: TensorSplit,
     test: TensorSplit,
     val_split: float | None,
@@ -78,6 +79,14 @@ def _bundle(
     mean: list[float],
     std: list[float],
 ) -> DataBundle:
+    for split, labels in (("train", train.labels), ("test", test.labels)):
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names):
+            raise BadDataError(
+                f"data {name}: the {split} labels run from {int(labels.min())} to "
+                f"{int(labels.max())}, outside 0..{len(class_names) - 1} ({len(class_names)} "
+                "classes): a label file is damaged or belongs to another data set."
+            )
+    check_classes(class_names, train.labels.tolist(), name)
     train, val, test, val_source = train_val_test(train, test, val_split)
     return DataBundle(
         train=train,
@@ -93,29 +102,110 @@ def _bundle(
     )
 
 
-def _train_and_test(name: str, cls_name: str, root: str, download: bool) -> tuple[Any, Any]:
-    """The torchvision reader's train and test objects (MNIST family and CIFAR: `train=` flag)."""
+def _fetch(cls: type, root: str, **kwargs: Any) -> None:
+    """data.download=true: torchvision's own download (checksummed), without its reading."""
+    reader = object.__new__(cls)  # download() needs only the root (and SVHN's split fields)
+    reader.root = root
+    for key, value in kwargs.items():
+        setattr(reader, key, value)
+    reader.download()
+
+
+def _missing(name: str, files: list[Path], root: str, where: Path) -> None:
+    absent = [f.name for f in files if not f.is_file()]
+    if absent:
+        raise ConfigError(
+            f"data {name}: the files are missing under {where.resolve()} ({', '.join(absent)}). "
+            "Pass data.download=true to download them there, or point data.root at the folder "
+            f"that holds them (data.root={root!r} now)."
+        )
+
+
+def _mnist_split(name: str, raw: Path, prefix: str) -> TensorSplit:
+    images = read_idx(raw / f"{prefix}-images-idx3-ubyte", name, ndim=3)
+    labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte", name, ndim=1)
+    if len(images) != len(labels):
+        raise BadDataError(
+            f"data {name}: {raw}/{prefix}-images-idx3-ubyte holds {len(images)} images but "
+            f"{prefix}-labels-idx1-ubyte holds {len(labels)} labels; one of them is damaged."
+        )
+    return TensorSplit(_chw(images, "nhw"), torch.from_numpy(labels.astype(np.int64)))
+
+
+def _read_mnist(name: str, cls_name: str, root: str, download: bool) -> tuple[Split, Split]:
+    """MNIST-family idx files under <root>/<ClassName>/raw, read and checked here."""
+    from torchvision import datasets
+
+    raw = Path(root) / cls_name / "raw"
+    if download:
+        _fetch(getattr(datasets, cls_name), root)
+    files = [raw / f"{p}-{k}-idx{d}-ubyte" for p in ("train", "t10k") for k, d in LABELLED]
+    _missing(name, files, root, raw)
+    return _mnist_split(name, raw, "train"), _mnist_split(name, raw, "t10k")
+
+
+def _cifar_batch(name: str, path: Path, label_key: str) -> tuple[np.ndarray, list]:
+    batch = load_pickle(path, name)
+    data = batch.get("data") if isinstance(batch, dict) else None
+    labels = batch.get(label_key) if isinstance(batch, dict) else None
+    ok = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (3072,)
+    if not ok or labels is None or len(labels) != len(data):
+        shape = f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
+        raise BadDataError(
+            f"data {name}: {path} is not a whole CIFAR batch (data {shape}, "
+            f"{len(labels) if labels is not None else 'no'} '{label_key}'; expected uint8 "
+            "[N, 3072] pixels and N labels): the file is damaged or truncated. Replace it with the original "
+            "file (data.download=true fetches the archive again)."
+        )
+    return data, list(labels)
+
+
+def _read_cifar(name: str, cls_name: str, root: str, download: bool):
+    """CIFAR python batches read through the plain-data unpickler (torchvision's reader would
+    unpickle them with ``pickle.load``, running whatever a crafted file names)."""
     from torchvision import datasets
 
     cls = getattr(datasets, cls_name)
-    # where the readers look: <root>/<ClassName>/raw (MNIST family), <root>/<base_folder> (CIFAR)
-    where = Path(root) / getattr(cls, "base_folder", f"{cls_name}/raw")
-    train, test = (_open(name, cls, root, download, where, train=t) for t in (True, False))
-    return train, test
+    folder = Path(root) / cls.base_folder
+    if download:
+        _fetch(cls, root)
+    meta = folder / cls.meta["filename"]
+    lists = {"train": cls.train_list, "test": cls.test_list}
+    _missing(
+        name, [meta, *(folder / f for entries in lists.values() for f, _ in entries)], root, folder
+    )
+    label_key = "labels" if cls_name == "CIFAR10" else "fine_labels"
+    splits = []
+    for entries in lists.values():
+        batches = [_cifar_batch(name, folder / f, label_key) for f, _ in entries]
+        images = np.concatenate([b[0] for b in batches]).reshape(-1, 3, 32, 32)
+        labels = [y for b in batches for y in b[1]]
+        splits.append(TensorSplit(torch.from_numpy(images), torch.as_tensor(labels)))
+    names = load_pickle(meta, name)
+    classes = names.get(cls.meta["key"]) if isinstance(names, dict) else None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise BadDataError(
+            f"data {name}: {meta} holds no list of class names under {cls.meta['key']!r}."
+        )
+    return splits[0], splits[1], classes
 
 
 def _read(
     name: str, cls_name: str, root: str, download: bool, val_split: float | None, **facts: Any
 ) -> DataBundle:
-    train, test = _train_and_test(name, cls_name, root, download)
-    layout = "nhw" if train.data.ndim == 3 else "nhwc"  # MNIST tensors vs CIFAR numpy HWC
-    return _bundle(
-        _split(train, "data", "targets", layout),
-        _split(test, "data", "targets", layout),
-        val_split,
-        class_names=facts.pop("class_names", None) or list(train.classes),
-        **facts,
-    )
+    if cls_name.startswith("CIFAR"):
+        train, test, classes = _read_cifar(name, cls_name, root, download)
+    else:
+        train, test = _read_mnist(name, cls_name, root, download)
+        classes = None
+    names = facts.pop("class_names", None) or classes or _torchvision_classes(cls_name)
+    return _bundle(name, train, test, val_split, class_names=names, **facts)
+
+
+def _torchvision_classes(cls_name: str) -> list[str]:
+    from torchvision import datasets
+
+    return list(getattr(datasets, cls_name).classes)
 
 
 @DATASETS.register("mnist")
@@ -171,6 +261,7 @@ def svhn(
             torch.cat([train.images, more.images]), torch.cat([train.labels, more.labels])
         )
     return _bundle(
+        "svhn",
         train,
         load("test"),
         val_split,
