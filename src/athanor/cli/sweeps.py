@@ -42,6 +42,7 @@ def job_argv(overrides: Sequence[str], folder: Path, nproc: int) -> list[str]:
         *extra,
         f"hydra.run.dir={_quoted(folder)}",
         "resume=auto",
+        "hydra.mode=RUN",  # one run: a preset's `hydra.mode: MULTIRUN` must not sweep again
     ]
 
 

@@ -1,0 +1,239 @@
+"""Sweeps a GPU server deserves (issue 14): the pool launcher's slots and real job processes,
+failures kept inside their job, restarted sweeps, Hydra's sweep syntax in the pre-check, sweeps
+refused under torchrun, and the Optuna study (resumed on sqlite, pruned trials)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF, cli
+
+# 2 optimizer steps and 2 validation batches per epoch: a job is mostly its process start
+TINY = (
+    "trainer.epochs=2",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "logger.tensorboard=false",
+    "logger.progress=plain",
+)
+
+
+# ---- slots -------------------------------------------------------------------------------------
+
+
+def test_slots_share_gpus_or_group_them_or_split_the_cpu():
+    from athanor.sweep.slots import plan_slots
+
+    two_each = plan_slots(["0", "1"], jobs_per_device=2, cpus=8)
+    assert [s.devices for s in two_each] == [("0",), ("0",), ("1",), ("1",)]
+    assert {s.threads for s in two_each} == {2}
+    ddp = plan_slots(["0", "1", "2", "3", "4"], gpus_per_job=2, cpus=8)
+    assert [s.devices for s in ddp] == [("0", "1"), ("2", "3")]  # GPU 4 alone cannot hold a job
+    cpu = plan_slots([], jobs_per_device=2, cpus=2)
+    assert [(s.devices, s.threads) for s in cpu] == [((), 1), ((), 1)]
+    assert cpu[0].env()["CUDA_VISIBLE_DEVICES"] == "" and cpu[0].env()["OMP_NUM_THREADS"] == "1"
+
+
+def test_slots_refuse_impossible_shares():
+    from athanor.errors import ConfigError
+    from athanor.sweep.slots import plan_slots
+
+    with pytest.raises(ConfigError, match="gpus_per_job=4 but only 2"):
+        plan_slots(["0", "1"], gpus_per_job=4)
+    with pytest.raises(ConfigError, match="choose one"):
+        plan_slots(["0", "1"], jobs_per_device=2, gpus_per_job=2)
+
+
+# ---- the pre-check accepts Hydra's sweep syntax --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "experiment=glob(*)",
+        "data=glob(*,exclude=cifar*)",
+        "optim=choice(sgd,adamw)",
+        "optim=sort(adamw,sgd)",
+        "optim=tag(fast,choice(sgd,adamw))",
+        "seed=range(0,3)",
+        "optim='sgd',\"adamw\"",
+        "model=interval(0,1)",
+    ],
+)
+def test_hydra_sweep_syntax_passes_the_group_check(arg):
+    from athanor.cli.compose import check_group_choices
+
+    assert check_group_choices([arg], CONF) is None
+
+
+@pytest.mark.parametrize("arg", ["optim=sgd,adamww", "optim=choice(sgd,adamww)", "optim='adamww'"])
+def test_a_typo_in_a_sweep_list_is_still_caught_with_the_suggestion(arg):
+    from athanor.cli.compose import check_group_choices
+
+    message = check_group_choices([arg], CONF)
+    assert message and "'adamww'" in message and "Did you mean 'adamw'?" in message
+
+
+def test_glob_sweep_runs_past_the_check(tmp_path):
+    """What a new user tried: `experiment=glob(...)` reaches Hydra, which expands it."""
+    result = cli("athanor.train", "-m", "experiment=glob(digits*)", "dry_run=true", cwd=tmp_path)
+    assert "#0 : experiment=digits_quick" in result.output and "names no file" not in result.output
+
+
+# ---- sweeps under torchrun ---------------------------------------------------------------------
+
+
+def test_a_sweep_under_torchrun_is_refused_with_the_form_that_works(tmp_path):
+    """torchrun sets WORLD_SIZE in every worker; the sweep stops before its first job."""
+    env = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "0"}
+    result = cli("athanor.train", "-m", "optim.lr=0.1,0.05", cwd=tmp_path, env=env, expect=2)
+    said = " ".join(result.output.split())  # the paragraph is wrapped at 100 columns
+    assert "cannot run inside torchrun" in said
+    assert "train -m optim.lr=0.1,0.05 distributed.nproc_per_node=2" in said
+    assert "hydra.launcher.gpus_per_job=2" in said and "Traceback" not in said
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_one_run_under_torchrun_is_not_refused():
+    from athanor.cli.train import sweep_under_torchrun
+
+    assert sweep_under_torchrun(["optim.lr=0.1"], {"WORLD_SIZE": "2"}) is None
+    assert sweep_under_torchrun(["-m", "optim.lr=0.1,0.2"], {}) is None
+    assert sweep_under_torchrun(["hparams_search=digits_optuna"], {"WORLD_SIZE": "4"})
+
+
+# ---- the pool launcher: real processes -----------------------------------------------------------
+
+
+POOL = ("hydra/launcher=pool", "hydra.launcher.jobs_per_device=2", "hydra.launcher.devices=[0,1]")
+
+
+def _manifest(sweep: Path) -> dict[str, dict]:
+    jobs = json.loads((sweep / "sweep_manifest.json").read_text())["jobs"]
+    return {" ".join(e["overrides"]): e for e in jobs.values()}
+
+
+def _lr(entry: dict) -> str:
+    return next(o for o in entry["overrides"] if o.startswith("optim.lr=")).split("=")[1]
+
+
+@pytest.fixture(scope="module")
+def pool_sweep(tmp_path_factory):
+    """Three jobs on four slots (two per fake GPU), one of them failing; then the same again."""
+    cwd = tmp_path_factory.mktemp("pool")
+    args = ("-m", *POOL, *TINY, "optim.lr=0.1,-1,0.05", "hydra.sweep.dir=outputs/lr-study")
+    first = cli("athanor.train", *args, cwd=cwd, expect=1)
+    sweep = cwd / "outputs" / "lr-study"
+    before = {_lr(e): e for e in _manifest(sweep).values()}
+    stamps = {
+        lr: (Path(e["folder"]) / "summary.json").stat().st_mtime_ns for lr, e in before.items()
+    }
+    second = cli("athanor.train", *args, cwd=cwd, expect=1)
+    return sweep, first, before, stamps, second
+
+
+@pytest.mark.slow
+def test_pool_jobs_overlap_each_on_its_own_devices(pool_sweep):
+    sweep, first, before, _, _ = pool_sweep
+    good = [before["0.1"], before["0.05"]]
+    assert all(e["status"] == "completed" for e in good)
+    # side by side: each started before the other ended
+    assert good[0]["started"] < good[1]["ended"] and good[1]["started"] < good[0]["ended"]
+    devices = []
+    for e in good:
+        summary = json.loads((Path(e["folder"]) / "summary.json").read_text())
+        devices.append(summary["devices"])
+    # slots in order: gpu 0, gpu 0, gpu 1, gpu 1 -> the jobs got 0, 0, 1 (the failing one is 2nd)
+    failed = json.loads((Path(before["-1"]["folder"]) / "summary.json").read_text())
+    assert devices + [failed["devices"]] == ["0", "1", "0"]
+    assert "sweep: 0 done, 3 running, 0 failed, 0 left" in first.output  # progress as it goes
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_marked_and_named_while_the_others_complete(pool_sweep):
+    sweep, first, before, _, _ = pool_sweep
+    bad = before["-1"]
+    assert bad["status"] == "failed" and "Invalid learning rate: -1" in bad["reason"]
+    assert "| failed" in first.output and first.output.count("| completed") == 2  # the table
+    assert "Sweep failed: 1 of 3 sweep jobs failed: job 1" in first.output
+    assert "Traceback" not in first.stderr
+
+
+@pytest.mark.slow
+def test_a_restarted_sweep_skips_completed_jobs_and_reruns_failed_ones(pool_sweep):
+    sweep, _, before, stamps, second = pool_sweep
+    after = {_lr(e): e for e in _manifest(sweep).values()}
+    for lr in ("0.1", "0.05"):
+        assert f"job {before[lr]['index']} already completed, skipped" in second.output
+        assert (Path(after[lr]["folder"]) / "summary.json").stat().st_mtime_ns == stamps[lr]
+        assert after[lr]["attempts"] == 1
+    assert after["-1"]["attempts"] == 2 and "job 1 failed before, rerunning it" in second.output
+    assert Path(after["-1"]["folder"] + ".failed-1").is_dir()  # the first attempt, kept
+    assert "3 jobs (1 to run)" in second.output
+
+
+def test_an_interrupted_job_resumes_in_its_folder(tmp_path):
+    """The manifest says running (the sweep was killed): the job runs again with resume=auto in
+    the same folder, which continues from its last checkpoint."""
+    from athanor.cli.sweeps import job_argv
+
+    argv = job_argv(["optim.lr=0.1"], tmp_path / "0_optim.lr=0.1", 1)
+    assert argv[:3] == [sys.executable, "-m", "athanor.train"]
+    assert f"hydra.run.dir='{tmp_path}/0_optim.lr=0.1'" in argv and "resume=auto" in argv
+    assert "distributed.nproc_per_node=2" in job_argv(["x=1"], tmp_path, 2)
+
+
+# ---- seeds folded in the report ------------------------------------------------------------------
+
+
+def _fake_run(folder: Path, overrides: list[str], accs: list[float], status="completed") -> None:
+    """A run folder as a run writes it: .hydra/overrides.yaml, metrics.jsonl, summary.json."""
+    import yaml
+
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    lines = [
+        json.dumps({"epoch": i + 1, "val/acc": a, "val/loss": 1 - a}) for i, a in enumerate(accs)
+    ]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    summary = {"status": status, "monitor": "val/acc", "epochs": len(accs)}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_folds_seeds_into_mean_std_and_n_and_marks_the_best(tmp_path):
+    accs = {("0.1", "0"): 0.80, ("0.1", "1"): 0.90, ("0.1", "2"): 0.85, ("0.01", "0"): 0.95}
+    accs |= {("0.01", "1"): 0.93}
+    for i, ((lr, seed), acc) in enumerate(accs.items()):
+        _fake_run(tmp_path / f"{i}_x", [f"optim.lr={lr}", f"seed={seed}"], [acc - 0.1, acc])
+    result = cli("athanor", "report", str(tmp_path), cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
+    assert len(lines) == 2, result.stdout  # one row per configuration, not per run
+    best, other = lines
+    assert (
+        best.startswith("| 0.01")
+        and "0.9400 ± 0.0141" in best
+        and best.split("|")[-2].strip() == "*"
+    )
+    assert "| 2 " in best and "| 3 " in other and "0.8500 ± 0.0500" in other
+    with (tmp_path / "report.csv").open() as f:
+        import csv
+
+        rows = list(csv.DictReader(f))
+    assert rows[0]["optim.lr"] == "0.01" and float(rows[0]["best val/acc std"]) == pytest.approx(
+        0.01414, abs=1e-4
+    )
+    assert rows[1]["n"] == "3" and rows[0]["best"] == "*"
+    assert "## Every run" in (tmp_path / "report.md").read_text()
+    assert len((tmp_path / "report_runs.csv").read_text().splitlines()) == 6
+
+
+def test_report_without_repeated_seeds_keeps_one_row_per_run(tmp_path):
+    for i, lr in enumerate(("0.1", "0.01")):
+        _fake_run(tmp_path / f"{i}_x", [f"optim.lr={lr}", "seed=0"], [0.5 + i / 10])
+    cli("athanor", "report", str(tmp_path), cwd=tmp_path)
+    assert "best val/acc" in (tmp_path / "report.csv").read_text().splitlines()[0]
+    assert not (tmp_path / "report_runs.csv").exists()
