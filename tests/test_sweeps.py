@@ -237,3 +237,125 @@ def test_report_without_repeated_seeds_keeps_one_row_per_run(tmp_path):
     cli("athanor", "report", str(tmp_path), cwd=tmp_path)
     assert "best val/acc" in (tmp_path / "report.csv").read_text().splitlines()[0]
     assert not (tmp_path / "report_runs.csv").exists()
+
+
+# ---- the Optuna study ----------------------------------------------------------------------------
+
+
+SEARCH = (
+    "hparams_search=digits_optuna",
+    *TINY,
+    "hydra.sweeper.sampler.name=random",
+    "hydra.sweeper.pruner.name=none",
+)
+
+
+@pytest.mark.slow
+def test_an_optuna_study_resumes_on_sqlite_with_new_trials(tmp_path):
+    """Run the same search twice on one sqlite file: trial numbers go on, points are new."""
+    import optuna
+
+    args = (*SEARCH, "hydra.sweeper.storage=sqlite:///study.db", "hydra.sweeper.n_trials=1")
+    first = cli("athanor.train", *args, "hydra.sweep.dir=outputs/a", cwd=tmp_path)
+    second = cli("athanor.train", *args, "hydra.sweep.dir=outputs/b", cwd=tmp_path)
+    assert "1 trials so far, 1 to run" in second.output
+    study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{tmp_path}/study.db")
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), first.output
+    assert trials[0].params != trials[1].params  # a new point, not the first draw again
+    # the value each trial was told is the best val/acc its run folder records
+    (run,) = (tmp_path / "outputs" / "b").glob("1_*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert trials[1].value == pytest.approx(summary["best"]["val/acc"])
+    assert "best trial #" in second.output and "| completed" in second.output
+
+
+def test_the_pruner_stops_a_trial_worse_than_the_median(tmp_path):
+    """Each epoch's validation metric (from the job's metrics.jsonl) is reported; a trial below
+    the median of the finished ones is pruned."""
+    import optuna
+
+    from athanor.sweep.manifest import Entry
+    from athanor.sweep.pool import Job
+    from athanor.sweep.study import StudyDriver
+
+    settings = {"pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}}
+    space = {"optim.lr": {"low": 1.0e-3, "high": 1.0e-1, "log": True}}
+    driver = StudyDriver(settings, [], space, "val/acc")
+    good = driver.study.ask(driver.distributions)
+    for epoch in (1, 2):
+        good.report(0.9, step=epoch)
+    driver.study.tell(good, 0.9)
+    trial = driver.study.ask(driver.distributions)
+    driver.trials = {trial.number: trial}
+    folder = tmp_path / "1_trial"
+    folder.mkdir()
+    job = Job(Entry(trial.number, driver.overrides(trial), str(folder)), [])
+    assert driver.watch(job) is False  # nothing logged yet
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val/acc": 0.2}) + "\n")
+    assert driver.watch(job) is True
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.2}
+    assert isinstance(driver.study.pruner, optuna.pruners.MedianPruner)
+
+
+@pytest.mark.slow
+def test_a_pruned_job_is_stopped_and_marked_pruned(tmp_path):
+    """The pool stops a job its watcher prunes (SIGTERM: the run stops after its step), and both
+    the manifest and the run's summary.json say pruned."""
+    from athanor.cli.sweeps import job_argv
+    from athanor.sweep.manifest import PRUNED, Entry, Manifest
+    from athanor.sweep.pool import Job, Pool
+    from athanor.sweep.slots import Slot
+
+    folder = tmp_path / "0_trial"
+    overrides = [*TINY, "trainer.epochs=50", "trainer.limit_train_batches=null"]
+    job = Job(Entry(0, overrides, str(folder)), job_argv(overrides, folder, 1))
+    seen = lambda j: (j.folder / "metrics.jsonl").exists()  # noqa: E731 - prune after epoch 1
+    (entry,) = Pool([Slot((), 1)], Manifest(tmp_path), watch=seen).run([job])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert entry.status == PRUNED and summary["status"] == PRUNED
+    assert summary["epochs"] < 50
+
+
+def test_without_optuna_hparams_search_names_the_extra(tmp_path):
+    """A machine without the extra: one paragraph naming it, exit 2, before any trial."""
+    fake = tmp_path / "no_optuna" / "optuna"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named optuna')\n")
+    env = {"PYTHONPATH": str(fake.parent)}
+    result = cli("athanor.train", "hparams_search=digits_optuna", cwd=tmp_path, env=env, expect=2)
+    said = " ".join(result.output.split())
+    assert "pip install 'athanor[optuna]'" in said and "Traceback" not in said
+
+
+# ---- out of memory -------------------------------------------------------------------------------
+
+
+def test_an_out_of_memory_job_is_retried_once_with_the_retry_overrides(tmp_path):
+    """Real processes: a job that says CUDA out of memory runs again with the halved batch; a
+    second failure is final."""
+    from athanor.sweep.manifest import FAILED, Entry, Manifest
+    from athanor.sweep.pool import Job, Pool
+    from athanor.sweep.slots import Slot
+
+    script = (
+        "import sys; print('torch.OutOfMemoryError: CUDA out of memory', sys.argv[1:]); sys.exit(1)"
+    )
+    job = Job(
+        Entry(0, ["x=1"], str(tmp_path / "0")),
+        [sys.executable, "-c", script],
+        ["data.batch_size=32"],
+    )
+    (entry,) = Pool([Slot((), 1)], Manifest(tmp_path)).run([job])
+    assert entry.status == FAILED and entry.attempts == 2 and "out of memory" in entry.reason
+    assert "['data.batch_size=32']" in (tmp_path / "0" / "console.log").read_text()
+
+
+def test_the_oom_retry_halves_the_batch_and_doubles_accumulation():
+    from omegaconf import OmegaConf
+
+    from athanor.cli.sweeps import halved_batch
+
+    cfg = OmegaConf.create({"data": {"batch_size": 64}, "trainer": {"accumulate": 2}})
+    assert halved_batch(cfg) == ["data.batch_size=32", "trainer.accumulate=4"]

@@ -90,14 +90,17 @@ class StudyDriver:
             raise ConfigError(
                 f"hydra.sweeper.direction={direction!r}: valid directions are maximize, minimize."
             )
+        name, storage = settings.get("study_name") or "athanor", settings.get("storage")
         self.study = optuna.create_study(
-            study_name=settings.get("study_name") or "athanor",
-            storage=settings.get("storage"),
-            sampler=make_sampler(settings.get("sampler")),
-            pruner=make_pruner(settings.get("pruner")),
-            direction=direction,
-            load_if_exists=True,  # the same storage and name: the study continues
-        )
+            study_name=name, storage=storage, direction=direction, load_if_exists=True
+        )  # the same storage and name: the study continues
+        # a seeded sampler starts again from the same draws: offset the seed by the trials the
+        # study has, so a continued study proposes new points, not its first ones again
+        sampler = dict(settings.get("sampler") or {})
+        if sampler.get("seed") is not None:
+            sampler["seed"] = int(sampler["seed"]) + len(self.study.trials)
+        self.study.sampler = make_sampler(sampler)
+        self.study.pruner = make_pruner(settings.get("pruner"))
         self.trials: dict[int, optuna.Trial] = {}
         self.reported: dict[int, set[int]] = {}
 
