@@ -209,6 +209,7 @@ def test_report_folds_seeds_into_mean_std_and_n_and_marks_the_best(tmp_path):
     accs |= {("0.01", "1"): 0.93}
     for i, ((lr, seed), acc) in enumerate(accs.items()):
         _fake_run(tmp_path / f"{i}_x", [f"optim.lr={lr}", f"seed={seed}"], [acc - 0.1, acc])
+    _fake_run(tmp_path / "9_x", ["optim.lr=0.1", "seed=3"], [], status="failed")  # no value
     result = cli("athanor", "report", str(tmp_path), cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
     assert len(lines) == 2, result.stdout  # one row per configuration, not per run
@@ -219,6 +220,7 @@ def test_report_folds_seeds_into_mean_std_and_n_and_marks_the_best(tmp_path):
         and best.split("|")[-2].strip() == "*"
     )
     assert "| 2 " in best and "| 3 " in other and "0.8500 ± 0.0500" in other
+    assert "3 completed, 1 failed" in other  # n counts the seeds with a value
     with (tmp_path / "report.csv").open() as f:
         import csv
 
@@ -228,7 +230,7 @@ def test_report_folds_seeds_into_mean_std_and_n_and_marks_the_best(tmp_path):
     )
     assert rows[1]["n"] == "3" and rows[0]["best"] == "*"
     assert "## Every run" in (tmp_path / "report.md").read_text()
-    assert len((tmp_path / "report_runs.csv").read_text().splitlines()) == 6
+    assert len((tmp_path / "report_runs.csv").read_text().splitlines()) == 7
 
 
 def test_report_without_repeated_seeds_keeps_one_row_per_run(tmp_path):

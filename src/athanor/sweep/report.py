@@ -222,9 +222,10 @@ def folded_tables(
         status = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in group).items())
         mark = "*" if i == best else ""
         cells = [f"{_fmt(m)} ± {_fmt(sd)}" if m is not None else "-" for m, sd, _ in stats[i]]
-        md_body.append([*(first.overrides.get(k) for k in keys), len(group), *cells, status, mark])
+        n = stats[i][0][2]  # runs with a value (a failed seed does not count)
+        md_body.append([*(first.overrides.get(k) for k in keys), n, *cells, status, mark])
         raw = [v for m, sd, _ in stats[i] for v in (m, sd)]
-        csv_body.append([*(first.overrides.get(k) for k in keys), len(group), *raw, status, mark])
+        csv_body.append([*(first.overrides.get(k) for k in keys), n, *raw, status, mark])
     return md_headers, md_body, csv_headers, csv_body
 
 
