@@ -361,3 +361,39 @@ def test_the_oom_retry_halves_the_batch_and_doubles_accumulation():
 
     cfg = OmegaConf.create({"data": {"batch_size": 64}, "trainer": {"accumulate": 2}})
     assert halved_batch(cfg) == ["data.batch_size=32", "trainer.accumulate=4"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_its_job_from_the_last_checkpoint(tmp_path):
+    """Ctrl-C (SIGINT to the sweep's process group) during epoch 2: the job checkpoints and stops,
+    the manifest says interrupted; the same command again continues it in the same folder."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT
+
+    args = ("-m", "hydra/launcher=pool", "trainer.epochs=3", "trainer.limit_val_batches=2")
+    args += ("logger.tensorboard=false", "logger.progress=plain", "hydra.sweep.dir=outputs/s")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "athanor.train", *args]
+    sweep = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("outputs/s/0_*/checkpoints/last.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGINT)
+    sweep.communicate(timeout=300)
+    (entry,) = _manifest(tmp_path / "outputs" / "s").values()
+    assert entry["status"] == "interrupted"
+    again = cli("athanor.train", *args, cwd=tmp_path)
+    assert "job 0 was interrupted, resuming it" in again.output
+    summary = json.loads((Path(entry["folder"]) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"] == 3 and summary["resumes"]
