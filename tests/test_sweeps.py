@@ -397,3 +397,21 @@ def test_an_interrupted_sweep_resumes_its_job_from_the_last_checkpoint(tmp_path)
     assert "job 0 was interrupted, resuming it" in again.output
     summary = json.loads((Path(entry["folder"]) / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs"] == 3 and summary["resumes"]
+
+
+def test_the_search_space_reads_hydra_sweep_syntax():
+    """What conf/hparams_search/ writes (and sweeps on the command line) as Optuna distributions."""
+    import optuna
+
+    from athanor.cli.sweeps import _is_sweep, search_space
+    from athanor.sweep.study import distribution
+
+    space = search_space(
+        {"optim.lr": "tag(log, interval(1.0e-4, 3.0e-2))", "optim": "choice(adamw, sgd)"}
+        | {"seed": "0,1", "trainer.epochs": "range(1,4)"}
+    )
+    lr = distribution("optim.lr", space["optim.lr"])
+    assert isinstance(lr, optuna.distributions.FloatDistribution) and lr.log and lr.low == 1.0e-4
+    assert space["optim"] == {"choice": ["adamw", "sgd"]} and space["seed"] == {"choice": [0, 1]}
+    assert space["trainer.epochs"] == {"choice": [1, 2, 3]}
+    assert _is_sweep("seed=0,1") and not _is_sweep("hparams_search=digits_optuna")

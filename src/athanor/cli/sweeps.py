@@ -195,6 +195,15 @@ def launcher_settings(config: DictConfig) -> dict[str, Any]:
     return {}
 
 
+def _is_sweep(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(arg).is_sweep_override()
+    except Exception:  # noqa: BLE001 - not ours to judge: the job reports a bad override
+        return False
+
+
 def search_space(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Hydra's sweep syntax (``choice``, ``range``, ``interval``, ``tag(log, ...)``) as the plain
     descriptions athanor.sweep.study takes."""
@@ -248,10 +257,17 @@ class OptunaSweeper(Sweeper):
             )
             sys.exit(EXIT_USER_ERROR)
         settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
-        space = search_space(settings.pop("params", None) or {})
+        params = dict(settings.pop("params", None) or {})
+        fixed = []
+        for arg in arguments:  # `optim=choice(sgd,adamw)` or `seed=0,1` on the command line
+            key, _, value = arg.partition("=")
+            sweeps = value and _is_sweep(arg)
+            params.update({key: value} if sweeps else {})
+            fixed += [] if sweeps else [arg]
+        space = search_space(params)
         runner = PoolRunner(self.hydra_context, self.config, launcher_settings(self.config))
         monitor = str(self.config.checkpoint.monitor)
-        driver = _guarded(study.StudyDriver, settings, list(arguments), space, monitor)
+        driver = _guarded(study.StudyDriver, settings, fixed, space, monitor)
         entries = _guarded(driver.run, runner.run)
         print(driver.summary(), flush=True)
         end_of_sweep(entries, runner.sweep_dir)
