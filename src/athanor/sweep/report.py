@@ -170,8 +170,8 @@ def fold_seeds(rows: list[RunRow]) -> list[list[RunRow]] | None:
     for r in rows:
         key = tuple(sorted((k, v) for k, v in r.overrides.items() if k != SEED_KEY))
         groups.setdefault(key, []).append(r)
-    if all(len(g) < 2 for g in groups.values()):
-        return None
+    if all(len({r.overrides.get(SEED_KEY) for r in g}) < 2 for g in groups.values()):
+        return None  # no configuration ran with two seeds (repeated runs of one seed stay rows)
     return list(groups.values())
 
 
