@@ -56,7 +56,9 @@ def test_slurm_launcher_composes_with_the_plugin():
 def test_optuna_search_space_names_real_keys_and_options():
     search = yaml.safe_load(SEARCH.read_text())
     assert {"override /hydra/sweeper": "optuna_tpe"} in search["defaults"]
-    assert yaml.safe_load(OPTUNA.read_text())["defaults"] == ["optuna"]
+    sweeper = yaml.safe_load(OPTUNA.read_text())  # athanor's own sweeper: no hydra-optuna-sweeper
+    assert sweeper["_target_"] == "hydra_plugins.athanor_sweeps.OptunaSweeper"
+    assert sweeper["storage"].startswith("sqlite:///")
     assert search["hydra"]["sweeper"]["direction"] == "maximize"
     assert search["checkpoint"] == {"monitor": "val/acc", "mode": "max"}
     config = compose()
@@ -72,10 +74,34 @@ def test_optuna_search_space_names_real_keys_and_options():
 
 
 def test_optuna_search_composes_with_the_plugin():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     cfg = compose_hydra("hparams_search=digits_optuna")
     assert cfg["hydra"]["sweeper"]["_target_"].endswith("OptunaSweeper")
     assert cfg["hydra"]["sweeper"]["n_trials"] == 16 and cfg["name"] == "digits_optuna"
+
+
+def test_pool_launcher_composes_with_its_keys():
+    cfg = compose_hydra("hydra/launcher=pool", "hydra.launcher.jobs_per_device=2")
+    launcher = cfg["hydra"]["launcher"]
+    assert launcher["_target_"] == "hydra_plugins.athanor_sweeps.PoolLauncher"
+    assert launcher["jobs_per_device"] == 2 and launcher["gpus_per_job"] == 1
+    assert launcher["devices"] is None and launcher["oom_retry_batch_halving"] is False
+
+
+def test_the_optuna_extra_resolves_to_what_is_installed():
+    """The extra's pins hold for the set the tests run on (optuna 4+, a stable hydra-core)."""
+    from importlib import metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((CONF.parent / "pyproject.toml").read_text())
+    extra = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["optuna"]]
+    assert {r.name for r in extra} >= {"optuna", "hydra-core"}
+    for req in extra:
+        version = metadata.version(req.name)
+        assert req.specifier.contains(version), f"{req.name} {version} is outside {req}"
+    hydra = next(r for r in extra if r.name == "hydra-core")
+    assert not hydra.specifier.contains("1.4.0rc3")  # what hydra-optuna-sweeper pulled
 
 
 def test_slurm_tasks_get_torchrun_variables(monkeypatch):

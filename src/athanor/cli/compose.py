@@ -27,11 +27,51 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+SWEEP_FUNCTIONS = ("glob", "range", "choice", "interval", "tag", "sort", "shuffle")
+
+
+def _split_sweep(value: str) -> list[str]:
+    """The elements of a sweep list: commas split, except inside quotes or parentheses."""
+    parts, depth, quote, current = [], 0, "", ""
+    for ch in value:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += ch
+    return [*parts, current]
+
+
+def _choices(value: str) -> list[str]:
+    """The plain option names a group override asks for; Hydra's sweep functions (glob, range,
+    interval, tag, sort, ...) are left to Hydra, except choice(...) whose names are plain."""
+    names = []
+    for part in (p.strip() for p in _split_sweep(value)):
+        head = part.split("(", 1)[0].strip()
+        if part.endswith(")") and head in SWEEP_FUNCTIONS:
+            if head == "choice":
+                names += _choices(part[len(head) + 1 : -1])
+            continue
+        if len(part) >= 2 and part[0] == part[-1] and part[0] in "'\"":
+            part = part[1:-1]
+        names.append(part)
+    return names
+
+
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
     """A message for ``group=option`` overrides naming no file of ``conf/<group>/``, or None.
 
     Hydra reports these too, but without suggesting the closest option; a sweep's
-    comma-separated choices are each checked."""
+    comma-separated choices are each checked, Hydra's sweep syntax (glob(*), choice(...), quoted
+    values) is accepted."""
     from athanor.registry import closest
 
     for arg in argv:
@@ -40,8 +80,8 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | Non
         if not sep or "." in key or not key or not folder.is_dir() or value in ("", "null"):
             continue
         options = sorted(p.stem for p in folder.glob("*.yaml"))
-        for choice in value.split(","):
-            if choice not in options:
+        for choice in _choices(value):
+            if choice not in options and choice != "null":
                 return (
                     f"{key}={choice!r} names no file conf/{key}/{choice}.yaml.{closest(choice, options)} "
                     f"Valid {key} options: {', '.join(options)}."

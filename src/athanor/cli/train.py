@@ -3,11 +3,14 @@ training, or one job of a sweep, in this process or in a worker group it launche
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
-from athanor.cli.outcome import is_multirun, run_task
+from athanor.cli.outcome import is_multirun, report, run_task
+from athanor.errors import EXIT_USER_ERROR
 from athanor.record.scratch import remove_scratch
 
 
@@ -30,6 +33,28 @@ def _train_task(cfg) -> Any:
         remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
 
 
+def sweep_under_torchrun(argv: list[str], environ: dict[str, str]) -> str | None:
+    """Why a sweep started by torchrun is refused, or None. Each torchrun worker would run the
+    jobs on its own and job 1 waits forever for a process group that job 0 closed."""
+    sweeping = any(a in ("-m", "--multirun") or a.startswith("hparams_search=") for a in argv)
+    if not sweeping or int(environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    nproc = environ.get("LOCAL_WORLD_SIZE", environ["WORLD_SIZE"])
+    rest = " ".join(a for a in argv if a not in ("-m", "--multirun"))
+    return (
+        f"a sweep (-m) cannot run inside torchrun (WORLD_SIZE={environ['WORLD_SIZE']}): each "
+        "sweep job starts its own process group. Start the sweep without torchrun and let each "
+        f"job launch its workers: `train -m {rest} distributed.nproc_per_node={nproc}`, or "
+        f"`train -m {rest} hydra/launcher=pool hydra.launcher.gpus_per_job={nproc}` to spread "
+        "the jobs over the GPUs."
+    )
+
+
 def train() -> None:
     """`train [overrides]`: compose conf/train.yaml with the overrides and run (Hydra app)."""
+    problem = sweep_under_torchrun(sys.argv[1:], dict(os.environ))
+    if problem:
+        if os.environ.get("RANK", "0") == "0":  # said once, not by every worker
+            report("Config error", problem)
+        sys.exit(EXIT_USER_ERROR)
     run_hydra_app(_train_task, "train")

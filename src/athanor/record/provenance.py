@@ -3,6 +3,7 @@ host."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -39,4 +40,6 @@ def provenance() -> dict[str, Any]:
         "versions": package_versions(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "host": platform.node(),
+        # the GPUs this job was given (a sweep's pool launcher sets it per job); None: all
+        "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }

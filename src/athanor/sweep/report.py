@@ -5,7 +5,9 @@ run: a config error, or a job that has not started yet): the overrides that vary
 the runs, the best and final validation metrics, epochs, wall time and status (completed, failed,
 interrupted, running), best run first by the monitored metric. The table is printed and written
 next to the runs as ``report.csv`` and ``report.md``; ``--plot`` adds ``report.png`` with every
-run's validation curves. Reads only what runs write: summary.json, metrics.jsonl, .hydra/.
+run's validation curves. Runs that differ only in ``seed`` are folded: one row per configuration
+with each metric's mean ± std and n, the best configuration marked (report.csv then has mean and
+std columns; every run is still in report.md and report_runs.csv). Reads only what runs write: summary.json, metrics.jsonl, .hydra/.
 """
 
 from __future__ import annotations
@@ -137,6 +139,75 @@ def build_table(rows: list[RunRow]) -> tuple[list[str], list[list[Any]], str]:
     return headers, body, monitor
 
 
+SEED_KEY = "seed"
+
+
+def fold_seeds(rows: list[RunRow]) -> list[list[RunRow]] | None:
+    """Runs grouped by their overrides without ``seed`` (one group per configuration), or None
+    when no configuration ran with more than one seed (nothing to fold)."""
+    groups: dict[tuple, list[RunRow]] = {}
+    for r in rows:
+        key = tuple(sorted((k, v) for k, v in r.overrides.items() if k != SEED_KEY))
+        groups.setdefault(key, []).append(r)
+    if all(len({r.overrides.get(SEED_KEY) for r in g}) < 2 for g in groups.values()):
+        return None  # no configuration ran with two seeds (repeated runs of one seed stay rows)
+    return list(groups.values())
+
+
+def mean_std(values: list[Any]) -> tuple[float | None, float | None, int]:
+    """Mean, sample standard deviation (0 for one value) and count of the finite values."""
+    xs = [float(v) for v in values if _finite(v)]
+    if not xs:
+        return None, None, 0
+    mean = sum(xs) / len(xs)
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+    return mean, math.sqrt(var), len(xs)
+
+
+def folded_tables(
+    rows: list[RunRow],
+) -> tuple[list[str], list[list[Any]], list[str], list[list[Any]]] | None:
+    """Seeds folded: one row per configuration, each metric as mean ± std over its seeds and n,
+    the best configuration (by the mean of the best monitored value) marked. Returns the
+    Markdown headers and cells, and the CSV headers and raw values; None when nothing to fold."""
+    groups = fold_seeds(rows)
+    if groups is None:
+        return None
+    monitor, mode = Counter((r.monitor, r.mode) for r in rows).most_common(1)[0][0]
+    keys = [k for k in varying_keys(rows) if k != SEED_KEY]
+    extra = [k for k in ("val/acc", "val/loss") if k != monitor and any(r.final(k) for r in rows)]
+    metrics = [
+        (f"best {monitor}", lambda r: r.best),
+        (f"final {monitor}", lambda r: r.final(monitor)),
+    ]
+    metrics += [(f"final {k}", lambda r, k=k: r.final(k)) for k in extra]
+    stats = [[mean_std([get(r) for r in g]) for _, get in metrics] for g in groups]
+    sign = -1.0 if mode == "max" else 1.0
+    order = sorted(
+        range(len(groups)), key=lambda i: (stats[i][0][0] is None, sign * (stats[i][0][0] or 0.0))
+    )
+    best = order[0] if stats[order[0]][0][0] is not None else None
+    md_headers = [*keys, "n", *(name for name, _ in metrics), "status", "best"]
+    csv_headers = [
+        *keys,
+        "n",
+        *(f"{name} {part}" for name, _ in metrics for part in ("mean", "std")),
+        "status",
+        "best",
+    ]
+    md_body, csv_body = [], []
+    for i in order:
+        group, first = groups[i], groups[i][0]
+        status = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in group).items())
+        mark = "*" if i == best else ""
+        cells = [f"{_fmt(m)} ± {_fmt(sd)}" if m is not None else "-" for m, sd, _ in stats[i]]
+        n = stats[i][0][2]  # runs with a value (a failed seed does not count)
+        md_body.append([*(first.overrides.get(k) for k in keys), n, *cells, status, mark])
+        raw = [v for m, sd, _ in stats[i] for v in (m, sd)]
+        csv_body.append([*(first.overrides.get(k) for k in keys), n, *raw, status, mark])
+    return md_headers, md_body, csv_headers, csv_body
+
+
 def markdown(headers: list[str], body: list[list[Any]]) -> str:
     cells = [headers, *[[_fmt(v) for v in row] for row in body]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -189,8 +260,20 @@ def report(root: Path, *, plot: bool = False) -> str | None:
     rows = [read_run(p, root) for p in paths]
     headers, body, monitor = build_table(rows)
     text = markdown(headers, body)
-    write_csv(root / "report.csv", headers, body)
-    (root / "report.md").write_text(f"# Runs under {root}\n\n{text}")
+    folded = folded_tables(rows)
+    if folded is None:
+        write_csv(root / "report.csv", headers, body)
+        (root / "report.md").write_text(f"# Runs under {root}\n\n{text}")
+    else:  # one row per configuration, seeds folded; every run still listed below it
+        md_headers, md_body, csv_headers, csv_body = folded
+        runs = text
+        text = markdown(md_headers, md_body)
+        write_csv(root / "report.csv", csv_headers, csv_body)
+        write_csv(root / "report_runs.csv", headers, body)
+        (root / "report.md").write_text(
+            f"# Runs under {root}, seeds folded (mean ± std, * = best)\n\n{text}\n"
+            f"## Every run\n\n{runs}"
+        )
     if plot:
         plot_curves(root / "report.png", rows, monitor)
     return text
