@@ -17,6 +17,7 @@ LEVELS = {
     "distributed": 0,
     "typecheck": 0,
     "seeding": 0,
+    "plugins": 0,  # loads the user's modules and entry-point plugins (registry only)
     "config": 1,
     "metrics": 2,
     "models": 3,
