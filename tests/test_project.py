@@ -16,12 +16,14 @@ TINYNET = '''
 from torch import nn
 from athanor import MODELS
 
-
 @MODELS.register("tinynet")
 def tinynet(*, num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
-    """A tiny MLP (no image_size in its signature: it is not passed)."""
-    return nn.Sequential(nn.Flatten(), nn.LazyLinear(width), nn.ReLU(), nn.Linear(width, num_classes))
-'''
+    """One conv layer and a linear head (LazyLinear sizes itself on the first batch)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.LazyLinear(num_classes),
+    )
+'''  # the README's example, word for word
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -97,6 +99,17 @@ def test_cfg_job_and_list_show_the_project_options(project):
     assert f"options from {project / 'conf'}: mlp, tinynet" in listing
     experiments = cli("athanor", "list", "experiment", cwd=project).stdout
     assert "mine" in experiments and "digits_quick" in experiments
+    elsewhere = project / "my_project"  # no conf/ here: --config-dir brings the project's in
+    job = cli(
+        "athanor.train",
+        "--config-dir",
+        str(project / "conf"),
+        "--cfg",
+        "job",
+        "model=mlp",
+        cwd=elsewhere,
+    )
+    assert "hidden:\n  - 24" in job.stdout
 
 
 @pytest.mark.slow  # a training run or several CLI starts: ~30 s on a busy machine
