@@ -4,6 +4,7 @@ process, with errors raised instead of exits."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
     from athanor.record.folder import RunDir
     from athanor.record.scratch import remove_scratch
 
+    if not logging.getLogger().handlers:  # a notebook: show the run's lines as `train` would
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     _chosen.clear()  # a new run folder for each call (the resolvers memoize per process)
     cfg = _hydra_compose(list(overrides or []), config_dir, "train")
     config = _plain(cfg)

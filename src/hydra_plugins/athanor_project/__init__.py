@@ -8,6 +8,8 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 class AthanorProjectSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from athanor.cli.project import prepend_project_dirs
-
+        try:
+            from athanor.cli.project import prepend_project_dirs
+        except ImportError:  # an athanor without project support earlier on sys.path
+            return
         prepend_project_dirs(search_path)
