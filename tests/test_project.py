@@ -68,6 +68,10 @@ def test_project_model_trains_from_its_own_module_and_conf(project):
     # the project's mlp.yaml replaces athanor's: said once, in the log
     log = (run.run_dir / "train.log").read_text()
     assert log.count("model/mlp.yaml is used instead of athanor's own model/mlp.yaml") == 1
+    # evaluate imports the run's own modules (saved with its config) before building the model
+    cli("athanor.evaluate", f"ckpt={run.run_dir}", cwd=project)
+    (report,) = (run.run_dir / "checkpoints").glob("eval_val_*.json")
+    assert json.loads(report.read_text())["top1"] == pytest.approx(summary["best"]["val/acc"])
 
 
 def test_project_conf_adds_options_and_wins_a_clash(project, monkeypatch):
@@ -147,6 +151,7 @@ def test_a_py_file_import_registers_and_is_listed(project):
     assert run.summary()["status"] == "completed"
 
 
+@pytest.mark.slow  # two CLI starts' worth of imports: ~30 s on a busy machine
 def test_an_entry_point_plugin_is_loaded_and_marked(tmp_path):
     site = write(
         tmp_path / "site",
