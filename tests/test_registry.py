@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from athanor.errors import ConfigError
-from athanor.registry import Registry
+from athanor.registry import BuilderError, Registry
 
 
 def make_registry() -> Registry:
@@ -43,8 +43,9 @@ def test_shared_keys_are_not_passed_to_the_builder():
 
 def test_duplicate_registration_is_refused():
     reg = make_registry()
-    with pytest.raises(RuntimeError, match="registered twice"):
+    with pytest.raises(ConfigError, match="registered twice") as err:
         reg.register("square")(lambda: None)
+    assert str(err.value).count("test_registry") == 2  # both places are named
 
 
 def test_unknown_name_lists_names_and_suggests_closest():
@@ -90,14 +91,40 @@ def test_spec_without_name():
         make_registry().check({"scale": 1.0})
 
 
-def test_builder_value_errors_become_config_errors():
+def test_builtin_builder_value_errors_become_config_errors():
     reg: Registry = Registry("thing")
 
-    @reg.register("picky")
     def picky(*, lr: float = 0.1):
         raise ValueError(f"Invalid learning rate: {lr}")
 
+    picky.__module__ = "athanor.optim.fake"  # one of athanor's own builders, passing lr to torch
+    reg.register("picky")(picky)
     with pytest.raises(
         ConfigError, match="thing 'picky' rejected its arguments.*Invalid learning rate"
     ):
         reg.build({"name": "picky", "lr": -1.0})
+
+
+def test_a_user_builder_that_raises_keeps_its_traceback():
+    reg: Registry = Registry("thing")
+
+    @reg.register("buggy")
+    def buggy():
+        return {}["missing"]
+
+    with pytest.raises(
+        BuilderError, match=r"thing builder 'buggy' \(test_registry\) raised KeyError"
+    ) as err:
+        reg.build({"name": "buggy"})
+    assert isinstance(err.value.__cause__, KeyError)
+
+
+def test_a_builder_gets_only_the_runtime_arguments_it_names():
+    reg: Registry = Registry("thing", runtime=("num_classes", "image_size"))
+    reg.register("plain")(lambda *, num_classes: num_classes)
+    reg.register("greedy")(lambda **kw: sorted(kw))
+    assert reg.build({"name": "plain"}, num_classes=3, image_size=8) == 3
+    assert reg.build({"name": "greedy"}, num_classes=3, image_size=8) == [
+        "image_size",
+        "num_classes",
+    ]

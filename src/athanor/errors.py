@@ -22,3 +22,8 @@ class InterruptedRun(Exception):
 class PeerFailed(RuntimeError):
     """A collective failed because another process of the DDP group stopped (its error is the
     cause, shown by that process); this rank only says once that it stops too."""
+
+
+class UserCodeError(Exception):
+    """The user's own code (a module in `imports`, a plugin, a builder) raised. The message says
+    which; the cause is their exception, whose traceback is shown (it is their code to fix)."""

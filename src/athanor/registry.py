@@ -4,6 +4,10 @@ A config node is ``{name: <registered name>, **builder kwargs}``. Runtime object
 optimizer, number of classes, ...) are passed by the building code and may not be set in YAML.
 Keys listed as ``shared`` belong to the whole group (e.g. ``data.batch_size``) and are handled by
 the group's build code rather than by each builder.
+
+Each entry remembers where it was registered (``origin``: the module, or the plugin that loaded
+it), so `athanor list` can say so and a name registered twice names both places. A builder
+receives only the runtime arguments its signature names (or all of them with ``**kwargs``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from athanor.errors import ConfigError
+from athanor.errors import ConfigError, UserCodeError
 from athanor.typecheck import check_value
 
 T = TypeVar("T")
@@ -26,6 +30,21 @@ class Entry:
     name: str
     builder: Callable[..., Any]
     description: str
+    origin: str = ""  # the module that registered it ("athanor.models.simple", "my_project.nets")
+
+
+# Set by athanor.plugins while an entry-point plugin loads, so its entries say which plugin.
+_loading_plugin: list[str] = []
+
+
+def origin_of(fn: Callable[..., Any]) -> str:
+    """Where ``fn`` comes from: its module, plus the plugin being loaded, if any."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module} (plugin {_loading_plugin[-1]})" if _loading_plugin else module
+
+
+class BuilderError(UserCodeError):
+    """A builder raised: its own traceback is the cause; this line says which builder failed."""
 
 
 def closest(name: str, options: Iterable[str]) -> str:
@@ -46,10 +65,15 @@ class Registry(Generic[T]):
         """Decorator: ``@MODELS.register("resnet18")``. The docstring's first line describes it."""
 
         def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+            origin = origin_of(fn)
             if name in self._entries:
-                raise RuntimeError(f"{self.group} '{name}' is registered twice")
+                first = self._entries[name].origin
+                raise ConfigError(
+                    f"{self.group} name {name!r} is registered twice: first by {first}, again by "
+                    f"{origin}. Give one of them another name (names must be unique per group)."
+                )
             doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-            self._entries[name] = Entry(name, fn, doc)
+            self._entries[name] = Entry(name, fn, doc, origin)
             return fn
 
         return wrap
@@ -91,15 +115,37 @@ class Registry(Generic[T]):
         self.split(spec)
 
     def build(self, spec: Mapping[str, Any], **runtime: Any) -> T:
+        """Call the builder with the config's kwargs and the runtime arguments it names.
+
+        A ConfigError from the builder stays a config error, and so does a ValueError/TypeError
+        from athanor's own builders (torch refusing a value the config gave, e.g. lr=-1). Anything
+        else, and anything a user's builder raises, is a bug in that builder: re-raised as
+        BuilderError (its traceback kept) naming the builder."""
         entry, kwargs, _ = self.split(spec)
+        wanted = self.runtime_for(entry, runtime)
         try:
-            return entry.builder(**runtime, **kwargs)
+            return entry.builder(**wanted, **kwargs)
+        except ConfigError:
+            raise
         except (ValueError, TypeError) as err:
-            if isinstance(err, ConfigError):
-                raise
+            if not entry.origin.startswith("athanor."):
+                raise BuilderError(self._failed(entry, err)) from err
             raise ConfigError(
                 f"{self.group} '{entry.name}' rejected its arguments {kwargs}: {err}"
             ) from err
+        except Exception as err:
+            raise BuilderError(self._failed(entry, err)) from err
+
+    def _failed(self, entry: Entry, err: Exception) -> str:
+        return f"{self.group} builder '{entry.name}' ({entry.origin}) raised {type(err).__name__}: {err}"
+
+    @staticmethod
+    def runtime_for(entry: Entry, runtime: dict[str, Any]) -> dict[str, Any]:
+        """The runtime arguments ``entry``'s builder names (all of them with ``**kwargs``)."""
+        params = inspect.signature(entry.builder).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return runtime
+        return {k: v for k, v in runtime.items() if k in params}
 
     def _check_kwargs(self, entry: Entry, kwargs: dict[str, Any]) -> None:
         sig = inspect.signature(entry.builder)

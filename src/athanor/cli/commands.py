@@ -1,5 +1,5 @@
 """The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out.pt>`,
-`athanor report <folder> [--plot]` (more subcommands join here)."""
+`athanor report <folder> [--plot]`, `athanor init NAME` (more subcommands join here)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,50 @@ def registries() -> dict:
 
 
 def presets() -> list[tuple[str, str]]:
-    """(name, first line of its header comment) for each conf/experiment/*.yaml bundle."""
-    from athanor.cli.compose import CONF_DIR
+    """(name, first line of its header comment [+ its folder]) for each experiment/*.yaml
+    bundle of every searched config folder (the project's first)."""
+    from athanor.cli.project import origins, search_dirs
 
     out = []
-    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+    for name, folder in sorted(origins("experiment", search_dirs()).items()):
+        path = folder / "experiment" / f"{name}.yaml"
         comments = [
             line.lstrip("# ").strip()
             for line in path.read_text().splitlines()
             if line.startswith("#") and "@package" not in line
         ]
-        out.append((path.stem, comments[0] if comments else ""))
+        out.append((name, comments[0] if comments else ""))
     return out
+
+
+def load_project_code() -> str | None:
+    """Plugins and the default config's `imports`, so their entries are listed; a message when
+    that fails (the message is printed, the listing goes on with what is loaded)."""
+    from athanor import plugins
+    from athanor.cli.api import compose
+    from athanor.errors import ConfigError, UserCodeError
+
+    try:
+        plugins.load_user_code(compose([]).get("imports"))
+    except (ConfigError, UserCodeError) as err:
+        return f"(your code was not fully loaded: {err})"
+    return None
+
+
+def _describe(entry) -> tuple[str, str]:
+    """(description, where it comes from: the module or plugin unless it is athanor's own)."""
+    return entry.description, "" if entry.origin.startswith("athanor.") else entry.origin
+
+
+def project_options(group: str) -> list[str]:
+    """Lines naming the options (YAML files) of ``group`` that come from outside athanor."""
+    from athanor.cli.project import label, origins, search_dirs
+
+    by_folder: dict = {}
+    for name, folder in origins(group, search_dirs()).items():
+        if label(folder) != "athanor":
+            by_folder.setdefault(folder, []).append(name)
+    return [f"  options from {f}: {', '.join(n)}" for f, n in by_folder.items()]
 
 
 def _wrapped(words: list[str], indent: str = "    ", width: int = 100) -> list[str]:
@@ -39,18 +71,21 @@ def _wrapped(words: list[str], indent: str = "    ", width: int = 100) -> list[s
     return lines + [line.rstrip()]
 
 
-def _rows(group: str, entries: list[tuple[str, str]]) -> list[str]:
+def _rows(group: str, entries: list[tuple[str, ...]]) -> list[str]:
+    """One line per entry: name, description cut to the line, then [where] when not athanor's."""
     rows = [f"{group}:"]
-    for name, description in entries:
-        text = description.rstrip(".")
-        rows.append(f"  {name:<20} {text if len(text) <= 78 else text[:77] + '…'}")
+    for name, description, *where in entries:
+        mark = f" [{where[0]}]" if where and where[0] else ""
+        text, room = description.rstrip("."), 78 - len(mark)
+        rows.append(f"  {name:<20} {text if len(text) <= room else text[: room - 1] + '…'}{mark}")
     return rows
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every config group's registered names with one line each; one group with a name."""
+    problem = load_project_code()
     regs = registries()
-    groups = {**{g: [(e.name, e.description) for e in r.entries()] for g, r in regs.items()}}
+    groups = {g: [(e.name, *_describe(e)) for e in r.entries()] for g, r in regs.items()}
     groups["experiment"] = presets()
     if args.group and args.group not in groups:
         from athanor.registry import closest
@@ -62,7 +97,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         return 2
     for group in [args.group] if args.group else list(groups):
-        print("\n".join(_rows(group, groups[group])))
+        print("\n".join(_rows(group, groups[group]) + project_options(group)))
         if group == "model":
             from athanor.models.vision import classification_archs
 
@@ -72,6 +107,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print("\n".join(_wrapped(archs)))
             else:
                 print("    (`athanor list model` lists them)")
+    if problem:
+        print(problem, file=sys.stderr)
     return 0
 
 
@@ -115,6 +152,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from athanor.cli.init import init_project
+    from athanor.errors import ConfigError
+
+    try:
+        written = init_project(args.name)
+    except ConfigError as err:
+        print(f"Config error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files in {args.name}/. Next:\n  cd {args.name} && train")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="athanor", description="athanor utilities")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="e.g. outputs/multirun/2026-11-25/14-03-12_mlp_digits")
     p.add_argument("--plot", action="store_true", help="also write report.png (val curves)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("init", help="write a new project (model, data set, conf/, smoke test)")
+    p.add_argument("name", help="the new folder, e.g. my-project (package my_project)")
+    p.set_defaults(func=cmd_init)
     return parser
 
 

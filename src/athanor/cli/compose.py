@@ -3,16 +3,16 @@ and the conversion of Hydra's DictConfig into plain containers (done once, here)
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from athanor.cli.outcome import report
+from athanor.cli.project import athanor_conf, search_dirs, with_clash_notes
 from athanor.cli.resolvers import register_resolvers
 from athanor.errors import EXIT_USER_ERROR
 
-CONF_DIR = Path(os.environ.get("ATHANOR_CONF", Path(__file__).resolve().parents[3] / "conf"))
+CONF_DIR = athanor_conf()
 
 
 def to_plain(cfg) -> dict[str, Any]:
@@ -66,20 +66,22 @@ def _choices(value: str) -> list[str]:
     return names
 
 
-def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
+def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | None:
     """A message for ``group=option`` overrides naming no file of ``conf/<group>/``, or None.
 
     Hydra reports these too, but without suggesting the closest option; a sweep's
     comma-separated choices are each checked, Hydra's sweep syntax (glob(*), choice(...), quoted
-    values) is accepted."""
+    values) is accepted. Every searched folder's options count (the
+    project's conf/, --config-dir, athanor's own)."""
     from athanor.registry import closest
 
+    dirs = [conf_dir] if conf_dir else search_dirs(argv)
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        folder = conf_dir / key
-        if not sep or "." in key or not key or not folder.is_dir() or value in ("", "null"):
+        folders = [d / key for d in dirs if key and (d / key).is_dir()]
+        if not sep or "." in key or not key or not folders or value in ("", "null"):
             continue
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         for choice in _choices(value):
             if choice not in options and choice != "null":
                 return (
@@ -97,5 +99,8 @@ def run_hydra_app(task, config_name: str) -> None:
         report("Config error", problem)
         sys.exit(EXIT_USER_ERROR)
     register_resolvers()
+    task = with_clash_notes(
+        task
+    )  # a project's conf/ is searched first (hydra_plugins/athanor_project)
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
     main()

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from athanor.cli.compose import CONF_DIR
-from athanor.cli.outcome import DEBUG_ENV, report
-from athanor.errors import EXIT_USER_ERROR, ConfigError
+from athanor.cli.outcome import DEBUG_ENV, report, report_user_code
+from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError, UserCodeError
 
 
 def evaluate_config(argv: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
@@ -62,3 +62,6 @@ def evaluate(argv: list[str] | None = None) -> None:
             raise
         report("Config error", str(err))
         sys.exit(EXIT_USER_ERROR)
+    except UserCodeError as err:
+        report_user_code(err)
+        sys.exit(EXIT_FAILED)

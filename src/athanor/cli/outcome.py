@@ -17,6 +17,7 @@ from athanor.errors import (
     InterruptedRun,
     NonFiniteError,
     PeerFailed,
+    UserCodeError,
 )
 
 log = logging.getLogger("athanor")
@@ -34,6 +35,16 @@ def report(kind: str, message: str) -> None:
     for handler in logging.getLogger().handlers:  # the run's log file, not the console again
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def report_user_code(err: UserCodeError) -> None:
+    """First line: which module or builder failed; then the user's own traceback (their code)."""
+    import traceback
+
+    cause = err.__cause__ or err
+    trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    print(f"Error in your code: {err}\n{trace}", file=sys.stderr, end="", flush=True)
+    log.debug("%s", err)
 
 
 def is_multirun() -> bool:
@@ -71,6 +82,10 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
             raise
         report("Config error", str(err) + _discard_unstarted(run_dir))
         code = EXIT_USER_ERROR
+    except UserCodeError as err:
+        report_user_code(err)
+        _record_failure(run_dir, str(err))
+        code = EXIT_FAILED
     except (NonFiniteError, CheckpointSaveError) as err:
         report("Training failed", str(err))
         code = EXIT_FAILED

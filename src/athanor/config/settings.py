@@ -197,6 +197,7 @@ class RunSettings:
     name: str = "run"
     resume: str | None = None
     dry_run: bool = False
+    imports: list[str] = field(default_factory=list)  # the user's modules (athanor.plugins)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     logger: LoggerSettings = field(default_factory=LoggerSettings)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from athanor import plugins
 from athanor.distributed import Dist, resolve_device
 from athanor.engine.build import build_data, build_loaders, build_model, validate
 from athanor.engine.evaluate import evaluate, validation_loss
@@ -68,6 +69,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     """Evaluate ``options['ckpt']`` on ``options['split']``; returns the written report."""
     state, path = load_for_evaluation(str(options["ckpt"]))
     config = without_weights(state["config"])
+    plugins.load_user_code(config.get("imports"))  # the run's own builders
     config["data"] = {**config["data"], **(options.get("data") or {})}
     validate(config)
     split = options.get("split", "val")

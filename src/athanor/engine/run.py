@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from athanor import distributed
+from athanor import distributed, plugins
 from athanor.config.settings import RunSettings, run_settings
 from athanor.distributed import Dist
 from athanor.engine import dry_run as preflight
@@ -42,6 +42,7 @@ def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
 
 def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     """Train once. Returns the monitored metric's best value (for sweepers), or None."""
+    plugins.load_user_code(config.get("imports"))  # the user's builders, before any validation
     distributed.export_slurm_env()
     d = distributed.env_dist()
     distributed.quiet_unless_main(d)

@@ -1,0 +1,82 @@
+"""The Python API behind ``athanor.compose`` and ``athanor.fit``: the same composition as `train`
+(the current folder's conf/ first, then an optional ``config_dir``, then athanor's own), in this
+process, with errors raised instead of exits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from athanor.cli.compose import check_group_choices
+from athanor.cli.project import api_config_dir, athanor_conf
+from athanor.cli.resolvers import _chosen, register_resolvers
+from athanor.errors import ConfigError
+
+
+def _hydra_compose(overrides: list[str], config_dir: str | Path | None, config_name: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    if config_dir is not None and not Path(config_dir).is_dir():
+        raise ConfigError(f"config_dir={str(config_dir)!r} is not a folder.")
+    api_config_dir[:] = [Path(config_dir).resolve()] if config_dir else []
+    try:  # the search-path plugin puts the project's conf/ and config_dir before athanor's own
+        problem = check_group_choices(overrides)
+        if problem:
+            raise ConfigError(problem)
+        register_resolvers()
+        with initialize_config_dir(config_dir=str(athanor_conf()), version_base="1.3"):
+            return hydra_compose(
+                config_name=config_name, overrides=overrides, return_hydra_config=True
+            )
+    except HydraException as err:
+        raise ConfigError(f"Could not compose the config: {err}") from err
+    finally:
+        api_config_dir.clear()
+
+
+def _plain(cfg) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+
+
+def compose(
+    overrides: list[str] | None = None,
+    config_dir: str | Path | None = None,
+    config_name: str = "train",
+) -> dict[str, Any]:
+    """The composed config as plain data, exactly as ``train <overrides>`` would see it."""
+    return _plain(_hydra_compose(list(overrides or []), config_dir, config_name))
+
+
+def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train in this process as ``train <overrides>`` would; returns the run's summary dict.
+    A bad config raises ``athanor.ConfigError`` (nothing calls sys.exit)."""
+    from omegaconf import OmegaConf
+
+    from athanor.engine.launch import launch, wants_launch
+    from athanor.engine.run import train_run
+    from athanor.record.folder import RunDir
+    from athanor.record.scratch import remove_scratch
+
+    if not logging.getLogger().handlers:  # a notebook: show the run's lines as `train` would
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _chosen.clear()  # a new run folder for each call (the resolvers memoize per process)
+    cfg = _hydra_compose(list(overrides or []), config_dir, "train")
+    config = _plain(cfg)
+    run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    if not config.get("dry_run"):
+        hydra_dir = run_dir / ".hydra"  # what `train` leaves: the config and the overrides
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides or [])))
+    try:
+        launch(config, run_dir) if wants_launch(config) else train_run(config, run_dir)
+        return RunDir(run_dir).read_summary()
+    finally:
+        remove_scratch(run_dir)
