@@ -1,7 +1,7 @@
 """One training run: settings -> run folder -> build -> resume -> loop -> summary.
 
-Whatever happens, the TensorBoard writer is closed, the summary says how the run ended
-(completed / failed / interrupted) and the process group is destroyed (``finally``).
+Whatever happens, the summary says how the run ended (completed / failed / interrupted), the
+trackers are finished with that status and the process group is destroyed (``finally``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from athanor.engine.step import Stepper, warn_precision
 from athanor.errors import ConfigError, InterruptedRun, PeerFailed
 from athanor.observe.model_summary import format_summary, summarize
 from athanor.observe.reporter import Reporter
-from athanor.observe.trackers import NullTracker, TensorBoardTracker
+from athanor.observe.trackers import NullTracker, check_trackers, open_trackers
 from athanor.optim.param_groups import describe_groups
 from athanor.record import resume
 from athanor.record.checkpoints import Checkpointer, check_disk, state_bytes
@@ -206,17 +206,17 @@ class TrainingRun:
         main = self.d.is_main
         self.checkpointer = Checkpointer(self.run.checkpoints, s.checkpoint, active=main)
         progress = Progress()
-        purge_step = None
+        resumed_step = None
         if resumed is not None:
             trainable = resume.Trainable(
                 self.model, self.optimizer, self.scheduler, self.stepper, self.plan()
             )
             resume.restore(resumed.state, resumed.path, trainable, progress)
             self.checkpointer.best = resumed.state.get("best_metric")
-            purge_step = progress.step + 1  # TensorBoard drops what the killed run wrote later
-        if main and s.logger.tensorboard:
-            self.tracker = TensorBoardTracker(
-                self.run.tensorboard, purge_step=purge_step, flush_secs=s.logger.flush_secs
+            resumed_step = progress.step  # trackers drop what the killed run wrote later
+        if main:
+            self.tracker = open_trackers(
+                s.logger, self.run.path, resumed_step=resumed_step, config=self.config
             )
         self.reporter = Reporter(
             tracker=self.tracker,
@@ -232,7 +232,7 @@ class TrainingRun:
             plots_dir=self.run.path / "plots",
             active=main,
         )
-        if main and s.logger.image_grid and s.logger.tensorboard:
+        if main and s.logger.image_grid and "tensorboard" in s.logger.active_trackers:
             # fork_rng: peeking at a batch must not shift the RNG the training run consumes
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self.reporter.image_grid(next(iter(self.loaders.train.epoch(0))).inputs)
@@ -295,7 +295,6 @@ class TrainingRun:
             except Exception as err:  # noqa: BLE001 - figures must not mask how the run ended
                 log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
-        self.tracker.close()
 
 
 def _best(history: list[dict], key: str, mode: str) -> dict[str, Any]:
@@ -322,6 +321,7 @@ def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     with distributed.said_by_rank0(d):
         settings = run_settings(config)
         validate(config)
+        check_trackers(settings.logger)
         device = distributed.resolve_device(settings.device, d)
     distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
     try:
@@ -398,6 +398,7 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
         if d.is_main:
             summary = run.update_summary(status=status, error=error, **job.summary_fields())
             log.info("run %s: %s in %s", status, run.path, summary.get("wall_time_s"))
+        job.tracker.finish(status)  # after the summary: trackers keep it as an artifact
         if status == "interrupted":
             signals.forward()  # e.g. submitit's requeue, after the checkpoint and the summary
     best = summary.get("best", {}).get(settings.checkpoint.monitor) if d.is_main else None

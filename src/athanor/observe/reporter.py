@@ -1,6 +1,6 @@
 """What the user sees while training: a progress bar on a TTY (plain log lines otherwise),
-TensorBoard scalars, images and histograms, ``metrics.jsonl`` records and the PNG figures of the
-run folder. Only the main process reports; the loop calls it at fixed points."""
+scalars, images and histograms for the trackers, ``metrics.jsonl`` records and the PNG figures of
+the run folder. Only the main process reports; the loop calls it at fixed points."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch import nn
 from athanor.config.settings import LoggerSettings
 from athanor.distributed import sum_across_ranks
 from athanor.observe import insight, plots
-from athanor.observe.trackers import NullTracker
+from athanor.observe.trackers import Tracker
 
 log = logging.getLogger("athanor")
 
@@ -29,7 +29,7 @@ class Reporter:
     def __init__(
         self,
         *,
-        tracker: NullTracker,
+        tracker: Tracker,
         logger: LoggerSettings,
         optimizer,
         log_every: int,
@@ -174,7 +174,8 @@ class Reporter:
             )
             title = f"validation, step {p.step}: acc {metrics.get('val/acc', 0):.4f}"
             self.last_confusion = (counts.confusion.cpu(), title)
-        self.tracker.flush()
+        # no flush here: the run flushes before each checkpoint, so remote trackers never hold
+        # steps a resume would send again
 
     def epoch_end(self, p, metrics: dict[str, float]) -> None:
         if self.bar is not None:

@@ -6,6 +6,8 @@
 <run>/checkpoints/       last.pt, best.pt, periodic step_*.pt
 <run>/metrics.jsonl      one JSON object per evaluation
 <run>/summary.json       status, best/final metrics, timing, model size, provenance
+<run>/trackers.json      MLflow / W&B run ids (a resume reopens them), the sweep's keys
+<run>/wandb/             W&B's files (logger.trackers with wandb)
 <run>/config.yaml        the resolved config as plain data
 """
 
