@@ -235,8 +235,12 @@ def mlflow_server(tmp_path):
             assert time.monotonic() < deadline, "the MLflow server did not start"
             time.sleep(0.5)
     yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    os.killpg(proc.pid, signal.SIGTERM)  # the server's own session: its workers go too
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -275,6 +279,23 @@ def test_a_killed_run_resumes_the_same_mlflow_run_on_a_server_with_each_step_onc
     assert history == {r["step"]: pytest.approx(r["val/acc"]) for r in records}
     assert run.data.params["trainer.epochs"] == "1000"  # params: what the run started with
     assert "summary.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_an_mlflow_server_out_of_reach_warns_once_and_the_run_completes(tmp_path):
+    nobody = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
+    result = cli(
+        "athanor.train",
+        *TINY,
+        "trainer.epochs=1",
+        "logger.trackers=[tensorboard,mlflow]",
+        f"logger.mlflow.tracking_uri={nobody}",
+        cwd=tmp_path,
+    )
+    warnings = [line for line in result.output.splitlines() if "tracker mlflow" in line]
+    assert len(warnings) == 1 and "could not start" in warnings[0], result.output[-2000:]
+    assert result.summary()["status"] == "completed"
+    assert read_scalars(result.run_dir / "tb")["train/loss"]  # the other tracker got it all
+    assert not (result.run_dir / "trackers.json").exists()  # no run id to resume from
 
 
 # -- W&B ------------------------------------------------------------------------------------------
@@ -334,6 +355,7 @@ def test_wandb_offline_writes_the_run_and_a_resume_continues_its_id(tmp_path):
     run = wandb_run(first)
     assert run["id"] == saved["run_id"] and run["exit_code"] == 0
     assert run["config"]["optim.lr"] == pytest.approx(1.0e-3) and len(run["config"]) > 60
+    assert run["config"]["athanor.run_folder"] == str(run_folder)
     tb = read_scalars(run_folder / "tb")
     for key in ("train/loss", "val/acc"):
         assert [s for s, _ in run["history"][key]] == [e.step for e in tb[key]]

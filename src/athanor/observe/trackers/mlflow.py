@@ -8,6 +8,7 @@ what MLflow holds never runs ahead of the last checkpoint: a resumed run re-send
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ from typing import Any
 from athanor.observe.trackers.base import FINAL_STATUS, TRACKERS, NullTracker, TrackerContext
 
 BATCH = 100  # MLflow accepts at most 100 params and 1000 metrics per log_batch call
+MAX_VALUE = 6000  # characters of a param value MLflow stores
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow refuses names outside [alphanumerics _ - . space /] (a class called "a(b)")."""
+    return re.sub(r"[^\w\-. /]", "_", name)
 
 
 def local_store() -> Path:
@@ -62,7 +69,7 @@ class MlflowTracker(NullTracker):
     def params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)) for k, v in params.items()]
+        items = [Param(mlflow_key(k), str(v)[:MAX_VALUE]) for k, v in params.items()]
         for i in range(0, len(items), BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + BATCH], synchronous=True)
 
@@ -70,7 +77,7 @@ class MlflowTracker(NullTracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), now, step) for k, v in values.items())
+        self.pending.extend(Metric(mlflow_key(k), float(v), now, step) for k, v in values.items())
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []

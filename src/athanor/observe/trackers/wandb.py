@@ -36,9 +36,10 @@ class WandbTracker(NullTracker):
             id=self.run_id,
             resume="allow",
             name=ctx.run.name,
-            group=ctx.run.group,
-            tags=[f"swept:{k}" for k in ctx.run.swept],
+            group=ctx.run.group[-128:] if ctx.run.group else None,  # W&B's limit
+            tags=[f"swept:{k}"[:64] for k in ctx.run.swept],  # W&B's limit per tag
             notes=ctx.run.tags.get("athanor.command"),
+            config=dict(ctx.run.tags),  # git commit, command line, run folder, host
             settings=wandb.Settings(init_timeout=30, console="off"),
         )
         self.pending: dict[int, dict[str, float]] = {}
