@@ -115,7 +115,7 @@ def test_an_unknown_tracker_is_a_config_error_naming_the_valid_ones(tmp_path):
     result = cli("athanor.train", *TINY, "logger.trackers=[tensorbord]", cwd=tmp_path, expect=2)
     text = " ".join(result.stderr.split())
     assert "unknown tracker 'tensorbord'. Did you mean 'tensorboard'?" in text
-    assert "Valid trackers: mlflow, null, tensorboard, wandb." in text
+    assert "Valid trackers: mlflow, none, tensorboard, wandb." in text
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("tb")) and not list(tmp_path.rglob("checkpoints"))
     assert result.summary()["status"] == "failed"  # refused before any work

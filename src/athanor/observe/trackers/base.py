@@ -43,7 +43,7 @@ class TrackerContext:
 
 
 class NullTracker:
-    """The interface, doing nothing (non-zero ranks, logger.trackers=[null], dry runs)."""
+    """The interface, doing nothing (non-zero ranks, logger.trackers=[none], dry runs)."""
 
     def scalars(self, values: dict[str, float], step: int) -> None: ...
 

@@ -24,7 +24,7 @@ from athanor.registry import closest
 log = logging.getLogger("athanor")
 
 STATE_FILE = "trackers.json"
-LOCAL = ("tensorboard", "null")  # trackers that need no tags, ids or network
+LOCAL = ("tensorboard", "none")  # trackers that need no tags, ids or network
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # tracker -> module its extra installs
 
 
