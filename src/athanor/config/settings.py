@@ -163,18 +163,46 @@ class CheckpointSettings:
 
 
 @dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str | None = None  # None: the local store ./mlruns beside outputs/ (no server)
+    experiment: str = "athanor"  # MLflow experiment name (created when missing)
+    log_checkpoint: Literal["best", "last", "none"] = "none"  # a checkpoint as an artifact
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    project: str = "athanor"
+    entity: str | None = None  # team or user; None: the logged-in default
+    mode: Literal["online", "offline", "disabled"] = "online"  # offline: `wandb sync` later
+    dir: str | None = None  # None: <run>/wandb
+    log_checkpoint: Literal["best", "last", "none"] = "none"
+
+
+@dataclass(frozen=True)
 class LoggerSettings:
-    tensorboard: bool = True
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # observe/trackers/
+    tensorboard: bool = True  # false drops "tensorboard" from logger.trackers (a shorthand)
     progress: Literal["auto", "bar", "plain", "none"] = "auto"
     grad_stats_every: int = 0  # per-layer |grad|/|weight| ratios every N steps; 0 = off
     histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = off
     image_grid: bool = True  # a grid of augmented training images at the start
     plots: bool = True  # PNG curves and confusion matrix in the run folder
     flush_secs: int = 30
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    wandb: WandbSettings = field(default_factory=WandbSettings)
 
     def __post_init__(self) -> None:
         _require(self.grad_stats_every >= 0, "logger.grad_stats_every must be >= 0.")
         _require(self.histograms_every >= 0, "logger.histograms_every must be >= 0.")
+        _require(
+            len(set(self.trackers)) == len(self.trackers),
+            f"logger.trackers={list(self.trackers)} names a tracker twice.",
+        )
+
+    @property
+    def active_trackers(self) -> list[str]:
+        """logger.trackers, without tensorboard when logger.tensorboard=false."""
+        return [t for t in self.trackers if t != "tensorboard" or self.tensorboard]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from athanor.engine.parts import build_parts
 from athanor.engine.signals import StopSignals
 from athanor.engine.training import TrainingRun
 from athanor.errors import ConfigError, InterruptedRun, PeerFailed
+from athanor.observe.trackers import check_trackers
 from athanor.record import resume
 from athanor.record.folder import RunDir
 from athanor.record.scratch import remove_scratch
@@ -49,6 +50,7 @@ def train_run(config: dict[str, Any], run_dir: Path | None) -> float | None:
     with distributed.said_by_rank0(d):
         settings = run_settings(config)
         validate(config)
+        check_trackers(settings.logger)
         device = distributed.resolve_device(settings.device, d)
     distributed.setup(d, device, settings.distributed.backend, settings.distributed.timeout_s)
     try:

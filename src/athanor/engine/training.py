@@ -1,4 +1,4 @@
-"""A built training run with its train state, its run record and its observers (TensorBoard,
+"""A built training run with its train state, its run record and its observers (the trackers,
 the progress reporter): ``open`` starts or resumes the record, ``fit`` runs the loop with
 checkpoints, ``close`` ends the observers and writes how the run ended."""
 
@@ -16,7 +16,7 @@ from athanor.engine.signals import StopSignals
 from athanor.engine.state import Progress
 from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
-from athanor.observe.trackers import NullTracker, TensorBoardTracker
+from athanor.observe.trackers import NullTracker, open_trackers
 from athanor.record import resume
 from athanor.record.checkpoints import Checkpointer, check_disk, saved_progress, state_bytes
 from athanor.record.folder import RunDir
@@ -71,11 +71,11 @@ class TrainingRun:
 
     def _observers(self) -> Reporter:
         s, parts, main = self.parts.settings, self.parts, self.d.is_main
-        if main and s.logger.tensorboard:
-            # a resumed run: TensorBoard drops what the killed process wrote after the checkpoint
-            purge_step = self.progress.step + 1 if self.resumed else None
-            self.tracker = TensorBoardTracker(
-                self.run.tensorboard, purge_step=purge_step, flush_secs=s.logger.flush_secs
+        if main:
+            # a resumed run: the trackers drop what the killed process logged after the checkpoint
+            resumed_step = self.progress.step if self.resumed else None
+            self.tracker = open_trackers(
+                s.logger, self.run.path, resumed_step=resumed_step, config=self.config
             )
         bundle = parts.bundle
         return Reporter(
@@ -96,7 +96,7 @@ class TrainingRun:
         s, parts = self.parts.settings, self.parts
         checkpointer = Checkpointer(self.run.checkpoints, s.checkpoint, active=self.d.is_main)
         self.reporter = self._observers()
-        if self.d.is_main and s.logger.image_grid and s.logger.tensorboard:
+        if self.d.is_main and s.logger.image_grid and "tensorboard" in s.logger.active_trackers:
             # fork_rng: peeking at a batch must not shift the RNG the training run consumes
             cuda = [parts.device] if parts.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):
@@ -138,9 +138,8 @@ class TrainingRun:
             except Exception as err:  # noqa: BLE001 - figures must not mask how the run ended
                 log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
-        self.tracker.close()
         p = self.progress
-        return self.record.finish(
+        summary = self.record.finish(
             status,
             error,
             epochs=p.epoch,
@@ -149,3 +148,5 @@ class TrainingRun:
             params=self.parts.params,
             model=self.parts.model_summary,
         )
+        self.tracker.finish(status)  # after the summary: trackers keep it as an artifact
+        return summary

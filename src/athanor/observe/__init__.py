@@ -1,2 +1,2 @@
-"""What a person watches: trackers (TensorBoard), the progress reporter, insight, plots, the
-model summary."""
+"""What a person watches: trackers (TensorBoard, MLflow, W&B; observe/trackers/), the progress
+reporter, insight, plots, the model summary."""

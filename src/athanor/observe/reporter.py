@@ -1,7 +1,7 @@
 """What the user sees while training: a progress bar on a TTY (plain log lines otherwise),
-TensorBoard scalars, images and histograms, and the PNG figures of the run folder (metrics.jsonl
-and summary.json are the run record's, record/record.py). Only the main process reports; the loop
-calls it at fixed points."""
+TensorBoard scalars, images and histograms for the trackers, and the PNG figures of the run
+folder (metrics.jsonl and summary.json are the run record's, record/record.py). Only the main
+process reports; the loop calls it at fixed points."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch import nn
 from athanor.config.settings import LoggerSettings
 from athanor.distributed import sum_across_ranks
 from athanor.observe import insight, plots
-from athanor.observe.trackers import NullTracker
+from athanor.observe.trackers import Tracker
 
 log = logging.getLogger("athanor")
 
@@ -30,7 +30,7 @@ class Reporter:
     def __init__(
         self,
         *,
-        tracker: NullTracker,
+        tracker: Tracker,
         logger: LoggerSettings,
         optimizer,
         log_every: int,
@@ -171,7 +171,8 @@ class Reporter:
             )
             title = f"validation, step {p.step}: acc {metrics.get('val/acc', 0):.4f}"
             self.last_confusion = (counts.confusion.cpu(), title)
-        self.tracker.flush()
+        # no flush here: the run flushes before each checkpoint, so remote trackers never hold
+        # steps a resume would send again
         return per_class
 
     def epoch_end(self, p, metrics: dict[str, float]) -> None:

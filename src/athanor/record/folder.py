@@ -5,6 +5,8 @@
 <run>/train.log          the log (Hydra's file handler)
 <run>/tb/                TensorBoard events
 <run>/checkpoints/       last.pt, best.pt, periodic step_*.pt (record/checkpoints.py)
+<run>/trackers.json      MLflow / W&B run ids (a resume reopens them), the sweep's keys
+<run>/wandb/             W&B's files (logger.trackers with wandb)
 <run>/plots/             curves.png, confusion_val.png (at the end of the run)
 <run>/metrics.jsonl      one JSON object per evaluation      } written by record/record.py's
 <run>/summary.json       status, best/final, timing, model,   } RunRecord, and nobody else
