@@ -118,7 +118,7 @@ def test_an_unknown_tracker_is_a_config_error_naming_the_valid_ones(tmp_path):
     assert "Valid trackers: mlflow, none, tensorboard, wandb." in text
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("tb")) and not list(tmp_path.rglob("checkpoints"))
-    assert result.summary()["status"] == "failed"  # refused before any work
+    assert not result.run_dirs()  # refused before any work: no run folder is left
 
 
 # -- MLflow ---------------------------------------------------------------------------------------

@@ -84,7 +84,6 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         code = EXIT_USER_ERROR
     except UserCodeError as err:
         report_user_code(err)
-        _record_failure(run_dir, str(err))
         code = EXIT_FAILED
     except (NonFiniteError, CheckpointSaveError) as err:
         report("Training failed", str(err))

@@ -13,6 +13,7 @@ std columns; every run is still in report.md and report_runs.csv). Reads only wh
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ def fold_seeds(rows: list[RunRow]) -> list[list[RunRow]] | None:
 
 def mean_std(values: list[Any]) -> tuple[float | None, float | None, int]:
     """Mean, sample standard deviation (0 for one value) and count of the finite values."""
-    xs = [float(v) for v in values if _finite(v)]
+    xs = [float(v) for v in values if is_finite(v)]
     if not xs:
         return None, None, 0
     mean = sum(xs) / len(xs)
