@@ -296,6 +296,8 @@ class TrainingRun:
                 log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
         self.tracker.close()
+        if hasattr(self, "checkpointer"):
+            self.checkpointer.wait()  # the last checkpoint on disk before the summary says so
 
 
 def _best(history: list[dict], key: str, mode: str) -> dict[str, Any]:
