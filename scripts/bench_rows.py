@@ -370,19 +370,21 @@ def subprocess_rows(epochs: int, threshold: float, reps: int) -> list[Row]:
     def med(runs: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
-    base, first = med([{"x": x} for x in imports], "x"), med(ours, "first_step_s")
+    hand_first, first = med(hand, "first_step_s"), med(ours, "first_step_s")
     details = {"epochs": epochs, "threshold": threshold, "reps": reps, "athanor": ours}
     details["hand_loop"] = hand
+    # the baseline is the hand loop's own first step (it imports torch and reads the same
+    # digits); the bare `import torch, torchvision` is kept beside it for reference
     startup = Row(
         "time to first step (digits_quick)",
         "s",
-        "python -c 'import torch, torchvision'",
-        base,
+        "hand-written loop's first step",
+        hand_first,
         first,
-        "excess <= +1.5 s",
-        first - base <= 1.5,
+        "excess <= +0.3 s",
+        first - hand_first <= 0.3,
         False,
-        {"excess_s": first - base, "hand_loop_first_step_s": med(hand, "first_step_s")},
+        {"excess_s": first - hand_first, "import_torch_torchvision_s": statistics.median(imports)},
     )
     tta_a, tta_h = med(ours, "time_to_acc_s"), med(hand, "time_to_acc_s")
     name = f"time to {threshold:.0%} val acc (digits_quick, from spawn)"

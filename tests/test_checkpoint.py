@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 
 import pytest
 import torch
@@ -130,11 +131,11 @@ def test_failed_save_stops_a_real_run_or_lets_it_continue(tmp_path, monkeypatch)
     calls = []
     real = checkpoint.save_atomic
 
-    def fail_second(state, path):
+    def fail_second(state, path, **kwargs):
         calls.append(path.name)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(state, path)
+        real(state, path, **kwargs)
 
     monkeypatch.setattr(checkpoint, "save_atomic", fail_second)
     config = compose(*TINY, "trainer.epochs=3", "logger.tensorboard=false")
@@ -189,3 +190,25 @@ def test_disk_check_refuses_unwritable_folder_and_warns_when_space_is_short(tmp_
         assert not caplog.text
         check_disk(tmp_path / "ok", 2**60, copies=3)
     assert "free" in caplog.text and "checkpoint.on_error" in caplog.text
+
+
+def test_old_files_are_pruned_only_once_the_new_one_is_on_disk(tmp_path, monkeypatch):
+    """The fsync runs beside training; until it is done the previous file is the safe one."""
+    ckpt = Checkpointer(tmp_path, CheckpointSettings(keep=1))
+    checkpoint_data = {"config": {}, "state": {"model": {"w": torch.arange(4.0)}}}
+    ckpt.save(checkpoint_data, step=1)
+    ckpt.wait()
+    synced, release = [], threading.Event()
+
+    def slow_fsync(path):
+        release.wait(timeout=30)
+        synced.append(path.name)
+
+    monkeypatch.setattr(checkpoint, "_fsync_file", slow_fsync)
+    ckpt.save(checkpoint_data, step=2)
+    names = sorted(p.name for p in tmp_path.glob("step_*.pt"))
+    assert names == ["step_000000001.pt", "step_000000002.pt"] and not synced
+    release.set()
+    ckpt.wait()
+    assert synced == ["step_000000002.pt"]
+    assert [p.name for p in tmp_path.glob("step_*.pt")] == ["step_000000002.pt"]

@@ -71,6 +71,7 @@ class DeviceBatches:
             augmentation = None  # nothing to draw for (augment=none): skip the per-batch RNG
         self.normalize, self.augmentation, self.mixer = normalize, augmentation, mixer
         self.seed, self.device = seed, device
+        self.draws_random = augmentation is not None or mixer is not None
 
     def draws(self, epoch: int, b: int, shard: tuple[int, int]) -> Draws:
         """Global batch ``b``'s random numbers, this rank's rows: a function of (seed, epoch, b)."""
@@ -90,7 +91,7 @@ class DeviceBatches:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
         x, y = self.normalize(images), labels
-        if self.augmentation is None and self.mixer is None:
+        if not self.draws_random:
             return Batch(self.normalize.standardize(x), y, y)
         draws = self.draws(epoch, b, shard)
         if self.augmentation is not None:
@@ -120,10 +121,11 @@ class MemoryLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         on_device = self.images.device.type == "cpu"  # the order's indices live on the CPU
+        batches, sharded = self.device_batches, self.device_batches.draws_random
         for b, idx in enumerate(self.order.batches(epoch, start), start=start):
             idx = idx if on_device else idx.to(self.images.device)
-            shard = self.order.shard(b)
-            yield self.device_batches(self.images[idx], self.labels[idx], epoch, b, shard)
+            shard = self.order.shard(b) if sharded else (0, 0)  # only random draws need it
+            yield batches(self.images[idx], self.labels[idx], epoch, b, shard)
 
 
 class _SeededSamples(Dataset):

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def chunks(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
+    if size == 1:  # no accumulation: no islice/list per step
+        return ([batch] for batch in batches)
+    return _chunks(batches, size)
+
+
+def _chunks(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
     it = iter(batches)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
@@ -62,6 +68,7 @@ class Loop:
         self.started = time.monotonic()
         self.last_metrics: dict[str, float] = {}
         self.stepped = False
+        self.distributed = is_distributed()  # the process group exists before the loop does
 
     def fit(self, p: Progress) -> dict[str, float]:
         t, ckpt = self.settings.trainer, self.settings.checkpoint
@@ -118,11 +125,14 @@ class Loop:
     def _should_stop(self, p: Progress, agree: bool) -> bool:
         """A signal or the time budget. Alone, every step; under DDP the ranks must agree, and
         agreeing costs a collective and a device sync, so they do it at log steps and epoch ends."""
-        if is_distributed() and not agree:
+        if self.distributed and not agree:
             return False
         budget = self.settings.trainer.max_time
         out_of_time = budget is not None and time.monotonic() - self.started >= budget
-        stop, timeout = any_rank_each([self.stop_requested(), out_of_time], self.device)
+        stop = self.stop_requested()
+        if not (self.distributed or stop or out_of_time):
+            return False  # alone and nothing to stop for: the per-step case, kept cheap
+        stop, timeout = any_rank_each([stop, out_of_time], self.device)
         if stop:
             p.stop_reason = "interrupted"
         elif timeout:

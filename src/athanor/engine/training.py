@@ -43,6 +43,7 @@ class TrainingRun:
         )
         self.tracker: NullTracker = NullTracker()
         self.reporter: Reporter | None = None
+        self.checkpointer: Checkpointer | None = None
         self.resumed = False
 
     def open(self, resumed: resume.Resumed | None) -> None:
@@ -94,7 +95,9 @@ class TrainingRun:
 
     def fit(self, signals: StopSignals) -> dict[str, float]:
         s, parts = self.parts.settings, self.parts
-        checkpointer = Checkpointer(self.run.checkpoints, s.checkpoint, active=self.d.is_main)
+        self.checkpointer = checkpointer = Checkpointer(
+            self.run.checkpoints, s.checkpoint, active=self.d.is_main
+        )
         self.reporter = self._observers()
         if self.d.is_main and s.logger.image_grid and "tensorboard" in s.logger.active_trackers:
             # fork_rng: peeking at a batch must not shift the RNG the training run consumes
@@ -138,6 +141,8 @@ class TrainingRun:
             except Exception as err:  # noqa: BLE001 - figures must not mask how the run ended
                 log.warning("Could not write the final plots/hparams: %s", err)
             self.reporter.close()
+        if self.checkpointer is not None:
+            self.checkpointer.wait()  # the last checkpoint is on disk before the summary says so
         p = self.progress
         summary = self.record.finish(
             status,

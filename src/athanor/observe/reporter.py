@@ -57,10 +57,9 @@ class Reporter:
         self.train_history: list[dict[str, float]] = []  # one record per logged window
 
     def _window_reset(self) -> None:
-        # device tensors, summed once per window: no ops (and no sync) on the other steps
-        self.losses: list[torch.Tensor] = []
-        self.corrects: list[torch.Tensor] = []
-        self.counts: list[int] = []
+        # the steps' results (device tensors), summed once per window: no ops (and no sync) on
+        # the other steps
+        self.window: list = []
         self.steps = 0
         self.window_start = time.perf_counter()
 
@@ -92,9 +91,7 @@ class Reporter:
     def train_step(self, p, result) -> None:
         """Keep the step's device tensors; sum and synchronize only every ``log_every`` steps."""
         if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
-            self.losses.append(result.loss.detach())
-            self.corrects.append(result.correct)
-            self.counts.append(result.count)
+            self.window.append(result)  # its loss is detached already
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -102,15 +99,13 @@ class Reporter:
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         device = result.loss.device
-        loss_sum, correct = 0.0, 0
-        if self.counts:
-            weights = torch.tensor(self.counts, dtype=torch.float32, device=device)
-            loss_sum = (torch.stack(self.losses).float() * weights).sum()
-            correct = torch.stack(self.corrects).sum()
+        loss_sum, correct, counts = 0.0, 0, [r.count for r in self.window]
+        if self.window:
+            weights = torch.tensor(counts, dtype=torch.float32, device=device)
+            loss_sum = (torch.stack([r.loss for r in self.window]).float() * weights).sum()
+            correct = torch.stack([r.correct for r in self.window]).sum()
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
-        loss_sum, correct, count = sum_across_ranks(
-            loss_sum, correct, sum(self.counts), device=device
-        )
+        loss_sum, correct, count = sum_across_ranks(loss_sum, correct, sum(counts), device=device)
         scalars = {
             "train/loss": loss_sum / max(count, 1),
             "train/acc": correct / max(count, 1),
@@ -128,6 +123,8 @@ class Reporter:
         """A callback for the gradients of optimizer step ``step`` (1-based), or None when
         neither per-layer ratios nor histograms are due."""
         ratios, hists = self.settings.grad_stats_every, self.settings.histograms_every
+        if not (ratios or hists):  # the default: nothing to observe, on every step
+            return None
         want_ratios = self.active and ratios and step % ratios == 0
         want_hists = self.active and hists and step % hists == 0
         if not (want_ratios or want_hists):

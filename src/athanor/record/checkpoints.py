@@ -1,9 +1,11 @@
 """Checkpoints: atomic writes, last/best/periodic policy, loading with fallback, disk checks.
 
-Every save writes one new file ``step_<step>.pt`` (temp file in the same folder, fsync, rename),
-then points ``last.pt`` (and ``best.pt`` when the monitored metric improved) at it with an atomic
-hard link. A process killed mid-save leaves the previous files untouched; only the ``keep`` newest
-periodic files are kept. Loading tries ``last.pt`` first and falls back, with a warning, to the
+Every save writes one new file ``step_<step>.pt`` (temp file in the same folder, rename), then
+points ``last.pt`` (and ``best.pt`` when the monitored metric improved) at it with an atomic hard
+link. A process killed mid-save leaves the previous files untouched. Training does not wait for
+the disk: a thread then fsyncs the new file and only after that prunes the older periodic files
+down to the ``keep`` newest, so a power loss before the fsync still finds the previous file (a
+torn newest file is skipped on load). The next save, and the end of the process, wait for it. Loading tries ``last.pt`` first and falls back, with a warning, to the
 newest older file that loads.
 """
 
@@ -13,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """torch.save through a temp file in the same folder: the rename is the commit point."""
+def save_atomic(state: dict[str, Any], path: Path, *, durable: bool = True) -> None:
+    """torch.save through a temp file in the same folder: the rename is the commit point.
+    ``durable``: fsync the file before the rename (False: the caller syncs it later)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -53,12 +57,22 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _link_atomic(target: Path, link: Path) -> None:
@@ -190,6 +204,7 @@ class Checkpointer:
 
     def __init__(self, folder: Path, settings: CheckpointSettings, *, active: bool = True):
         self.folder, self.settings, self.active = folder, settings, active and settings.enabled
+        self._syncing: threading.Thread | None = None  # fsync + prune of the newest save
         if self.active:
             for stale in folder.glob(".*.tmp"):  # left by a process killed mid-save
                 stale.unlink(missing_ok=True)
@@ -201,8 +216,9 @@ class Checkpointer:
             return None
         checkpoint = {**checkpoint, "format_version": FORMAT_VERSION}
         path = self.folder / f"step_{step:09d}.pt"
+        self.wait()  # one file in flight: the previous save is on disk before this one starts
         try:
-            save_atomic(checkpoint, path)
+            save_atomic(checkpoint, path, durable=False)
             if self.settings.save_last:
                 _link_atomic(path, self.folder / "last.pt")
             if best:
@@ -220,8 +236,25 @@ class Checkpointer:
                 message + " Training stops (checkpoint.on_error=stop; set checkpoint.on_error=warn "
                 "to continue without it)."
             ) from err
-        self._prune()
+        # not a daemon: the interpreter waits for it at exit, so a finished run is on disk
+        self._syncing = threading.Thread(target=self._sync_then_prune, args=(path,))
+        self._syncing.start()
         return path
+
+    def wait(self) -> None:
+        """Until the newest checkpoint is on disk and the old ones are pruned."""
+        if self._syncing is not None:
+            self._syncing.join()
+            self._syncing = None
+
+    def _sync_then_prune(self, path: Path) -> None:
+        try:
+            _fsync_file(path)
+            _fsync_dir(path.parent)
+        except OSError as err:  # the file is written; only its durability is in doubt
+            log.warning("Could not flush checkpoint %s to disk (%s).", path.name, err)
+            return  # keep the older files: they may be the only ones on disk
+        self._prune()
 
     def _prune(self) -> None:
         periodic = sorted(self.folder.glob("step_*.pt"))

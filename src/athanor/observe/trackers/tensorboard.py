@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ from athanor.observe.trackers.base import TRACKERS, NullTracker, RunInfo, Tracke
 from athanor.observe.trackers.sweep import hparam_view
 
 
+def _import_tensorboard() -> None:
+    import torch.utils.tensorboard  # noqa: F401  (~0.1-0.5 s of imports)
+
+
 class TensorBoardTracker(NullTracker):
+    """The event file is opened on first use, and TensorBoard's modules are imported meanwhile
+    in a thread: neither stands between the process start and the first optimizer step. Writes
+    that come while the import still runs (the start-up image grid) are kept and replayed."""
+
     def __init__(
         self,
         logdir: Path,
@@ -21,27 +30,50 @@ class TensorBoardTracker(NullTracker):
         flush_secs: int = 30,
         run: RunInfo | None = None,
     ):
-        from torch.utils.tensorboard import SummaryWriter  # lazy: ~0.5 s of imports
-
-        # purge_step: a resumed run drops events after its checkpoint, so no step appears twice
-        self.writer = SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=flush_secs)
+        self.logdir, self.purge_step, self.flush_secs = logdir, purge_step, flush_secs
         self.swept = run.swept if run is not None else ()
+        self._writer = None
+        self._pending: list[tuple[str, tuple]] = []  # (SummaryWriter method, arguments)
+        self._importing = threading.Thread(target=_import_tensorboard, daemon=True)
+        self._importing.start()
+
+    @property
+    def writer(self):
+        """The SummaryWriter, opened now if need be (waiting for the import)."""
+        if self._writer is None:
+            self._importing.join()
+            from torch.utils.tensorboard import SummaryWriter  # raises here if the thread failed
+
+            # purge_step: a resumed run drops events after its checkpoint, so no step appears twice
+            self._writer = SummaryWriter(
+                str(self.logdir), purge_step=self.purge_step, flush_secs=self.flush_secs
+            )
+            for method, args in self._pending:
+                getattr(self._writer, method)(*args)
+            self._pending.clear()
+        return self._writer
+
+    def _write(self, method: str, *args) -> None:
+        if self._writer is None and self._importing.is_alive():
+            self._pending.append((method, args))
+        else:
+            getattr(self.writer, method)(*args)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+            self._write("add_scalar", tag, value, step)
 
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        self.writer.add_image(tag, image, step)
+        self._write("add_image", tag, image, step)
 
     def figure(self, tag: str, figure: Any, step: int) -> None:
-        self.writer.add_figure(tag, figure, step)
+        self._write("add_figure", tag, figure, step)
 
     def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        self.writer.add_histogram(tag, values.detach().float().cpu(), step)
+        self._write("add_histogram", tag, values.detach().float().cpu(), step)
 
     def text(self, tag: str, text: str, step: int) -> None:
-        self.writer.add_text(tag, text, step)
+        self._write("add_text", tag, text, step)
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """The swept keys and a few headline keys of the (nested) config, not all ~100: the
@@ -51,13 +83,15 @@ class TensorBoardTracker(NullTracker):
             for k, v in hparam_view(flatten(hparams), self.swept).items()
         }
         # run_name="." keeps the HPARAMS entry in the run's own event folder
-        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        metrics = {f"hparam/{k}": v for k, v in metrics.items()}
+        self.writer.add_hparams(clean, metrics, run_name=".")
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self._writer is not None or self._pending:
+            self.writer.flush()
 
     def finish(self, status: str) -> None:
-        self.writer.close()
+        self.writer.close()  # opened even if nothing came: every run has its event file
 
 
 @TRACKERS.register("tensorboard")
