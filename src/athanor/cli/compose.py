@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from athanor.cli.group_defaults import register_group_defaults
+from athanor.cli.hydra_errors import run_hydra
 from athanor.cli.outcome import report
 from athanor.cli.resolvers import register_resolvers
 from athanor.errors import EXIT_USER_ERROR
@@ -57,5 +59,6 @@ def run_hydra_app(task, config_name: str) -> None:
         report("Config error", problem)
         sys.exit(EXIT_USER_ERROR)
     register_resolvers()
+    register_group_defaults()
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
-    main()
+    run_hydra(main)

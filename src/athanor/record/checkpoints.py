@@ -20,16 +20,12 @@ import torch
 from torch import nn
 
 from athanor.config.settings import CheckpointSettings
-from athanor.errors import ConfigError
+from athanor.errors import CheckpointSaveError, ConfigError
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "format_version", "step", "config")
-
-
-class CheckpointSaveError(RuntimeError):
-    """A save failed with checkpoint.on_error=stop (the earlier checkpoints are intact)."""
 
 
 def _fsync_dir(path: Path) -> None:
