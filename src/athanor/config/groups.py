@@ -80,7 +80,8 @@ class ModelOptions(GroupOptions):
 
     weights: str | None = None  # a local state_dict or checkpoint (.pt) to start from
     strict: bool = True  # every key and shape must match (false: load what matches)
-    freeze: list[str | int] | None = None  # module-name prefixes kept fixed ("0" in Sequentials)
+    # module-name prefixes kept fixed ("0" in Sequentials)
+    freeze: list[str | int] | None = ()  # type: ignore[assignment]
     init: Literal["default", "kaiming", "xavier"] = "default"  # before the weights are loaded
 
 

@@ -9,10 +9,11 @@ config/groups.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from athanor.config.schema import parse
 from athanor.errors import ConfigError
+from athanor.typecheck import NonNegative, Positive
 
 
 def _require(ok: bool, message: str) -> None:
@@ -61,7 +62,7 @@ class EarlyStopping:
     monitor: str | None = None  # e.g. val/loss; None disables early stopping
     patience: int = 5  # in validations without improvement
     mode: Literal["min", "max"] = "max"
-    min_delta: float = 0.0
+    min_delta: Annotated[float, NonNegative] = 0.0  # smallest change that counts as better
 
     def __post_init__(self) -> None:
         _require(
@@ -145,7 +146,7 @@ class LoggerSettings:
     histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = off
     image_grid: bool = True  # a grid of augmented training images at the start
     plots: bool = True  # PNG curves and confusion matrix in the run folder
-    flush_secs: int = 30
+    flush_secs: Annotated[int, Positive] = 30  # TensorBoard writes at least this often
 
     def __post_init__(self) -> None:
         _require(self.grad_stats_every >= 0, "logger.grad_stats_every must be >= 0.")
