@@ -68,3 +68,11 @@ def test_unknown_choice_inside_a_sweep_is_caught_before_any_job(train):
 def test_debug_switch_shows_traceback(train):
     result = train(*FAST, "trainer.epochs=0", expect=None, env={"ATHANOR_DEBUG": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_a_builder_argument_its_file_does_not_list_is_named_with_the_way_to_add_it(train):
+    # fake's builder takes `seed`, which conf/data/fake.yaml does not list
+    result = train("data=fake", "data.seed=3", "dry_run=true", expect=2)
+    assert "Traceback" not in result.output
+    assert "data 'fake' takes the argument seed" in result.stderr
+    assert "+data.seed=<value>" in result.stderr

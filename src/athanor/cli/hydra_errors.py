@@ -8,6 +8,7 @@ key, the closest valid one and the valid keys of that node; every other error is
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -78,8 +79,6 @@ def _builder_argument(group: str, key: str, parent: Any) -> str | None:
     name = parent.get("name") if hasattr(parent, "get") else None
     if registry is None or name not in registry:
         return None
-    import inspect
-
     params = inspect.signature(registry.get(name).builder).parameters
     if key not in params or key in registry.runtime:
         return None
