@@ -10,13 +10,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from athanor.cli.compose import CONF_DIR, compose_once
-from athanor.cli.resolvers import register_resolvers
+from athanor.cli.compose import CONF_DIR, compose_once, prepare_hydra
 
 
 @pytest.fixture
 def hydra_app():
-    register_resolvers()
+    prepare_hydra()
     GlobalHydra.instance().clear()
     search_path = create_automatic_config_search_path(None, None, str(CONF_DIR))
     yield Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)

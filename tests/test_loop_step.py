@@ -16,7 +16,7 @@ from athanor.data.loaders import Batch
 from athanor.engine.ema import Ema
 from athanor.engine.speed import CompiledOrEager
 from athanor.engine.step import Stepper, warn_precision
-from athanor.errors import NonFiniteError
+from athanor.errors import ConfigError, NonFiniteError
 
 
 def mlp(seed: int = 0, unused: bool = False) -> nn.Module:
@@ -130,7 +130,9 @@ def test_ema_weights_equal_the_closed_form_average(warmup):
     for got, want in zip(ema.model.parameters(), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(next(ema.model.parameters()), history[-1][0])
-    assert EmaSettings(decay=0.999).decay == 0.999
+    for bad in (0.0, 1.0, 1.5):  # 1.0 would freeze the EMA at the initial weights
+        with pytest.raises(ConfigError, match=rf"trainer.ema.decay={bad} must be in \(0, 1\)"):
+            EmaSettings(decay=bad)
 
 
 def test_bf16_autocast_runs_the_model_in_bf16_and_fp16_uses_a_grad_scaler():

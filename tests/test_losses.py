@@ -41,7 +41,7 @@ def test_cross_entropy_with_smoothing_and_weights():
     w = [1.0, 2.0, 3.0]  # torch: weighted mean over the batch, sum(w_y * ce) / sum(w_y)
     want = (w[0] * ce[0] + w[2] * ce[1]) / (w[0] + w[2])
     assert loss({"name": "cross_entropy", "weight": w}) == pytest.approx(want)
-    with pytest.raises(ConfigError, match="loss.weight has 2 entries for 3 classes"):
+    with pytest.raises(ConfigError, match="loss.weight has 2 entries but the data has 3 classes"):
         loss({"name": "cross_entropy", "weight": [1.0, 2.0]})
 
 

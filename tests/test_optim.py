@@ -81,7 +81,9 @@ def test_without_no_decay_every_parameter_decays():
     [
         ({"lr_mult": {"head": 10.0}}, "matches no module.*Top-level modules: bn, conv, fc, ln"),
         ({"no_decay": ["biases"]}, "valid entries: bias, norm, embedding"),
-        ({"lr": -1.0}, "Invalid learning rate"),
+        ({"lr": -1.0}, r"optim.lr=-1.0 is out of range: a learning rate must be > 0"),
+        ({"lr": float("nan")}, "a learning rate must be > 0"),
+        ({"weight_decay": -0.1}, r"optim.weight_decay=-0.1 is out of range: it must be >= 0"),
     ],
 )
 def test_bad_groups_are_refused(overrides: dict, message: str):

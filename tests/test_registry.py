@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import pytest
 
+from athanor.config.groups import GroupOptions
 from athanor.errors import ConfigError
 from athanor.registry import BuilderError, Registry
+from athanor.typecheck import Positive, Range
+
+
+@dataclass(frozen=True)
+class WidgetOptions(GroupOptions):
+    batch: Annotated[int, Positive] = 1
 
 
 def make_registry() -> Registry:
-    reg: Registry = Registry("widget", runtime=("size",), shared=("batch",))
+    reg: Registry = Registry("widget", runtime=("size",), options=WidgetOptions)
 
     @reg.register("square")
-    def square(*, size: int, scale: float = 1.0, tags: list[str] | None = None) -> dict:
+    def square(
+        *,
+        size: int,
+        scale: Annotated[float, Range(0, 10, low_open=True)] = 1.0,
+        tags: list[str] | None = None,
+    ) -> dict:
         """A square widget."""
         return {"size": size, "scale": scale, "tags": tags}
 
@@ -39,6 +54,24 @@ def test_shared_keys_are_not_passed_to_the_builder():
     entry, kwargs, shared = reg.split({"name": "square", "scale": 2.0, "batch": 8})
     assert entry.name == "square" and kwargs == {"scale": 2.0} and shared == {"batch": 8}
     assert reg.build({"name": "square", "batch": 8}, size=1)["scale"] == 1.0
+    assert reg.check({"name": "square", "batch": 8}) == WidgetOptions(batch=8)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"scale": 0.0}, r"widget.scale=0.0 is out of range: it must be in \(0, 10\]"),
+        ({"scale": 11}, r"widget.scale=11 is out of range"),
+        ({"scale": float("nan")}, r"widget.scale=nan is out of range"),
+        ({"scale": float("inf")}, r"widget.scale=inf is out of range"),
+        ({"batch": 0}, r"widget.batch=0 is out of range: it must be > 0"),
+        ({"batch": "abc"}, r"widget.batch='abc' has the wrong type \(str\); expected int"),
+        ({"bacth": 2}, r"has no argument 'bacth'.*group-wide keys: batch"),
+    ],
+)
+def test_ranges_and_group_wide_types_are_checked_before_building(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        make_registry().check({"name": "square", **spec})
 
 
 def test_duplicate_registration_is_refused():

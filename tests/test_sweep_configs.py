@@ -23,9 +23,9 @@ def compose_hydra(*overrides: str) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from athanor.cli.resolvers import register_resolvers
+    from athanor.cli.compose import prepare_hydra
 
-    register_resolvers()
+    prepare_hydra()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
         return {

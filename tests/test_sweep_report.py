@@ -76,10 +76,10 @@ def test_the_train_task_returns_the_monitored_metric(tmp_path, monkeypatch):
     from omegaconf import open_dict
 
     from athanor.cli import train as athanor_cli
-    from athanor.cli.resolvers import register_resolvers
+    from athanor.cli.compose import prepare_hydra
 
     monkeypatch.chdir(tmp_path)
-    register_resolvers()
+    prepare_hydra()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=list(TINY), return_hydra_config=True)
     run_dir = tmp_path / "run"

@@ -2,8 +2,10 @@
 
 A config node is ``{name: <registered name>, **builder kwargs}``. Runtime objects (parameters,
 optimizer, number of classes, ...) are passed by the building code and may not be set in YAML.
-Keys listed as ``shared`` belong to the whole group (e.g. ``data.batch_size``) and are handled by
-the group's build code rather than by each builder.
+The group-wide keys (e.g. ``data.batch_size``) come from the group's typed option class
+(config/groups.py), passed as ``options``; they are handled by the group's build code rather than
+by each builder. Builder arguments are checked against the builder's signature: names, types and
+any ``Range`` in an ``Annotated`` hint (typecheck.py), the same schema reader as the settings.
 
 Each entry remembers where it was registered (``origin``: the module, or the plugin that loaded
 it), so `athanor list` can say so and a name registered twice names both places. A builder
@@ -54,10 +56,12 @@ def closest(name: str, options: Iterable[str]) -> str:
 
 
 class Registry(Generic[T]):
-    def __init__(self, group: str, *, runtime: Iterable[str] = (), shared: Iterable[str] = ()):
+    def __init__(self, group: str, *, runtime: Iterable[str] = (), options: Any = None):
         self.group = group
         self.runtime = frozenset(runtime)  # passed by code, never by config
-        self.shared = frozenset(shared)  # group-wide keys handled outside the builder
+        self.options = options  # the group-wide option class: .keys(), .parse(values, group)
+        # group-wide keys, handled outside the builder
+        self.shared = frozenset(options.keys() if options is not None else ())
         self._entries: dict[str, Entry] = {}
         self._fallback: Callable[[str], Entry | None] | None = None
 
@@ -110,9 +114,11 @@ class Registry(Generic[T]):
         self._check_kwargs(entry, kwargs)
         return entry, kwargs, shared
 
-    def check(self, spec: Mapping[str, Any]) -> None:
-        """Validate a config node against its builder's signature without building anything."""
-        self.split(spec)
+    def check(self, spec: Mapping[str, Any]) -> Any:
+        """Validate a config node against its builder's signature and the group-wide option
+        class without building anything; -> the typed group-wide options (None without a class)."""
+        _, _, shared = self.split(spec)
+        return self.options.parse(shared, self.group) if self.options is not None else None
 
     def build(self, spec: Mapping[str, Any], **runtime: Any) -> T:
         """Call the builder with the config's kwargs and the runtime arguments it names.
@@ -182,7 +188,7 @@ class Registry(Generic[T]):
                 f"{self.group} '{entry.name}' needs argument(s) {', '.join(missing)}; "
                 f"add them to conf/{self.group}/{entry.name}.yaml or the command line."
             )
-        hints = typing.get_type_hints(entry.builder)
+        hints = typing.get_type_hints(entry.builder, include_extras=True)
         for key, value in kwargs.items():
             if key in hints:
                 check_value(f"{self.group}.{key}", value, hints[key])

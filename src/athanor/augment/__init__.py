@@ -7,9 +7,7 @@ from __future__ import annotations
 from athanor.augment.base import Augmentation, MixOptions
 from athanor.registry import Registry
 
-AUGMENTS: Registry = Registry(
-    "augment", runtime=("image_size", "channels"), shared=MixOptions.keys()
-)
+AUGMENTS: Registry = Registry("augment", runtime=("image_size", "channels"), options=MixOptions)
 
 from athanor.augment import policies  # noqa: E402,F401  (registers the builders)
 

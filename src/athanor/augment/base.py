@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from athanor.config.groups import MixOptions  # the group-wide mix keys, typed with the others
 
 
 @dataclass(frozen=True)
@@ -70,29 +71,4 @@ class Augmentation:
         return "; ".join(parts) or "none"
 
 
-@dataclass(frozen=True)
-class MixOptions:
-    """Batch-level mixing, usable with any augment: `augment.mixup_alpha=0.2`."""
-
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0  # probability that a batch is mixed at all
-    switch_prob: float = 0.5  # with both alphas > 0: probability of cutmix instead of mixup
-
-    @staticmethod
-    def keys() -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(MixOptions))
-
-    def __post_init__(self) -> None:
-        from athanor.errors import ConfigError
-
-        for key in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"augment.{key}={getattr(self, key)} must be >= 0 (0 = off).")
-        for key in ("mix_prob", "switch_prob"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise ConfigError(f"augment.{key}={getattr(self, key)} must be in [0, 1].")
-
-    @property
-    def enabled(self) -> bool:
-        return self.mix_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+__all__ = ["Augmentation", "BatchOp", "Draws", "MixOptions"]

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from athanor.cli.compose import check_group_choices
+from athanor.cli.compose import check_group_choices, prepare_hydra
 from athanor.cli.project import api_config_dir, athanor_conf
-from athanor.cli.resolvers import _chosen, register_resolvers
+from athanor.cli.resolvers import _chosen
 from athanor.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def _hydra_compose(overrides: list[str], config_dir: str | Path | None, config_n
         problem = check_group_choices(overrides)
         if problem:
             raise ConfigError(problem)
-        register_resolvers()
+        prepare_hydra()
         with initialize_config_dir(config_dir=str(athanor_conf()), version_base="1.3"):
             return hydra_compose(
                 config_name=config_name, overrides=overrides, return_hydra_config=True

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from athanor.cli.group_defaults import register_group_defaults
+from athanor.cli.hydra_errors import run_hydra
 from athanor.cli.outcome import report
 from athanor.cli.project import athanor_conf, search_dirs, with_clash_notes
 from athanor.cli.resolvers import register_resolvers
@@ -148,6 +150,13 @@ def compose_once() -> Iterator[None]:
         Hydra.get_mode, Hydra.compose_config = get_mode, compose_config
 
 
+def prepare_hydra() -> None:
+    """What Hydra needs before it composes athanor's config: the run-folder resolvers and each
+    group's defaults (config/groups.py) in its ConfigStore."""
+    register_resolvers()
+    register_group_defaults()
+
+
 def run_hydra_app(task, config_name: str) -> None:
     import hydra
 
@@ -155,13 +164,13 @@ def run_hydra_app(task, config_name: str) -> None:
     if problem:
         report("Config error", problem)
         sys.exit(EXIT_USER_ERROR)
-    register_resolvers()
+    prepare_hydra()
     task = with_clash_notes(
         task
     )  # a project's conf/ is searched first (hydra_plugins/athanor_project)
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
     if any(arg.startswith("-") for arg in sys.argv[1:]):
-        main()  # -m sweeps, --cfg, --info, help pages, -cn/-cp: Hydra's own path
+        run_hydra(main)  # -m sweeps, --cfg, --info, help pages, -cn/-cp: Hydra's own path
         return
     with compose_once():
-        main()
+        run_hydra(main)

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from athanor.errors import (
+    ERROR_KINDS,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_USER_ERROR,
+    EXPECTED_ERRORS,
     ConfigError,
-    InterruptedRun,
-    NonFiniteError,
     PeerFailed,
     UserCodeError,
+    kind_of,
 )
 
 log = logging.getLogger("athanor")
@@ -71,35 +71,34 @@ def _discard_unstarted(run_dir: Path) -> str:
 
 
 def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
-    """Run ``task`` and turn expected failures into one paragraph and an exit code."""
-    from athanor.record.checkpoints import CheckpointSaveError
-
-    debug = os.environ.get(DEBUG_ENV) == "1"
+    """Run ``task`` and turn expected failures into one paragraph and the exit code of their kind
+    (errors.ERROR_KINDS); anything else is a bug and keeps its traceback."""
     try:
         return task(config, run_dir)
-    except ConfigError as err:
-        if debug:
+    except EXPECTED_ERRORS as err:
+        if isinstance(err, ConfigError) and os.environ.get(DEBUG_ENV) == "1":
             raise
-        report("Config error", str(err) + _discard_unstarted(run_dir))
-        code = EXIT_USER_ERROR
+        code = _end(err, run_dir)
     except UserCodeError as err:
         report_user_code(err)
         code = EXIT_FAILED
-    except (NonFiniteError, CheckpointSaveError) as err:
-        report("Training failed", str(err))
-        code = EXIT_FAILED
-    except InterruptedRun as err:
-        log.warning("Run interrupted (%s); resume with resume=%s", err, run_dir)
-        code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
         log.warning("Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint.")
         code = EXIT_INTERRUPTED
-    except PeerFailed as err:
-        from athanor.distributed import env_dist
-
-        if env_dist().is_main:  # the failed rank shows its own error; say once why we stop
-            report("Stopped", str(err))
-        code = EXIT_FAILED
     if is_multirun() and code != EXIT_INTERRUPTED:
         return float("nan")  # the sweep goes on; the job's summary.json says why it failed
     sys.exit(code)
+
+
+def _end(err: BaseException, run_dir: Path) -> int:
+    """Say once what ended the run, as its kind says; -> the exit code."""
+    from athanor.distributed import env_dist
+
+    kind = ERROR_KINDS[kind_of(err)]
+    if kind.heading is None:
+        log.warning("Run interrupted (%s); resume with resume=%s", err, run_dir)
+    elif not isinstance(err, PeerFailed) or env_dist().is_main:
+        # a PeerFailed rank stops because another failed and showed its own error: say it once
+        unstarted = _discard_unstarted(run_dir) if isinstance(err, ConfigError) else ""
+        report(kind.heading, str(err) + unstarted)
+    return kind.exit_code

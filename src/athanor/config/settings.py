@@ -1,43 +1,19 @@
 """Typed, frozen settings for everything that is not a registered component.
 
-The CLI hands plain dicts; ``parse(cls, dict, prefix)`` refuses unknown keys and wrong types and
-each class's ``__post_init__`` refuses impossible values, so mistakes surface before any work.
+The CLI hands plain dicts; ``parse(cls, dict, prefix)`` (config/schema.py) refuses unknown keys,
+wrong types and out-of-range numbers, and each class's ``__post_init__`` refuses impossible
+combinations, so mistakes surface before any work. The component groups' own keys are in
+config/groups.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
+from athanor.config.schema import parse
 from athanor.errors import ConfigError
-from athanor.registry import closest
-from athanor.typecheck import check_value
-
-S = TypeVar("S")
-
-
-def parse(cls: type[S], values: dict[str, Any] | None, prefix: str) -> S:
-    """Build dataclass ``cls`` from a plain dict, recursing into nested dataclass fields."""
-    values = dict(values or {})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in values if k not in fields]
-    if unknown:
-        raise ConfigError(
-            f"Unknown setting {prefix}.{unknown[0]}.{closest(unknown[0], fields)} "
-            f"Valid keys under {prefix}: {', '.join(fields)}."
-        )
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = parse(hint, value, f"{prefix}.{name}")
-        else:
-            check_value(f"{prefix}.{name}", value, hint)
-            kwargs[name] = value
-    return cls(**kwargs)
+from athanor.typecheck import NonNegative, Positive
 
 
 def _require(ok: bool, message: str) -> None:
@@ -86,7 +62,7 @@ class EarlyStopping:
     monitor: str | None = None  # e.g. val/loss; None disables early stopping
     patience: int = 5  # in validations without improvement
     mode: Literal["min", "max"] = "max"
-    min_delta: float = 0.0
+    min_delta: Annotated[float, NonNegative] = 0.0  # smallest change that counts as better
 
     def __post_init__(self) -> None:
         _require(
@@ -187,7 +163,7 @@ class LoggerSettings:
     histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = off
     image_grid: bool = True  # a grid of augmented training images at the start
     plots: bool = True  # PNG curves and confusion matrix in the run folder
-    flush_secs: int = 30
+    flush_secs: Annotated[int, Positive] = 30  # TensorBoard writes at least this often
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
 
@@ -232,10 +208,9 @@ class RunSettings:
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 
-COMPONENT_GROUPS = ("model", "data", "optim", "scheduler", "augment", "loss")
-
-
 def run_settings(config: dict[str, Any]) -> RunSettings:
     """Parse everything but the component groups (which their registries validate)."""
+    from athanor.config.groups import COMPONENT_GROUPS
+
     rest = {k: v for k, v in config.items() if k not in COMPONENT_GROUPS}
     return parse(RunSettings, rest, "config")

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from athanor.augment import AUGMENTS, Augmentation, MixOptions
-from athanor.config.settings import RunSettings, parse
+from athanor.config.groups import COMPONENT_GROUPS
+from athanor.config.settings import RunSettings
 from athanor.data import DATASETS, DataBundle, DataOptions, TensorSplit
 from athanor.data.loaders import (
     DeviceBatches,
@@ -30,39 +31,35 @@ from athanor.data.order import EpochOrder, ShardOrder
 from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
-from athanor.losses import LOSSES, build_loss, check_soft_targets
+from athanor.losses import LOSSES, build_loss, check_class_lengths, check_soft_targets
 from athanor.models import MODELS
-from athanor.models.options import apply_model_options, model_options
+from athanor.models.options import apply_model_options
 from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
 from athanor.optim.param_groups import finalize_groups, group_options, param_groups
 from athanor.optim.schedulers import Schedule, build_schedule, check_monitor, total_optimizer_steps
+from athanor.registry import Registry
 
 log = logging.getLogger(__name__)
 
-REGISTRIES = {
-    "model": MODELS,
-    "data": DATASETS,
-    "optim": OPTIMIZERS,
-    "scheduler": SCHEDULERS,
-    "augment": AUGMENTS,
-    "loss": LOSSES,
-}
+# the component groups' registries, keyed and ordered by the one table in config/groups.py
+_BY_GROUP = {r.group: r for r in (MODELS, DATASETS, OPTIMIZERS, SCHEDULERS, AUGMENTS, LOSSES)}
+REGISTRIES: dict[str, Registry] = {group: _BY_GROUP[group] for group in COMPONENT_GROUPS}
 
 
 def validate(config: dict[str, Any]) -> None:
-    """Check every component node against its builder before any work starts."""
+    """Check every component node before any work starts: its builder's arguments (names, types,
+    ranges) and its group-wide keys (the typed option classes), then what they imply together."""
+    options = {}
     for group, registry in REGISTRIES.items():
         if group not in config:
             raise ConfigError(
                 f"The config has no `{group}` group; add `- {group}: ...` to the defaults."
             )
-        registry.check(config[group])
+        options[group] = registry.check(config[group])
     check_data(config["data"])
-    model_options(MODELS.split(config["model"])[2])
-    group_options(OPTIMIZERS.split(config["optim"])[2])
-    mix = parse(MixOptions, AUGMENTS.split(config["augment"])[2], "augment")
-    check_soft_targets(config["loss"], mixing=mix.enabled)
+    check_soft_targets(config["loss"], mixing=options["augment"].enabled)
+    check_class_lengths(config["loss"], config["data"].get("class_names"))
     ema = (config.get("trainer") or {}).get("ema") or {}
     check_monitor(config["scheduler"], ema=ema.get("decay") is not None)
 
@@ -80,8 +77,7 @@ def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
 def build_augmentation(
     config: dict[str, Any], bundle: DataBundle
 ) -> tuple[Augmentation, MixOptions]:
-    _, _, shared = AUGMENTS.split(config["augment"])
-    mix = parse(MixOptions, shared, "augment")
+    mix = AUGMENTS.check(config["augment"])
     augmentation = AUGMENTS.build(
         config["augment"], image_size=bundle.image_size, channels=bundle.channels
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from athanor.config.groups import COMPONENT_GROUPS
 from athanor.engine.evaluate import evaluate
 from athanor.observe.insight import peak_memory
 from athanor.observe.model_summary import format_summary
@@ -76,9 +77,7 @@ def _duration(seconds: float) -> str:
 
 def report(job, est: dict[str, Any]) -> str:
     cfg, t, opts = job.config, job.settings.trainer, job.data_options
-    components = ", ".join(
-        f"{g}={cfg[g]['name']}" for g in ("model", "data", "optim", "scheduler", "augment", "loss")
-    )
+    components = ", ".join(f"{g}={cfg[g]['name']}" for g in COMPONENT_GROUPS)
     lines = [
         "dry run: everything builds; nothing was written.",
         f"  components      {components}",

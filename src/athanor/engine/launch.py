@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from athanor.errors import (
+    ERROR_KINDS,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_USER_ERROR,
     ConfigError,
     InterruptedRun,
-    NonFiniteError,
-    PeerFailed,
+    kind_of,
 )
 from athanor.record.folder import RunDir
 
@@ -37,13 +36,8 @@ log = logging.getLogger("athanor")
 
 # Hydra's default job-logging format, so a worker's lines look like the parent's.
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-# Errors a worker reports by kind; the parent raises the same kind (same exit code, same text).
-KINDS: dict[str, tuple[type[BaseException], int]] = {
-    "ConfigError": (ConfigError, EXIT_USER_ERROR),
-    "NonFiniteError": (NonFiniteError, EXIT_FAILED),
-    "InterruptedRun": (InterruptedRun, EXIT_INTERRUPTED),
-    "PeerFailed": (PeerFailed, EXIT_FAILED),
-}
+# A worker reports its error by kind (errors.ERROR_KINDS); the parent raises the same kind: the
+# same exit code and the same text as in a one-process run.
 
 
 def wants_launch(config: dict[str, Any]) -> bool:
@@ -122,9 +116,9 @@ def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
     elif isinstance(err, KeyboardInterrupt):
         kind, code = "InterruptedRun", EXIT_INTERRUPTED
     else:
-        known = [(name, c) for name, (cls, c) in KINDS.items() if isinstance(err, cls)]
-        kind, code = known[0] if known else ("Exception", EXIT_FAILED)
-    message = str(err) if kind in KINDS else f"{type(err).__name__}: {err}"
+        kind = kind_of(err) or "Exception"
+        code = ERROR_KINDS[kind].exit_code if kind in ERROR_KINDS else EXIT_FAILED
+    message = str(err) if kind in ERROR_KINDS else f"{type(err).__name__}: {err}"
     outcome = {"rank": rank, "kind": kind, "message": message}
     return {**outcome, "traceback": traceback.format_exc().rstrip()}, code
 
@@ -169,8 +163,8 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
     if real:
         cause = real[0]
         error = f"rank {cause['rank']}: {cause['message']}"
-        if cause["kind"] in KINDS:
-            exc = KINDS[cause["kind"]][0](cause["message"])
+        if cause["kind"] in ERROR_KINDS:
+            exc = ERROR_KINDS[cause["kind"]].error(cause["message"])
         else:  # an unexpected error: the worker's own traceback says where
             exc = RuntimeError(f"rank {cause['rank']} failed:\n{cause['traceback']}")
     else:  # killed without a word (OOM killer, SIGKILL): the launcher knows the exit codes

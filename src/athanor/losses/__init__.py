@@ -9,27 +9,56 @@ wraps any loss.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from athanor.config.groups import LossOptions
 from athanor.errors import ConfigError
 from athanor.registry import Registry
+from athanor.typecheck import NonNegative, Range
+
+Smoothing = Annotated[float, Range(0, 1, high_open=True)]  # 1 would erase the labels
 
 log = logging.getLogger(__name__)
 
-LOSSES: Registry = Registry("loss", runtime=("num_classes",), shared=("flooding",))
+LOSSES: Registry = Registry("loss", runtime=("num_classes",), options=LossOptions)
 INDEX_ONLY = frozenset({"focal"})  # losses defined on the true class index only
 
 
-def _class_weights(weight: list[float] | None, num_classes: int) -> torch.Tensor | None:
+PER_CLASS = ("weight", "alpha", "pos_weight")  # loss arguments with one entry per class
+ClassWeights = Annotated[list[float], NonNegative] | None
+
+
+def _length_problem(key: str, values: Any, num_classes: int) -> str | None:
+    if not isinstance(values, list | tuple) or len(values) == num_classes:
+        return None
+    return (
+        f"loss.{key} has {len(values)} entries but the data has {num_classes} classes; give one "
+        f"per class (or remove loss.{key})."
+    )
+
+
+def _class_weights(key: str, weight: list[float] | None, num_classes: int) -> torch.Tensor | None:
     if weight is None:
         return None
-    if len(weight) != num_classes:
-        raise ConfigError(f"loss.weight has {len(weight)} entries for {num_classes} classes.")
+    problem = _length_problem(key, weight, num_classes)
+    if problem:
+        raise ConfigError(problem)
     return torch.tensor(weight, dtype=torch.float32)
+
+
+def check_class_lengths(spec: dict[str, Any], class_names: list[str] | None) -> None:
+    """Refuse, before any work, per-class loss arguments whose length is not the class count
+    (when the config names the classes; otherwise the build checks it against the data)."""
+    if class_names is None:
+        return
+    for key in PER_CLASS:
+        problem = _length_problem(key, spec.get(key), len(class_names))
+        if problem:
+            raise ConfigError(problem)
 
 
 def _soft(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -102,41 +131,42 @@ class Flooded(nn.Module):
 
 @LOSSES.register("cross_entropy")
 def cross_entropy(
-    *, num_classes: int, label_smoothing: float = 0.0, weight: list[float] | None = None
+    *, num_classes: int, label_smoothing: Smoothing = 0.0, weight: ClassWeights = None
 ) -> nn.Module:
     """Cross-entropy with optional label smoothing and per-class weights."""
     # torch's loss takes class indices and class probabilities alike
     return nn.CrossEntropyLoss(
-        weight=_class_weights(weight, num_classes), label_smoothing=label_smoothing
+        weight=_class_weights("weight", weight, num_classes), label_smoothing=label_smoothing
     )
 
 
 @LOSSES.register("soft_target_ce")
 def soft_target_ce(
-    *, num_classes: int, label_smoothing: float = 0.0, weight: list[float] | None = None
+    *, num_classes: int, label_smoothing: Smoothing = 0.0, weight: ClassWeights = None
 ) -> nn.Module:
     """Cross-entropy against class probabilities (mixup/cutmix targets).
 
     Class indices become one-hot, so it also works without mixing."""
-    return SoftTargetCrossEntropy(label_smoothing, _class_weights(weight, num_classes))
+    return SoftTargetCrossEntropy(label_smoothing, _class_weights("weight", weight, num_classes))
 
 
 @LOSSES.register("focal")
 def focal(
-    *, num_classes: int, gamma: float = 2.0, alpha: float | list[float] | None = None
+    *,
+    num_classes: int,
+    gamma: Annotated[float, NonNegative] = 2.0,
+    alpha: Annotated[float | list[float], NonNegative] | None = None,
 ) -> nn.Module:
     """Multi-class focal loss: `gamma` focuses on hard examples; `alpha` per class."""
-    if gamma < 0:
-        raise ConfigError(f"loss.gamma={gamma} must be >= 0.")
     if isinstance(alpha, int | float):
         alpha = [float(alpha)] * num_classes
-    return FocalLoss(gamma, _class_weights(alpha, num_classes))
+    return FocalLoss(gamma, _class_weights("alpha", alpha, num_classes))
 
 
 @LOSSES.register("bce")
-def bce(*, num_classes: int, pos_weight: list[float] | None = None) -> nn.Module:
+def bce(*, num_classes: int, pos_weight: ClassWeights = None) -> nn.Module:
     """Binary cross-entropy per class (sigmoid): multi-label or one-hot targets."""
-    return BinaryCrossEntropy(pos_weight=_class_weights(pos_weight, num_classes))
+    return BinaryCrossEntropy(pos_weight=_class_weights("pos_weight", pos_weight, num_classes))
 
 
 def check_soft_targets(spec: dict[str, Any], *, mixing: bool) -> None:
@@ -151,11 +181,10 @@ def check_soft_targets(spec: dict[str, Any], *, mixing: bool) -> None:
 
 def build_loss(spec: dict, *, num_classes: int, soft_targets: bool = False) -> nn.Module:
     """The configured loss; ``soft_targets``: training targets are class probabilities."""
-    _, _, shared = LOSSES.split(spec)
+    options = LOSSES.check(spec)
     if soft_targets and spec["name"] == "cross_entropy":
         spec = {**spec, "name": "soft_target_ce"}
         log.info("loss: mixup/cutmix give soft targets, so cross_entropy runs as soft_target_ce")
     check_soft_targets(spec, mixing=soft_targets)
     loss = LOSSES.build(spec, num_classes=num_classes)
-    level = shared.get("flooding")
-    return Flooded(loss, float(level)) if level else loss
+    return Flooded(loss, float(options.flooding)) if options.flooding else loss

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from athanor.models.options import ModelOptions
+from athanor.config.groups import ModelOptions
 from athanor.registry import Registry
 
 MODELS: Registry = Registry(
     "model",
     runtime=("num_classes", "in_channels", "image_size"),
-    shared=ModelOptions.keys(),
+    options=ModelOptions,
 )
 
 from athanor.models import airbench, cifar, simple, vision  # noqa: E402,F401  (registers the builders)

@@ -1,36 +1,23 @@
-"""Group-wide model options: `model.init`, `model.weights` (+ `model.strict`), `model.freeze`."""
+"""Applying the group-wide model options (declared in config/groups.py): `model.init`,
+`model.weights` (+ `model.strict`), `model.freeze`."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from athanor.config.settings import parse
+from athanor.config.groups import ModelOptions
 from athanor.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    weights: str | None = None  # a local state_dict or checkpoint (.pt) to start from
-    strict: bool = True  # every key and shape must match (false: load what matches)
-    freeze: list[str | int] | None = None  # module-name prefixes kept fixed ("0" in Sequentials)
-    init: Literal["default", "kaiming", "xavier"] = "default"
-
-    @staticmethod
-    def keys() -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(ModelOptions))
-
-
 def model_options(values: dict[str, Any]) -> ModelOptions:
-    return parse(ModelOptions, values, "model")
+    return ModelOptions.parse(values, "model")
 
 
 def apply_model_options(model: nn.Module, values: dict[str, Any]) -> None:

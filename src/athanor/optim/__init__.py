@@ -7,14 +7,14 @@ and return a torch LR scheduler stepped once per optimizer step; warmup wraps an
 
 from __future__ import annotations
 
-from athanor.optim.param_groups import GroupOptions
+from athanor.config.groups import ParamGroupOptions, WarmupOptions
 from athanor.registry import Registry
 
-OPTIMIZERS: Registry = Registry("optim", runtime=("params",), shared=GroupOptions.keys())
+OPTIMIZERS: Registry = Registry("optim", runtime=("params",), options=ParamGroupOptions)
 SCHEDULERS: Registry = Registry(
     "scheduler",
     runtime=("optimizer", "plan"),
-    shared=("warmup_epochs", "warmup_steps", "warmup_start_factor"),
+    options=WarmupOptions,
 )
 
 from athanor.optim import optimizers, schedulers  # noqa: E402,F401  (registers the builders)

@@ -4,9 +4,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from athanor.optim import OPTIMIZERS
+from athanor.typecheck import Fraction, NonNegative, Positive, Range
+
+LearningRate = Annotated[float, Range(0, low_open=True, what="a learning rate")]  # per step
 
 Optimizer = torch.optim.Optimizer
 
@@ -15,11 +20,11 @@ Optimizer = torch.optim.Optimizer
 def sgd(
     params,
     *,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5.0e-4,
+    lr: LearningRate = 0.1,
+    momentum: Annotated[float, Fraction] = 0.9,
+    weight_decay: Annotated[float, NonNegative] = 5.0e-4,
     nesterov: bool = False,
-    dampening: float = 0.0,
+    dampening: Annotated[float, Fraction] = 0.0,
 ) -> Optimizer:
     """SGD with (Nesterov) momentum."""
     return torch.optim.SGD(
@@ -36,10 +41,10 @@ def sgd(
 def adam(
     params,
     *,
-    lr: float = 1.0e-3,
-    weight_decay: float = 0.0,
-    betas: list[float] = (0.9, 0.999),  # type: ignore[assignment]
-    eps: float = 1.0e-8,
+    lr: LearningRate = 1.0e-3,
+    weight_decay: Annotated[float, NonNegative] = 0.0,
+    betas: Annotated[list[float], Range(0, 1, high_open=True)] = (0.9, 0.999),  # type: ignore[assignment]
+    eps: Annotated[float, Positive] = 1.0e-8,
     amsgrad: bool = False,
 ) -> Optimizer:
     """Adam; weight decay is L2 added to the gradient (use adamw for decoupled decay)."""
@@ -52,10 +57,10 @@ def adam(
 def adamw(
     params,
     *,
-    lr: float = 1.0e-3,
-    weight_decay: float = 0.05,
-    betas: list[float] = (0.9, 0.999),  # type: ignore[assignment]
-    eps: float = 1.0e-8,
+    lr: LearningRate = 1.0e-3,
+    weight_decay: Annotated[float, NonNegative] = 0.05,
+    betas: Annotated[list[float], Range(0, 1, high_open=True)] = (0.9, 0.999),  # type: ignore[assignment]
+    eps: Annotated[float, Positive] = 1.0e-8,
     amsgrad: bool = False,
 ) -> Optimizer:
     """AdamW: Adam with decoupled weight decay."""
@@ -68,11 +73,11 @@ def adamw(
 def rmsprop(
     params,
     *,
-    lr: float = 1.0e-2,
-    alpha: float = 0.99,
-    eps: float = 1.0e-8,
-    weight_decay: float = 0.0,
-    momentum: float = 0.0,
+    lr: LearningRate = 1.0e-2,
+    alpha: Annotated[float, Fraction] = 0.99,
+    eps: Annotated[float, Positive] = 1.0e-8,
+    weight_decay: Annotated[float, NonNegative] = 0.0,
+    momentum: Annotated[float, Fraction] = 0.0,
     centered: bool = False,
 ) -> Optimizer:
     """RMSprop (alpha = smoothing constant of the squared-gradient average)."""
@@ -91,10 +96,10 @@ def rmsprop(
 def radam(
     params,
     *,
-    lr: float = 1.0e-3,
-    weight_decay: float = 0.0,
-    betas: list[float] = (0.9, 0.999),  # type: ignore[assignment]
-    eps: float = 1.0e-8,
+    lr: LearningRate = 1.0e-3,
+    weight_decay: Annotated[float, NonNegative] = 0.0,
+    betas: Annotated[list[float], Range(0, 1, high_open=True)] = (0.9, 0.999),  # type: ignore[assignment]
+    eps: Annotated[float, Positive] = 1.0e-8,
     decoupled_weight_decay: bool = False,
 ) -> Optimizer:
     """RAdam: Adam with a rectified adaptive LR early in training."""
@@ -112,11 +117,11 @@ def radam(
 def nadam(
     params,
     *,
-    lr: float = 2.0e-3,
-    weight_decay: float = 0.0,
-    betas: list[float] = (0.9, 0.999),  # type: ignore[assignment]
-    eps: float = 1.0e-8,
-    momentum_decay: float = 4.0e-3,
+    lr: LearningRate = 2.0e-3,
+    weight_decay: Annotated[float, NonNegative] = 0.0,
+    betas: Annotated[list[float], Range(0, 1, high_open=True)] = (0.9, 0.999),  # type: ignore[assignment]
+    eps: Annotated[float, Positive] = 1.0e-8,
+    momentum_decay: Annotated[float, NonNegative] = 4.0e-3,
     decoupled_weight_decay: bool = False,
 ) -> Optimizer:
     """NAdam: Adam with Nesterov momentum."""
@@ -135,11 +140,11 @@ def nadam(
 def adagrad(
     params,
     *,
-    lr: float = 1.0e-2,
-    lr_decay: float = 0.0,
-    weight_decay: float = 0.0,
-    initial_accumulator_value: float = 0.0,
-    eps: float = 1.0e-10,
+    lr: LearningRate = 1.0e-2,
+    lr_decay: Annotated[float, NonNegative] = 0.0,
+    weight_decay: Annotated[float, NonNegative] = 0.0,
+    initial_accumulator_value: Annotated[float, NonNegative] = 0.0,
+    eps: Annotated[float, Positive] = 1.0e-10,
 ) -> Optimizer:
     """Adagrad: per-parameter LR scaled by the accumulated squared gradients."""
     return torch.optim.Adagrad(

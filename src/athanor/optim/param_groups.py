@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from athanor.config.settings import parse
+from athanor.config.groups import ParamGroupOptions
 from athanor.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -18,24 +16,9 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Lo
 VALID_NO_DECAY = ("bias", "norm", "embedding")
 
 
-@dataclass(frozen=True)
-class GroupOptions:
-    """The group-wide `optim.*` keys every optimizer accepts."""
-
-    no_decay: list[str] | None = None  # kinds among VALID_NO_DECAY that get weight_decay 0
-    lr_mult: dict[str, float] | None = None  # {module-name prefix: LR factor}
-
-    @staticmethod
-    def keys() -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(GroupOptions))
-
-
-def group_options(values: dict[str, Any]) -> GroupOptions:
-    # Hydra reads `optim.lr_mult={3: 10}` (a Sequential index) with an int key
-    lr_mult = values.get("lr_mult")
-    if isinstance(lr_mult, dict):
-        values = {**values, "lr_mult": {str(k): v for k, v in lr_mult.items()}}
-    return parse(GroupOptions, values, "optim")
+def group_options(values: dict[str, Any]) -> ParamGroupOptions:
+    """The typed `optim.no_decay` / `optim.lr_mult` (declared in config/groups.py)."""
+    return ParamGroupOptions.parse(values, "optim")
 
 
 def _kind_of(module: nn.Module, param_name: str) -> set[str]:

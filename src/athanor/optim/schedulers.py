@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch.optim.lr_scheduler import (
@@ -28,11 +28,17 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
+from athanor.config.groups import WarmupOptions
 from athanor.errors import ConfigError
 from athanor.metrics.monitor import check_monitors, is_better
 from athanor.optim import SCHEDULERS
+from athanor.typecheck import Fraction, NonNegative, Positive, Range
 
 log = logging.getLogger(__name__)
+
+Epochs = Annotated[float, Positive]  # in epochs from the start of the run
+Factor = Annotated[float, Range(0, 1, low_open=True)]  # LR multiplier per decay
+MinLR = Annotated[float, NonNegative]  # an absolute LR floor
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,9 @@ def constant(optimizer, *, plan: StepPlan) -> None:
 
 @SCHEDULERS.register("step")
 def step_decay(
-    optimizer, *, plan: StepPlan, step_size: float = 30.0, gamma: float = 0.1
+    optimizer, *, plan: StepPlan, step_size: Epochs = 30.0, gamma: Factor = 0.1
 ) -> LRScheduler:
     """LR x `gamma` every `step_size` epochs (counted from the start of the run)."""
-    if step_size <= 0:
-        raise ConfigError(f"scheduler.step_size={step_size} must be a positive number of epochs.")
     epochs = plan.total_steps / plan.steps_per_epoch
     drops = [step_size * k for k in range(1, int(epochs / step_size) + 1)]
     milestones = [plan.epoch_to_step(e, "scheduler.step_size") for e in drops]
@@ -85,8 +89,8 @@ def multistep(
     optimizer,
     *,
     plan: StepPlan,
-    milestones: list[float] = (30.0, 60.0, 80.0),  # type: ignore[assignment]
-    gamma: float = 0.1,
+    milestones: Annotated[list[float], Positive] = (30.0, 60.0, 80.0),  # type: ignore[assignment]
+    gamma: Factor = 0.1,
 ) -> LRScheduler:
     """LR x `gamma` at each milestone (epochs from the start of the run)."""
     if list(milestones) != sorted(milestones):
@@ -96,27 +100,27 @@ def multistep(
 
 
 @SCHEDULERS.register("exponential")
-def exponential(optimizer, *, plan: StepPlan, gamma: float = 0.95) -> LRScheduler:
+def exponential(optimizer, *, plan: StepPlan, gamma: Factor = 0.95) -> LRScheduler:
     """LR x `gamma` per epoch, applied smoothly per optimizer step."""
-    if not 0 < gamma <= 1:
-        raise ConfigError(f"scheduler.gamma={gamma} must be in (0, 1] (the factor per epoch).")
     return ExponentialLR(optimizer, gamma=gamma ** (1.0 / plan.steps_per_epoch))
 
 
 @SCHEDULERS.register("cosine")
-def cosine(optimizer, *, plan: StepPlan, min_lr: float = 0.0) -> LRScheduler:
+def cosine(optimizer, *, plan: StepPlan, min_lr: MinLR = 0.0) -> LRScheduler:
     """Cosine decay from the base LR to `min_lr` over the run (after warmup)."""
     return CosineAnnealingLR(optimizer, T_max=max(1, plan.steps), eta_min=min_lr)
 
 
 @SCHEDULERS.register("poly")
-def poly(optimizer, *, plan: StepPlan, power: float = 2.0) -> LRScheduler:
+def poly(optimizer, *, plan: StepPlan, power: Annotated[float, NonNegative] = 2.0) -> LRScheduler:
     """Polynomial decay to 0 over the run: base x (1 - t/T)^power."""
     return PolynomialLR(optimizer, total_iters=max(1, plan.steps), power=power)
 
 
 @SCHEDULERS.register("linear")
-def linear(optimizer, *, plan: StepPlan, end_factor: float = 0.0) -> LRScheduler:
+def linear(
+    optimizer, *, plan: StepPlan, end_factor: Annotated[float, Fraction] = 0.0
+) -> LRScheduler:
     """Linear decay to `end_factor` x base LR over the run (after warmup)."""
     return LinearLR(
         optimizer, start_factor=1.0, end_factor=end_factor, total_iters=max(1, plan.steps)
@@ -128,10 +132,10 @@ def onecycle(
     optimizer,
     *,
     plan: StepPlan,
-    max_lr: float | None = None,
-    pct_start: float = 0.3,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1.0e4,
+    max_lr: Annotated[float, Positive] | None = None,
+    pct_start: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.3,
+    div_factor: Annotated[float, Positive] = 25.0,
+    final_div_factor: Annotated[float, Positive] = 1.0e4,
     anneal_strategy: Literal["cos", "linear"] = "cos",
     three_phase: bool = False,
 ) -> LRScheduler:
@@ -183,11 +187,11 @@ def plateau(
     plan: StepPlan,
     monitor: str = "val/loss",
     mode: Literal["min", "max"] = "min",
-    factor: float = 0.1,
-    patience: int = 10,
-    threshold: float = 1.0e-4,
-    cooldown: int = 0,
-    min_lr: float = 0.0,
+    factor: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.1,
+    patience: Annotated[int, NonNegative] = 10,
+    threshold: Annotated[float, NonNegative] = 1.0e-4,
+    cooldown: Annotated[int, NonNegative] = 0,
+    min_lr: MinLR = 0.0,
 ) -> ReduceLROnPlateau:
     """LR x `factor` when `monitor` has not improved for `patience` validations."""
     del plan
@@ -248,28 +252,25 @@ class Schedule:
             self.on_validation.load_state_dict(state["on_validation"])
 
 
-def warmup_steps_from(shared: dict, steps_per_epoch: int, total_steps: int) -> tuple[int, float]:
-    """-> (warmup optimizer steps, start factor) from scheduler.warmup_{epochs,steps,start_factor}."""
-    epochs, steps = shared.get("warmup_epochs"), shared.get("warmup_steps")
-    if epochs is not None and steps is not None:
-        raise ConfigError(
-            "Set scheduler.warmup_epochs or scheduler.warmup_steps, not both "
-            f"(got warmup_epochs={epochs}, warmup_steps={steps})."
-        )
-    warmup = int(steps if steps is not None else round((epochs or 0) * steps_per_epoch))
-    factor = shared.get("warmup_start_factor")
-    factor = 0.01 if factor is None else float(factor)
-    if warmup < 0 or not 0 < factor <= 1:
-        raise ConfigError(
-            f"Warmup must be >= 0 steps with a start factor in (0, 1]; got {warmup} steps, "
-            f"factor {factor}."
-        )
-    if warmup >= total_steps:
-        raise ConfigError(
-            f"Warmup of {warmup} optimizer steps is not shorter than the whole run "
-            f"({total_steps} steps); lower scheduler.warmup_epochs/warmup_steps."
-        )
-    return warmup, factor
+def fit_warmup(options: WarmupOptions, steps_per_epoch: int, total_steps: int) -> int:
+    """The warmup in optimizer steps, shortened (with one warning) to leave the schedule at least
+    one step when the run is shorter than it (debug=fast, trainer.max_steps, a small data set)."""
+    warmup = options.steps(steps_per_epoch)
+    if warmup < total_steps:
+        return warmup
+    fitted = total_steps - 1
+    asked = (
+        f"scheduler.warmup_steps={options.warmup_steps}"
+        if options.warmup_steps is not None
+        else f"scheduler.warmup_epochs={options.warmup_epochs:g} ({warmup} optimizer steps)"
+    )
+    log.warning(
+        "%s is not shorter than this run (%d optimizer steps): warming up over %d step(s) instead.",
+        asked,
+        total_steps,
+        fitted,
+    )
+    return fitted
 
 
 def build_schedule(
@@ -282,8 +283,9 @@ def build_schedule(
             f"{total_steps} ({steps_per_epoch} per epoch); check trainer.epochs, trainer.max_steps "
             "and the data size."
         )
-    _, _, shared = SCHEDULERS.split(spec)
-    warmup, factor = warmup_steps_from(shared, steps_per_epoch, total_steps)
+    options = SCHEDULERS.check(spec)
+    warmup = fit_warmup(options, steps_per_epoch, total_steps)
+    factor = options.warmup_start_factor
     for group in optimizer.param_groups:  # as torch's schedulers do; plateau alone would not
         group.setdefault("initial_lr", group["lr"])
     plan = StepPlan(total_steps, steps_per_epoch, warmup)

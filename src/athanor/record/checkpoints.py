@@ -23,17 +23,13 @@ import torch
 from torch import nn
 
 from athanor.config.settings import CheckpointSettings
-from athanor.errors import ConfigError
+from athanor.errors import CheckpointSaveError, ConfigError
 
 log = logging.getLogger(__name__)
 
 # 2: the train state's parts under "state" (engine/state.py); 1 had them at the top level
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "state")
-
-
-class CheckpointSaveError(RuntimeError):
-    """A save failed with checkpoint.on_error=stop (the earlier checkpoints are intact)."""
 
 
 def _fsync_dir(path: Path) -> None:
