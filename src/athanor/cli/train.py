@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
+from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, run_task
 from athanor.record.scratch import remove_scratch
 
@@ -32,4 +33,5 @@ def _train_task(cfg) -> Any:
 
 def train() -> None:
     """`train [overrides]`: compose conf/train.yaml with the overrides and run (Hydra app)."""
+    print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
     run_hydra_app(_train_task, "train")
