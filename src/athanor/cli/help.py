@@ -15,6 +15,8 @@ HELP_FLAGS = ("--help", "-h")
 
 # `  - model: mlp   # network; ...` in conf/train.yaml's defaults list
 _DEFAULT_LINE = re.compile(r"^\s+-\s+(\w+):\s*(\S+)\s*(?:#\s*(.*))?$")
+# `split: val   # val | test ...` in conf/evaluate.yaml
+_KEY_LINE = re.compile(r"^(\w+):\s*(.*?)\s*#\s*(.*)$")
 
 TRAIN_EXAMPLES = """\
   train                                          # MLP on the embedded digits data, ~10 s on a CPU
@@ -81,6 +83,18 @@ More: `athanor list [group]` (registered names), `train --cfg job` (the composed
 `train --hydra-help` (Hydra's own options), README.md (the user's guide)."""
 
 
+def evaluate_keys(conf_dir: Path = CONF_DIR) -> str:
+    """conf/evaluate.yaml's keys with their comments (`data` takes any data.* key)."""
+    rows = []
+    for line in (conf_dir / "evaluate.yaml").read_text().splitlines():
+        match = _KEY_LINE.match(line)
+        if match:
+            key, default = match[1], {"???": " (required)", "{}": ""}.get(match[2])
+            default = f" (default: {match[2]})" if default is None else default
+            rows.append(f"  {'data.*' if key == 'data' else key:<10} {match[3]}{default}")
+    return "\n".join(rows)
+
+
 def evaluate_help() -> str:
     return f"""\
 evaluate ckpt=<run folder or .pt> [key=value ...]
@@ -89,12 +103,7 @@ Rebuild the model from the checkpoint's own config and evaluate it: prints loss,
 per-class accuracy and writes eval_<split>_<time>.json next to the checkpoint (no run folder).
 
 Keys (conf/evaluate.yaml):
-  ckpt       a run folder (best.pt, else last.pt) or a .pt checkpoint file (required)
-  split      val | test (test only for data sets that have one)
-  weights    model | ema (the EMA weights, when the run was trained with trainer.ema.decay)
-  device     auto | cpu | cuda
-  tta_flip   true: also average over mirrored images
-  data.*     overrides of the checkpoint's data config, e.g. data.batch_size=512 data.root=...
+{evaluate_keys()}
 
 Examples:
 {EVALUATE_EXAMPLES}"""
