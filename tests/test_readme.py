@@ -176,3 +176,14 @@ def test_readme_block_runs_as_written(block, tmp_path):
         f"README.md line {block.line} ({block.mode}) failed with exit {proc.returncode}:\n"
         f"{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
     )
+
+
+def test_the_room_table_names_every_room_and_base_module():
+    """The "Development" section's code layout lists every folder and module of src/athanor."""
+    text = README.read_text()
+    table = text[text.index("Code layout (`src/athanor/`)") :].split("\n\n", 2)[1]
+    package = ROOT / "src" / "athanor"
+    rooms = [f"`{p.name}/`" for p in package.iterdir() if (p / "__init__.py").exists()]
+    modules = [f"`{p.name}`" for p in package.glob("*.py")]
+    missing = [name for name in rooms + modules if name not in table]
+    assert not missing, f"README's room table lacks {missing}"
