@@ -81,7 +81,11 @@ def test_project_conf_adds_options_and_wins_a_clash(project, monkeypatch):
     assert athanor.compose(["model=mlp"])["model"]["hidden"] == [24]  # the project's file
     assert athanor.compose(["experiment=mine"])["optim"]["lr"] == 2.0e-2
     tinynet = athanor.compose(["model=tinynet"])["model"]
-    assert (tinynet["name"], tinynet["width"], tinynet["freeze"]) == ("tinynet", 16, [])  # + defaults
+    assert (tinynet["name"], tinynet["width"], tinynet["freeze"]) == (
+        "tinynet",
+        16,
+        [],
+    )  # + defaults
     monkeypatch.chdir(project / "my_project")  # no conf/ here: athanor's own mlp
     assert athanor.compose(["model=mlp"])["model"]["hidden"] == [256, 128]
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from athanor.record.folder import RunDir
-from conftest import cli
+from conftest import ROOT, cli
 from test_checkpoint import TINY
 from test_train_cli import read_scalars
 
@@ -88,6 +88,7 @@ def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
+        preexec_fn=like_a_terminal,  # SIGINT must reach the run also when pytest runs in the background
     )
     return proc, log
 
@@ -123,18 +124,45 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path, sig):
     assert [e.step for e in tb["train/loss"]][-1] == progress["step"]
 
 
-def test_second_ctrl_c_exits_at_once(tmp_path):
-    """In-process: real SIGINTs to this process through the real handler."""
-    from athanor.engine.signals import StopSignals
+def like_a_terminal() -> None:
+    """preexec_fn: the child starts with SIGINT at its default, as under an interactive shell.
+    A background job (`pytest &`, nohup) inherits SIGINT *ignored*, and Python then installs no
+    KeyboardInterrupt handler, so a test must not rely on the one it inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    with StopSignals() as signals:
+
+SECOND_CTRL_C = """
+import os, signal, time
+from athanor.engine.signals import StopSignals
+
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+with StopSignals() as signals:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # Python runs the handler between bytecodes
+    assert signals.requested, "the first Ctrl-C only asks the loop to stop"
+    try:
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # Python runs the handler between bytecodes
-        assert signals.requested
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        time.sleep(0.05)
+        raise SystemExit("the second Ctrl-C did not interrupt")
+    except KeyboardInterrupt:
+        pass
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handler not restored"
+print("ok")
+"""
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path):
+    """Real SIGINTs through the real handler, in a child that has a terminal's SIGINT setup."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SECOND_CTRL_C],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path])},
+        preexec_fn=like_a_terminal,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 # what submitit does in a SLURM job: a SIGUSR1 handler that requeues the job and exits

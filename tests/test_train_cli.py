@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import FAST
+from conftest import FAST, ROOT, cli
 
 
 def read_scalars(tb_dir) -> dict[str, list]:
@@ -22,8 +25,6 @@ def read_scalars(tb_dir) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     """The default experiment (`train`, digits) with a few epochs, run once for this module."""
-    from conftest import cli
-
     cwd = tmp_path_factory.mktemp("default")
     return cli("athanor.train", "trainer.epochs=6", "logger.progress=plain", cwd=cwd)
 
@@ -102,30 +103,26 @@ def test_same_seed_same_metrics_different_seed_differs(train, tmp_path):
     assert [m["val/loss"] for m in other.metrics()] != [m["val/loss"] for m in first.metrics()]
 
 
-def test_two_runs_in_the_same_second_get_distinct_folders(tmp_path):
-    import subprocess
-    import sys
+def test_a_run_whose_folder_is_taken_gets_the_next_free_one(train, tmp_path):
+    """A real collision, whatever the clock does: the folders this run could be named for the
+    next two minutes already exist (as if another run had started in that second), so the run must
+    write into `<name>_1`, and the folder it collided with stays as it was."""
+    from datetime import datetime, timedelta
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "athanor.train",
-        *FAST,
-        "trainer.max_steps=2",
-        "hydra.run.dir=outputs/same",
-    ]
-    # a fixed run dir models Hydra's same-second collision: athanor must still not share it
-    cmd[-1] = "name=same"
-    procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for _ in range(2)
-    ]
-    for p in procs:
-        assert p.wait(timeout=300) == 0, p.stdout.read().decode()[-2000:]
-    folders = sorted(p.parent for p in (tmp_path / "outputs").rglob("summary.json"))
-    assert len(folders) == 2 and len(set(folders)) == 2
-    for folder in folders:
-        assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    now = datetime.now()
+    taken = []
+    for second in range(120):
+        t = now + timedelta(seconds=second)
+        folder = tmp_path / "outputs" / t.strftime("%Y-%m-%d") / f"{t.strftime('%H-%M-%S')}_same"
+        folder.mkdir(parents=True)
+        (folder / "other_run.txt").write_text("not yours")
+        taken.append(folder)
+    result = train(*FAST, "trainer.max_steps=2", "name=same")
+    run = result.run_dir
+    assert run.name.endswith("_same_1") and run.parent / run.name.removesuffix("_1") in taken
+    assert result.summary()["status"] == "completed"
+    for folder in taken:
+        assert [p.name for p in folder.iterdir()] == ["other_run.txt"]
 
 
 def test_cfg_job_prints_composed_config(train):
@@ -159,7 +156,38 @@ def test_other_components_train_end_to_end(train, args):
     assert result.summary()["steps"] == 3
 
 
-def test_module_entry_points_agree(athanor_cmd):
+@pytest.mark.parametrize(
+    "script, module, args",
+    [
+        ("train", "athanor.train", ("--cfg", "job", "model=simple_cnn", "optim.lr=0.01")),
+        ("train", "athanor.train", ("--help",)),
+        ("train", "athanor.train", ("model=resnet81",)),  # a config error: same paragraph, exit 2
+        ("evaluate", "athanor.evaluate", ("--help",)),
+        ("evaluate", "athanor.evaluate", ("ckpt=nowhere",)),
+        ("athanor", "athanor", ("list", "optim")),
+        ("athanor", "athanor", ("list", "modle")),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else v,
+)
+def test_module_entry_points_agree(tmp_path, script, module, args):
+    """`python -m <module>` (what torchrun runs) and the installed command give the same
+    output and exit code, for a success and for an error."""
+    import shutil
+
+    command = shutil.which(script, path=str(Path(sys.executable).parent))
+    assert command, f"the {script} command is not installed next to {sys.executable}"
+    by_module = cli(module, *args, cwd=tmp_path, expect=None)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    by_script = subprocess.run(
+        [command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert by_script.returncode == by_module.returncode
+    assert by_script.stdout == by_module.stdout
+    assert by_script.stderr.splitlines()[-3:] == by_module.stderr.splitlines()[-3:]
+    assert by_module.output.strip()  # something was said
+
+
+def test_athanor_list_names_every_group(athanor_cmd):
     out = athanor_cmd("list").stdout
     for group in ("model:", "data:", "optim:", "scheduler:", "augment:", "loss:"):
         assert group in out

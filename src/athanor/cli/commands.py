@@ -166,7 +166,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="athanor", description="athanor utilities")
+    from athanor.cli.help import athanor_epilog
+
+    parser = argparse.ArgumentParser(
+        prog="athanor",
+        description="athanor utilities: list the registered names, export weights, tabulate runs",
+        epilog=athanor_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered names per config group")
     p.add_argument(

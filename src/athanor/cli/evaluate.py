@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from athanor.cli.compose import CONF_DIR
+from athanor.cli.help import evaluate_help, print_help_if_asked
 from athanor.cli.outcome import DEBUG_ENV, report, report_user_code
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError, UserCodeError
 
@@ -55,6 +56,7 @@ def evaluate(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    print_help_if_asked(evaluate_help, argv)
     try:
         evaluate_checkpoint(evaluate_config(argv))
     except ConfigError as err:

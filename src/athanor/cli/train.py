@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
+from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, report, run_task
 from athanor.errors import EXIT_USER_ERROR
 from athanor.record.scratch import remove_scratch
@@ -52,6 +53,7 @@ def sweep_under_torchrun(argv: list[str], environ: dict[str, str]) -> str | None
 
 def train() -> None:
     """`train [overrides]`: compose conf/train.yaml with the overrides and run (Hydra app)."""
+    print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
     problem = sweep_under_torchrun(sys.argv[1:], dict(os.environ))
     if problem:
         if os.environ.get("RANK", "0") == "0":  # said once, not by every worker

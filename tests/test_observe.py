@@ -1,0 +1,193 @@
+"""observe/: every tracker offers the null tracker's interface, and the progress reporter logs and
+writes what it should for a few steps (a tracker stub records each call)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import athanor.observe.trackers as trackers
+from athanor.config.settings import LoggerSettings
+from athanor.engine.step import StepResult
+from athanor.metrics.classification import MetricCounts
+from athanor.observe.reporter import Reporter
+from athanor.observe.trackers import NullTracker, TensorBoardTracker
+
+
+def public_methods(cls: type) -> dict[str, list[tuple]]:
+    """Each public method's parameters as (name, kind, default): what a caller depends on
+    (annotations are left out: two spellings of one type are the same interface)."""
+    return {
+        name: [(p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()]
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def tracker_classes() -> list[type]:
+    """Every tracker class defined in observe/trackers.py (the ones added later too)."""
+    return [
+        cls
+        for name, cls in inspect.getmembers(trackers, inspect.isclass)
+        if name.endswith("Tracker") and cls.__module__ == trackers.__name__
+    ]
+
+
+def test_the_tracker_classes_are_found():
+    assert {NullTracker, TensorBoardTracker} <= set(tracker_classes())
+
+
+@pytest.mark.parametrize("cls", [c for c in tracker_classes() if c is not NullTracker], ids=str)
+def test_every_tracker_has_the_null_trackers_methods_with_its_signatures(cls):
+    """The loop calls a tracker without knowing which one it has: a method missing from one of
+    them, or taking other arguments, would fail only in the runs that use that tracker."""
+    null, real = public_methods(NullTracker), public_methods(cls)
+    assert set(real) == set(null), f"{cls.__name__}: {set(real) ^ set(null)}"
+    for name, signature in null.items():
+        assert real[name] == signature, f"{cls.__name__}.{name}: {real[name]} != {signature}"
+
+
+def test_tensorboard_tracker_implements_every_method_itself():
+    """Not NullTracker's do-nothing method inherited by accident: each one writes."""
+    inherited = [n for n in public_methods(NullTracker) if n not in vars(TensorBoardTracker)]
+    assert inherited == []
+
+
+def test_tensorboard_tracker_writes_what_it_is_given(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracker = TensorBoardTracker(tmp_path)
+    tracker.scalars({"train/loss": 0.5, "lr": 0.1}, 3)
+    tracker.image("grid", torch.zeros(3, 4, 4), 3)
+    tracker.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(3, 0.5)]
+    assert events.Tags()["images"] == ["grid"]
+
+
+class RecordingTracker(NullTracker):
+    """A tracker stub: every call, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def scalars(self, values, step):
+        self.calls.append(("scalars", dict(values), step))
+
+    def image(self, tag, image, step):
+        self.calls.append(("image", tag, step))
+
+    def hparams(self, hparams, metrics):
+        self.calls.append(("hparams", hparams, dict(metrics)))
+
+    def flush(self):
+        self.calls.append(("flush",))
+
+    def named(self, kind: str) -> list[tuple]:
+        return [c for c in self.calls if c[0] == kind]
+
+
+class P:  # the loop's Progress, as far as the reporter reads it
+    def __init__(self, epoch: int, step: int, batch: int = 0):
+        self.epoch, self.step, self.batch = epoch, step, batch
+
+
+def step(loss: float, correct: int, count: int = 4, skipped: bool = False) -> StepResult:
+    return StepResult(torch.tensor(loss), torch.tensor(correct), count, None, skipped)
+
+
+def make_reporter(plots_dir: Path, active: bool = True):
+    """A reporter over a two-group optimizer (3 steps, a log every 2), its tracker stub and the
+    records it hands to metrics.jsonl."""
+    model = torch.nn.Linear(2, 3)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [model.weight], "lr": 0.1, "name": "decay"},
+            {"params": [model.bias], "lr": 0.2, "name": "no_decay"},
+        ]
+    )
+    records: list[dict] = []
+    tracker = RecordingTracker()
+    rep = Reporter(
+        tracker=tracker,
+        logger=LoggerSettings(progress="plain"),
+        optimizer=optimizer,
+        log_every=2,
+        steps_per_epoch=3,
+        total_steps=3,
+        epochs=1,
+        append_metrics=records.append,
+        device=torch.device("cpu"),
+        class_names=["a", "b", "c"],
+        plots_dir=plots_dir,
+        active=active,
+    )
+    return rep, tracker, records
+
+
+@pytest.fixture
+def reporter(tmp_path):
+    return make_reporter(tmp_path)
+
+
+def test_reporter_logs_window_means_every_log_every_steps_and_the_last_step(reporter, caplog):
+    rep, tracker, _ = reporter
+    caplog.set_level(logging.INFO, logger="athanor")
+    rep.train_step(P(0, 1), step(1.0, 1))
+    assert tracker.calls == []  # nothing between log steps
+    rep.train_step(P(0, 2), step(2.0, 3, count=12))
+    rep.train_step(P(0, 3), step(float("nan"), 0, skipped=True))  # the last step logs too
+    (first_name, first, at_2), (_, last, at_3) = tracker.named("scalars")
+    assert (first_name, at_2, at_3) == ("scalars", 2, 3)
+    # means weighted by samples: (1.0*4 + 2.0*12) / 16, (1 + 3) / 16
+    assert first["train/loss"] == pytest.approx(1.75) and first["train/acc"] == 0.25
+    assert (first["lr"], first["lr/decay"], first["lr/no_decay"]) == (0.1, 0.1, 0.2)
+    assert first["train/samples_per_s"] > 0
+    assert last["train/loss"] == 0.0  # a skipped NaN step does not poison the window's mean
+    assert [r["step"] for r in rep.train_history] == [2, 3]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("epoch 1 step 2/3: loss 1.7500 acc 0.250") for line in lines)
+
+
+def test_reporter_writes_each_validation_and_the_figures_at_the_end(reporter, tmp_path):
+    rep, tracker, records = reporter
+    rep.train_step(P(0, 1), step(1.0, 1))
+    rep.train_step(P(0, 2), step(1.0, 2))
+    counts = MetricCounts(3, torch.device("cpu"))
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
+    counts.update(logits, torch.tensor([0, 1, 1, 2]), torch.tensor(2.0))
+    metrics = counts.metrics("val")
+    rep.validation(P(1, 3), metrics, counts)
+    assert metrics["val/acc"] == 0.75
+    (record,) = records
+    assert (record["epoch"], record["step"], record["val/acc"]) == (1, 3, 0.75)
+    assert record["val/per_class_acc"] == {"a": 1.0, "b": 0.5, "c": 1.0}
+    json.dumps(record)  # metrics.jsonl takes it as it is
+    scalars = [c[1] for c in tracker.named("scalars") if c[2] == 3]
+    assert {**metrics, "epoch": 1} in scalars and {
+        "val_class/a": 1.0,
+        "val_class/b": 0.5,
+        "val_class/c": 1.0,
+    } in scalars
+    assert ("image", "val/confusion_matrix", 3) in tracker.calls
+    assert tracker.calls[-1] == ("flush",)
+    rep.finish({"optim": {"lr": 0.1}})
+    assert (Path(tmp_path) / "curves.png").stat().st_size > 0
+    assert (Path(tmp_path) / "confusion_val.png").stat().st_size > 0
+    (hparams,) = tracker.named("hparams")
+    assert hparams[1] == {"optim": {"lr": 0.1}} and hparams[2]["val/acc"] == 0.75
+
+
+def test_an_inactive_reporter_writes_nothing(tmp_path):
+    rep, tracker, records = make_reporter(tmp_path, active=False)  # a non-zero DDP rank
+    counts = MetricCounts(3, torch.device("cpu"))
+    counts.update(torch.eye(3), torch.tensor([0, 1, 2]), torch.tensor(1.0))
+    rep.validation(P(1, 1), counts.metrics("val"), counts)
+    rep.finish({})
+    assert records == [] and tracker.named("image") == [] and list(tmp_path.iterdir()) == []
