@@ -14,7 +14,9 @@ from conftest import CONF, cli
 def groups_on_disk() -> dict[str, list[str]]:
     """Each group of conf/train.yaml's defaults list and the option files of its folder."""
     defaults = yaml.safe_load((CONF / "train.yaml").read_text())["defaults"]
-    names = [next(iter(d)) for d in defaults if isinstance(d, dict)]
+    keys = [next(iter(d)) for d in defaults if isinstance(d, dict)]
+    # `group_defaults@model` merges the group-wide keys (not a choice); `optional experiment`
+    names = [k.removeprefix("optional ") for k in keys if "@" not in k]
     return {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in names}
 
 

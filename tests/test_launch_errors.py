@@ -21,8 +21,10 @@ from athanor.errors import (
     NonFiniteError,
     PeerFailed,
 )
+from athanor.metrics.monitor import Monitor
 from athanor.record.checkpoints import CheckpointSaveError
 from athanor.record.folder import RunDir
+from athanor.record.record import MetricsLog, RunRecord
 
 
 def worker_failure(err: BaseException, rank: int, scratch: Path) -> int:
@@ -56,7 +58,7 @@ def dirs(tmp_path):
     scratch, run = tmp_path / "scratch", tmp_path / "run"
     scratch.mkdir()
     run.mkdir()
-    RunDir(run).update_summary(status="running")
+    RunRecord(RunDir(run), MetricsLog(Monitor("val/acc", "max"))).start()  # a running run
     return scratch, run
 
 
@@ -133,12 +135,6 @@ def test_the_parent_exits_with_the_code_a_single_process_run_would(dirs):
     assert stopped.value.code == EXIT_USER_ERROR
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 point 4: the launcher's error table lacks the checkpoint-save error (the "
-    "single-process CLI exits 1 with a paragraph; under DDP it is a traceback). Remove this mark "
-    "when engine/launch.py uses the one error table.",
-)
 def test_a_failed_checkpoint_save_on_a_rank_is_raised_again_as_itself(dirs):
     scratch, run = dirs
     worker_failure(CheckpointSaveError("could not write last.pt: disk full"), 0, scratch)

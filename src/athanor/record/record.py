@@ -113,9 +113,9 @@ def _now() -> str:
 
 
 def correct_outcome(run: RunDir, status: str, error: str) -> None:
-    """The DDP launcher's word on a worker group that failed: rank 0's record may only say that
-    another rank failed, so the root cause replaces its status and error. Nothing is written
-    for a run that never started (no record)."""
+    """A word from outside the run on how it ended: the DDP launcher's root cause of a failed
+    worker group (rank 0's record may only say that another rank failed), or the sweep pool's
+    `pruned`. Nothing is written for a run that never started (no record)."""
     if not run.started():
         return
     summary = run.read_summary()

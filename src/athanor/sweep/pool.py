@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from athanor.record.folder import RunDir
+from athanor.record.record import correct_outcome
 from athanor.sweep.manifest import (
     COMPLETED,
     FAILED,
@@ -150,7 +151,7 @@ class Pool:
         summary_status = RunDir(r.job.folder).read_summary().get("status")
         if r.pruned:
             e.status, e.reason = PRUNED, "stopped early by the pruner"
-            RunDir(r.job.folder).update_summary(status=PRUNED)
+            correct_outcome(RunDir(r.job.folder), PRUNED, e.reason)
         elif code == 0 and summary_status in (COMPLETED, None):
             e.status = COMPLETED
             self.counts["done"] += 1

@@ -36,16 +36,16 @@ class FanOut(NullTracker):
 
     def _each(self, method: str, *args: Any) -> None:
         for name in list(self.trackers):
-            self.call(name, method, *args)
+            self._call(name, method, *args)
 
-    def call(self, name: str, method: str, *args: Any) -> None:
+    def _call(self, name: str, method: str, *args: Any) -> None:
         """``method(*args)`` on tracker ``name``; its first error drops it."""
         try:
             getattr(self.trackers[name], method)(*args)
         except Exception as err:  # noqa: BLE001 - a tracker must never end the run
-            self.drop(name, f"{method} failed", err)
+            self._drop(name, f"{method} failed", err)
 
-    def drop(self, name: str, what: str, err: Exception) -> None:
+    def _drop(self, name: str, what: str, err: Exception) -> None:
         self.trackers.pop(name, None)
         log.warning(
             "tracker %s: %s (%s: %s); the run goes on without it (results stay in %s).",
@@ -131,10 +131,10 @@ def open_trackers(
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - no server, no login: warn and go on
-            fan.drop(name, "could not start", err)
+            fan._drop(name, "could not start", err)
     params = params_order(flatten(config), run.swept)
     for name in [n for n in trackers if not saved.get(n)]:
-        fan.call(name, "params", params)  # a resumed run keeps its first ones (MLflow: immutable)
+        fan._call(name, "params", params)  # a resumed run keeps its first ones (MLflow: immutable)
     state = {n: t.saved_state() for n, t in trackers.items() if t.saved_state()}
     if state or run.group:
         _write_state(
