@@ -173,9 +173,7 @@ def test_a_restarted_sweep_skips_completed_jobs_and_reruns_failed_ones(pool_swee
         assert f"job {before[lr]['index']} already completed, skipped" in second.output
         assert (Path(after[lr]["folder"]) / "summary.json").stat().st_mtime_ns == stamps[lr]
         assert after[lr]["attempts"] == 1
-    assert (
-        after["1e+30"]["attempts"] == 2 and "job 1 failed before, rerunning it" in second.output
-    )
+    assert after["1e+30"]["attempts"] == 2 and "job 1 failed before, rerunning it" in second.output
     assert Path(after["1e+30"]["folder"] + ".failed-1").is_dir()  # the first attempt, kept
     assert "3 jobs (1 to run)" in second.output
 
