@@ -165,9 +165,8 @@ def run_hydra_app(task, config_name: str) -> None:
         report("Config error", problem)
         sys.exit(EXIT_USER_ERROR)
     prepare_hydra()
-    task = with_clash_notes(
-        task
-    )  # a project's conf/ is searched first (hydra_plugins/athanor_project)
+    # a project's conf/ is searched first (hydra_plugins/athanor_project); a clash is said once
+    task = with_clash_notes(task)
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
     if any(arg.startswith("-") for arg in sys.argv[1:]):
         run_hydra(main)  # -m sweeps, --cfg, --info, help pages, -cn/-cp: Hydra's own path
