@@ -56,7 +56,9 @@ def train() -> None:
     print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
     problem = sweep_under_torchrun(sys.argv[1:], dict(os.environ))
     if problem:
-        if os.environ.get("RANK", "0") == "0":  # said once, not by every worker
+        from athanor.distributed import env_dist
+
+        if env_dist().is_main:  # said once, not by every worker
             report("Config error", problem)
         sys.exit(EXIT_USER_ERROR)
     run_hydra_app(_train_task, "train")

@@ -12,7 +12,6 @@ fails before it starts (a config error while building) writes nothing.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from athanor.engine.parts import build_parts
 from athanor.engine.signals import StopSignals
 from athanor.engine.training import TrainingRun
 from athanor.errors import ConfigError, InterruptedRun, PeerFailed
+from athanor.metrics.monitor import is_finite
 from athanor.observe.trackers import check_trackers
 from athanor.record import resume
 from athanor.record.folder import RunDir
@@ -119,4 +119,4 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
             if status == "interrupted":
                 signals.forward()  # e.g. submitit's requeue, after the checkpoint and the summary
     best = job.metrics_log.best_value()
-    return best if best is None or math.isfinite(best) else None
+    return best if is_finite(best) else None  # NaN/inf and no value alike: nothing to optimize
