@@ -367,7 +367,7 @@ def test_the_oom_retry_halves_the_batch_and_doubles_accumulation():
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_its_job_from_the_last_checkpoint(tmp_path):
-    """Ctrl-C (SIGINT to the sweep's process group) during epoch 2: the job checkpoints and stops,
+    """Ctrl-C (SIGINT to the sweep's process group) after the first epoch: the job checkpoints and stops,
     the manifest says interrupted; the same command again continues it in the same folder."""
     import os
     import signal
@@ -376,8 +376,11 @@ def test_an_interrupted_sweep_resumes_its_job_from_the_last_checkpoint(tmp_path)
 
     from conftest import ROOT
 
-    args = ("-m", "hydra/launcher=pool", "trainer.epochs=3", "trainer.limit_val_batches=2")
-    args += ("logger.tensorboard=false", "logger.progress=plain", "hydra.sweep.dir=outputs/s")
+    # Small batches and many epochs: a digits epoch of 64-image batches takes ~50 ms, so the job
+    # could finish between the first checkpoint and the signal; this one runs ~10 s after it.
+    args = ("-m", "hydra/launcher=pool", "trainer.epochs=30", "data.batch_size=8")
+    args += ("trainer.limit_val_batches=2", "logger.tensorboard=false", "logger.progress=plain")
+    args += ("hydra.sweep.dir=outputs/s",)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "athanor.train", *args]
     sweep = subprocess.Popen(
@@ -398,7 +401,7 @@ def test_an_interrupted_sweep_resumes_its_job_from_the_last_checkpoint(tmp_path)
     again = cli("athanor.train", *args, cwd=tmp_path)
     assert "job 0 was interrupted, resuming it" in again.output
     summary = json.loads((Path(entry["folder"]) / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs"] == 3 and summary["resumes"]
+    assert summary["status"] == "completed" and summary["epochs"] == 30 and summary["resumes"]
 
 
 def test_the_search_space_reads_hydra_sweep_syntax():
