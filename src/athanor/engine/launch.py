@@ -6,6 +6,11 @@ N workers with torch's own elastic launcher (standalone rendezvous on a free por
 calls ``run.train_run``: Hydra never runs again. When a worker fails, the launcher stops the
 others; each worker leaves a short outcome file, and the parent raises the first real error (not
 the "another rank failed" errors it caused) so the user reads it once, with the usual exit code.
+
+Signals: the stop signals stay athanor's in this process too (torch's launcher handles only
+SIGHUP/SIGQUIT); a relay passes them on to every worker, which stop together and save, so the
+launcher ends like a one-process run: ``interrupted`` and exit 130. A worker that dies without a
+word (kill -9) is named, with its exit code, in one paragraph.
 """
 
 from __future__ import annotations
@@ -96,7 +101,10 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
             with _quiet_launcher(), _relay(signals, Path(scratch)):
                 results = elastic_launch(launch_config, worker)(config, str(run_dir), scratch)
         except ChildFailedError as failed:
-            raise _root_cause(Path(scratch), failed, run_dir) from None
+            cause = _root_cause(Path(scratch), failed, run_dir)
+            if isinstance(cause, InterruptedRun):
+                signals.forward()  # e.g. submitit's requeue, now that the workers have saved
+            raise cause from None
     if signals.requested:  # every worker had finished when the signal came: 130 all the same
         raise _interrupted_after_the_end(run_dir, signals)
     return results.get(0)
