@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from athanor.engine.signals import StopSignals
 from conftest import ROOT
 from test_checkpoint import TINY
 
@@ -25,12 +26,11 @@ from test_checkpoint import TINY
 BIG = (*TINY, "model.hidden=[2048]")
 STORM = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
-pytestmark = pytest.mark.slow  # real processes; ~10 s each on an idle machine
-
 
 def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
-    """`python -m athanor.train` with SIGINT at its default (as under a terminal): a background
-    pytest hands its children SIGINT ignored, and the run must install its own handler anyway."""
+    """`python -m athanor.train` started with SIGINT *ignored*, as a background shell job (and
+    `pytest &`) hands it over: the run installs its own handlers, it never relies on inherited
+    ones."""
     log = cwd / "output.txt"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
@@ -40,7 +40,7 @@ def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     return proc, log
 
@@ -93,6 +93,7 @@ def assert_ended_interrupted(cwd: Path, proc: subprocess.Popen, log: Path) -> di
     return summary
 
 
+@pytest.mark.slow  # a real training process (~10 s idle)
 def test_a_signal_storm_during_the_final_save_ends_interrupted(tmp_path):
     """From the validation after the last step to the exit (the final save, the figures, the
     summary): a signal every 5 ms. No checkpoint is on disk yet, so even the storm's SIGINTs
@@ -107,14 +108,18 @@ def test_a_signal_storm_during_the_final_save_ends_interrupted(tmp_path):
     assert text.count("received: finishing the current step") == 1, "one stop request"
 
 
+@pytest.mark.slow  # a real training process (~10 s idle)
 def test_a_signal_storm_during_start_up_and_training_ends_interrupted(tmp_path):
     proc, log = start(tmp_path, *TINY, "trainer.epochs=1000")
-    wait_for(log, "validation loss:", proc)  # built, not yet stepping
+    wait_for(log, "data fake:", proc)  # start-up: the components are being built
     storm(proc, count=10, gap_s=0.02)
     summary = assert_ended_interrupted(tmp_path, proc, log)
-    assert 1 <= summary["steps"] < 100
+    text = log.read_text()
+    assert text.index("SIGTERM received") < text.index("first optimizer step"), "not start-up"
+    assert 1 <= summary["steps"] < 100  # the run started, took its first step, and saved it
 
 
+@pytest.mark.slow  # a real training process (~10 s idle)
 def test_a_second_ctrl_c_during_the_interrupt_save_finishes_that_save(tmp_path):
     """Decided: the save in progress is finished (the file is complete), then the run exits at
     once; last.pt is the interrupt's checkpoint. SIGUSR1 pings (more stop requests) find the
@@ -145,3 +150,40 @@ def test_sigterm_to_the_ddp_launcher_exits_130_with_the_workers_checkpoint(tmp_p
     summary = assert_ended_interrupted(tmp_path, proc, log)
     assert summary["steps"] >= 12 and summary["error"].startswith("rank ")
     assert "resume with resume=" in log.read_text()
+
+
+def ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.02)  # Python runs the handler between bytecodes
+
+
+def test_a_second_ctrl_c_cuts_only_where_the_run_allows_it():
+    """Real SIGINTs through the real handler: never during start-up or the close, not before a
+    checkpoint is on disk, never inside a save (raised once it is complete), and only once."""
+    on_disk: list[int] = []
+    with StopSignals(escalate=False) as signals:
+        ctrl_c()
+        ctrl_c()  # start-up: stopping is already the quickest way
+        assert signals.requested and signals.sigints == 2
+        with signals.escalating(when=lambda: bool(on_disk)):
+            ctrl_c()  # no checkpoint yet: the run finishes the step and saves first
+            on_disk.append(1)
+            finished = False
+            with pytest.raises(KeyboardInterrupt), signals.shielded():
+                ctrl_c()
+                finished = True  # the save went on to its end
+            assert finished
+            ctrl_c()  # raised once: the unwinding (summary, close) is never cut
+        ctrl_c()
+    assert signals.sigints == 6
+
+
+def test_everything_under_the_command_shares_its_handler():
+    signals = StopSignals(escalate=False)
+    with signals:
+        with StopSignals.watch() as inner:
+            assert inner is signals
+        assert signal.getsignal(signal.SIGTERM) == signals._handle
+    with StopSignals.watch() as alone:  # a run started from Python: installed for its duration
+        assert alone is not signals and signal.getsignal(signal.SIGTERM) == alone._handle
+    assert signal.getsignal(signal.SIGTERM) is not alone._handle
