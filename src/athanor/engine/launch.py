@@ -242,7 +242,7 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
 
 
 def _by_signal(exitcode: int) -> str:
-    """ " (SIGKILL: killed from outside, e.g. kill -9 or the out-of-memory killer)" for -9."""
+    """The signal that ended a worker, in words (a negative exit code is its number)."""
     if exitcode >= 0:
         return ""
     with contextlib.suppress(ValueError):
