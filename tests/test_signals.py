@@ -104,7 +104,8 @@ def test_a_signal_storm_during_the_final_save_ends_interrupted(tmp_path):
     summary = assert_ended_interrupted(tmp_path, proc, log)
     text = log.read_text()
     assert "received while a checkpoint is being written" in text, "the storm missed the save"
-    assert summary["steps"] == 8 and "after the last step (step 8)" in summary["error"]
+    # after the save, the storm's later SIGINTs may cut the figures (a checkpoint is on disk)
+    assert summary["steps"] == 8 and "step 8" in summary["error"]
     assert text.count("received: finishing the current step") == 1, "one stop request"
 
 
