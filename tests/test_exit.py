@@ -5,7 +5,11 @@ from __future__ import annotations
 
 HOOK = """
 import atexit, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+idle = ThreadPoolExecutor(1)  # never shut down: its worker waits for threading's exit hook
+idle.submit(time.sleep, 0)
 
 def late_write():
     time.sleep(0.5)

@@ -64,9 +64,15 @@ def exit_at_once(code: int | str | None) -> NoReturn:
     elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # the interpreter's own first step: threading's exit hooks (a ThreadPoolExecutor's workers
+    # wait for them), then every non-daemon thread is joined
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
