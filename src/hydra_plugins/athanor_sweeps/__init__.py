@@ -1,14 +1,40 @@
 """athanor's sweep plugins for Hydra, which finds plugins in the ``hydra_plugins`` namespace.
 
-The classes are defined here (Hydra accepts only plugins whose module is under hydra_plugins) as
-thin subclasses; the logic is in athanor.cli.sweeps and athanor.sweep."""
+Hydra imports every module of that namespace on each start (plain runs, ``--help`` and
+``athanor list`` included), so these classes are shims that import nothing of athanor: the real
+launcher and sweeper (athanor.cli.sweeps, which imports the sweep pool, the run record and torch)
+are imported only when Hydra builds one, and that object is what Hydra gets. Hydra accepts only
+plugin classes defined under hydra_plugins, hence the shims rather than a re-export."""
 
-from athanor.cli import sweeps as _sweeps
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 
 
-class PoolLauncher(_sweeps.PoolLauncher):
+class PoolLauncher(Launcher):
     """``hydra/launcher=pool`` (conf/hydra/launcher/pool.yaml)."""
 
+    def __new__(cls, *args, **kwargs):
+        from athanor.cli.sweeps import PoolLauncher as Real
 
-class OptunaSweeper(_sweeps.OptunaSweeper):
+        return Real(*args, **kwargs)
+
+    def setup(self, **kwargs) -> None:  # never called: __new__ returns the real launcher
+        raise NotImplementedError
+
+    def launch(self, job_overrides, initial_job_idx):  # idem
+        raise NotImplementedError
+
+
+class OptunaSweeper(Sweeper):
     """``hydra/sweeper=optuna_tpe``, chosen by conf/hparams_search/ presets."""
+
+    def __new__(cls, *args, **kwargs):
+        from athanor.cli.sweeps import OptunaSweeper as Real
+
+        return Real(*args, **kwargs)
+
+    def setup(self, **kwargs) -> None:  # never called: __new__ returns the real sweeper
+        raise NotImplementedError
+
+    def sweep(self, arguments):  # idem
+        raise NotImplementedError
