@@ -135,6 +135,19 @@ def test_ema_weights_equal_the_closed_form_average(warmup):
             EmaSettings(decay=bad)
 
 
+def test_ema_of_a_batchnorm_model_averages_running_stats_and_copies_the_counter():
+    """BatchNorm's num_batches_tracked is an integer buffer: lerp is not defined on it (this
+    crashed every EMA run of simple_cnn); the float running stats are averaged."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    ema = Ema(model, 0.5, warmup=False)
+    for _ in range(3):
+        model(torch.randn(8, 4))
+        ema.update(model, step=1)
+    bn, ema_bn = model[1], ema.model[1]
+    assert int(ema_bn.num_batches_tracked) == int(bn.num_batches_tracked) == 3
+    assert not torch.allclose(ema_bn.running_mean, bn.running_mean)  # an average, not a copy
+
+
 def test_bf16_autocast_runs_the_model_in_bf16_and_fp16_uses_a_grad_scaler():
     model = mlp()
     dtypes = []

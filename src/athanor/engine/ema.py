@@ -18,7 +18,10 @@ class Ema:
         def lerp(averaged: list, current: list, num_averaged) -> None:
             n = int(num_averaged)
             d = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
+            if averaged[0].is_floating_point():
+                torch._foreach_lerp_(averaged, current, 1.0 - d)
+            else:  # integer buffers (BatchNorm's num_batches_tracked): counters, not averaged
+                torch._foreach_copy_(averaged, current)
 
         # use_buffers: BatchNorm running stats are averaged too, so the EMA model is evaluable
         self.module = AveragedModel(model, multi_avg_fn=lerp, use_buffers=True)
