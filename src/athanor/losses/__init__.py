@@ -169,6 +169,39 @@ def bce(*, num_classes: int, pos_weight: ClassWeights = None) -> nn.Module:
     return BinaryCrossEntropy(pos_weight=_class_weights("pos_weight", pos_weight, num_classes))
 
 
+def _regression(loss: nn.Module) -> nn.Module:
+    return _SameShape(loss)
+
+
+class _SameShape(nn.Module):
+    """A regression loss on outputs [B, D] and float targets of the same number of values."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss(outputs, targets.view_as(outputs).to(outputs.dtype))
+
+
+@LOSSES.register("mse")
+def mse() -> nn.Module:
+    """Mean squared error (regression)."""
+    return _regression(nn.MSELoss())
+
+
+@LOSSES.register("l1")
+def l1() -> nn.Module:
+    """Mean absolute error (regression)."""
+    return _regression(nn.L1Loss())
+
+
+@LOSSES.register("smooth_l1")
+def smooth_l1(*, beta: Annotated[float, NonNegative] = 1.0) -> nn.Module:
+    """Huber-like: squared below `beta`, absolute above (regression, robust to outliers)."""
+    return _regression(nn.SmoothL1Loss(beta=beta))
+
+
 def check_soft_targets(spec: dict[str, Any], *, mixing: bool) -> None:
     """Refuse, before any work, mixup/cutmix with a loss that needs class indices."""
     if mixing and spec.get("name") in INDEX_ONLY:
