@@ -4,6 +4,7 @@ trains a few epochs on CPU, and its metric must move the right way."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -190,6 +191,27 @@ def test_dict_inputs_reach_the_model_as_keywords(train, project):
     )
     assert "dict(image: uint8 1x6x6, features: float32 4)" in r.output
     assert r.metrics()[-1]["val/acc"] > 0.8
+
+
+def test_loss_terms_add_up_and_each_is_logged(train, tmp_path):
+    r = train(
+        "loss=terms",
+        "loss.terms={cross_entropy: 1.0, focal: {weight: 0.5, gamma: 2.0}}",
+        "trainer.max_steps=4",
+        "trainer.log_every=2",
+        "logger.progress=plain",
+        "checkpoint.enabled=false",
+    )
+    lines = [line for line in r.output.splitlines() if "step 4/4: loss" in line]
+    total, ce, focal = map(
+        float, re.findall(r"loss ([\d.]+) \(cross_entropy ([\d.]+), focal ([\d.]+)\)", lines[0])[0]
+    )
+    assert total == pytest.approx(ce + 0.5 * focal, abs=2e-3)  # the summary is the weighted sum
+    assert 0 < focal < ce  # focal down-weights the easy examples
+    refused = train(
+        "task=classification", "loss=terms", "loss.terms={cross_entropy: 1.0, mse: 1.0}", expect=2
+    )
+    assert "loss=mse does not fit task=classification" in refused.output
 
 
 def test_a_loss_that_does_not_fit_the_task_is_refused_before_work(train, project):

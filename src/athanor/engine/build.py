@@ -78,8 +78,10 @@ def build_task(config: dict[str, Any]) -> Task:
 
 def check_task(config: dict[str, Any]) -> None:
     """Refuse, before any work, a registered loss or metric that does not fit the task."""
-    task = build_task(config)
-    task.check_loss(config["loss"]["name"], set(LOSSES.names()))
+    task, loss = build_task(config), config["loss"]
+    names = list(loss.get("terms") or {}) if loss["name"] == "terms" else [loss["name"]]
+    for name in names:
+        task.check_loss(name, set(LOSSES.names()) - {"terms"})
     task.check_metrics(set(METRICS.names()))
 
 

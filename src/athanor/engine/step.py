@@ -16,6 +16,7 @@ from athanor.data.loaders import Batch
 from athanor.data.plain import call_model
 from athanor.engine.ema import Ema
 from athanor.errors import NonFiniteError
+from athanor.losses import WeightedSum
 from athanor.observe.insight import check_initial_loss, report_unused
 from athanor.tasks import Task
 from athanor.tasks.builtin import Classification
@@ -58,6 +59,7 @@ class StepResult:
     count: int  # samples in this step
     grad_norm: torch.Tensor | None  # total norm before clipping; None when nobody asked for it
     skipped: bool = False
+    terms: dict[str, torch.Tensor] | None = None  # loss=terms: each term (last micro-batch)
 
 
 class FiniteWatch:
@@ -141,6 +143,8 @@ class Stepper:
         # classification counts top-1 hits per step (train/acc); other tasks have no classes
         self.count_hits = task is None or isinstance(task, Classification)
         self.task, self.pretrained, self.loss_name = task, pretrained, loss_name
+        inner = getattr(loss_fn, "loss", loss_fn)  # under loss.flooding
+        self.terms = inner if isinstance(inner, WeightedSum) else None  # loss=terms
 
     def _sync_context(self, last: bool):
         """DDP: all-reduce gradients only on the last micro-batch of an accumulation."""
@@ -192,6 +196,8 @@ class Stepper:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model, step + 1)
+        if self.terms is not None:
+            return StepResult(loss, correct, count, grad_norm, terms=self.terms.last)
         return StepResult(loss, correct, count, grad_norm)
 
     def check_finite(self, weights: bool = False) -> None:

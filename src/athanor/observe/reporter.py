@@ -111,6 +111,7 @@ class Reporter:
         scalars = {
             "train/loss": loss_sum / max(count, 1),
             **({"train/acc": correct / max(count, 1)} if has_acc else {}),
+            **self._loss_terms(),
             **self.lrs(),
             **({} if result.grad_norm is None else {"train/grad_norm": float(result.grad_norm)}),
             "train/samples_per_s": count / elapsed,
@@ -146,9 +147,20 @@ class Reporter:
         if self.active and self.settings.image_grid and images:
             self.tracker.image("train/augmented_batch", insight.image_grid(inputs), 0)
 
+    def _loss_terms(self) -> dict[str, float]:
+        """loss=terms: each term's mean over the window (this rank's), as train/loss/<term>."""
+        steps = [r.terms for r in self.window if r.terms]
+        if not steps:
+            return {}
+        return {
+            f"train/loss/{name}": float(torch.stack([t[name] for t in steps]).float().mean())
+            for name in steps[0]
+        }
+
     def _show(self, p, s: dict[str, float]) -> None:
         text = (
             f"loss {s['train/loss']:.4f}"
+            + _terms_text(s)
             + (f" acc {s['train/acc']:.3f}" if "train/acc" in s else "")
             + f" lr {s['lr']:.3g} "
             f"{s['train/samples_per_s']:.0f} samples/s"
@@ -229,3 +241,9 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _terms_text(scalars: dict[str, float]) -> str:
+    """ " (cross_entropy 1.80, focal 0.79)": loss=terms' terms beside the summed loss."""
+    terms = [(k.removeprefix("train/loss/"), v) for k, v in scalars.items() if "/loss/" in k]
+    return " (" + ", ".join(f"{name} {v:.4f}" for name, v in terms) + ")" if terms else ""

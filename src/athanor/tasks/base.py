@@ -74,13 +74,11 @@ class Task:
     # -- checks ----------------------------------------------------------------------------------
     def check_loss(self, loss_name: str, known: set[str]) -> None:
         """Refuse a registered loss that does not fit, before any work starts."""
-        names = {loss_name} if loss_name != "terms" else set()
-        for name in names:
-            if name in known and name not in self.losses:
-                raise ConfigError(
-                    f"loss={name} does not fit task={self.name}. Losses that fit: "
-                    f"{', '.join(sorted(self.losses))} (or a loss of your own)."
-                )
+        if loss_name in known and loss_name not in self.losses:
+            raise ConfigError(
+                f"loss={loss_name} does not fit task={self.name}. Losses that fit: "
+                f"{', '.join(sorted(self.losses))} (or a loss of your own)."
+            )
 
     def check_metrics(self, known: set[str]) -> None:
         fit = self.fitting_metrics
