@@ -208,9 +208,7 @@ def test_loss_terms_add_up_and_each_is_logged(train, tmp_path):
     )
     assert total == pytest.approx(ce + 0.5 * focal, abs=2e-3)  # the summary is the weighted sum
     assert 0 < focal < ce  # focal down-weights the easy examples
-    refused = train(
-        "task=classification", "loss=terms", "loss.terms={cross_entropy: 1.0, mse: 1.0}", expect=2
-    )
+    refused = train("task=classification", "loss=terms", "+loss.terms.mse=1.0", expect=2)
     assert "loss=mse does not fit task=classification" in refused.output
 
 
