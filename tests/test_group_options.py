@@ -40,6 +40,7 @@ SETTABLE = {
     "scheduler": ("warmup_steps", "2", 2),
     "augment": ("mix_prob", "0.5", 0.5),
     "loss": ("flooding", "0.5", 0.5),
+    "task": ("metrics", "[acc]", ["acc"]),
 }
 
 

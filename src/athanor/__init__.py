@@ -26,6 +26,8 @@ _LAZY = {
     "OPTIMIZERS": ("athanor.optim", "OPTIMIZERS"),
     "SCHEDULERS": ("athanor.optim", "SCHEDULERS"),
     "LOSSES": ("athanor.losses", "LOSSES"),
+    "METRICS": ("athanor.metrics", "METRICS"),
+    "TASKS": ("athanor.tasks", "TASKS"),
     "fit": ("athanor.cli.api", "fit"),
     "compose": ("athanor.cli.api", "compose"),
     "Registry": ("athanor.registry", "Registry"),

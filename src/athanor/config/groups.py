@@ -56,6 +56,10 @@ class DataOptions(GroupOptions):
     std: Annotated[list[float], Positive] | None = None
     image_size: Annotated[int, Positive] | None = None  # None: the data set's own
     class_names: list[str] | None = None  # None: from the data set
+    num_classes: Annotated[int, Positive] | None = None  # None: from the data (classes / targets)
+    # dataset: the data set's own mean/std (built-ins: published); auto: measured on a seeded
+    # sample of the training split; none: inputs as they come (uint8 still scaled to [0, 1])
+    normalize: Literal["dataset", "auto", "none"] = "dataset"
     annotations: str | None = None  # CSV data sets: file of `path,label` rows
     # data sets read per file: decode a seeded sample (or all, or none) before the first step
     verify: Literal["none", "sample", "all"] = "sample"
@@ -147,6 +151,13 @@ class MixOptions(GroupOptions):
         return self.mix_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
+@dataclass(frozen=True)
+class TaskOptions(GroupOptions):
+    """`task.*` keys every task accepts."""
+
+    metrics: list[str] | None = ()  # type: ignore[assignment]  # registered METRICS logged besides the task's own
+
+
 # The component groups, in build order, each with its group-wide option class.
 COMPONENT_GROUPS: dict[str, type[GroupOptions]] = {
     "model": ModelOptions,
@@ -155,6 +166,7 @@ COMPONENT_GROUPS: dict[str, type[GroupOptions]] = {
     "scheduler": WarmupOptions,
     "augment": MixOptions,
     "loss": LossOptions,
+    "task": TaskOptions,
 }
 
 

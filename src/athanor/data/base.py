@@ -69,10 +69,11 @@ class DataBundle:
 
     def describe(self) -> str:
         kind = "in memory" if isinstance(self.train, TensorSplit) else "read per sample"
+        shape = f"{self.num_classes} classes, {self.channels}x{self.image_size}x{self.image_size}"
+        if "inputs" in self.info:  # plain Datasets: the targets are described with the task
+            shape = f"inputs {self.info['inputs']}"
         test = f" / {len(self.test)} test" if self.test is not None else ""
         where = f" ({self.info['val']})" if "val" in self.info else ""
         return (
-            f"{len(self.train)} train / {len(self.val)} val{test} samples{where}, "
-            f"{self.num_classes} classes, {self.channels}x{self.image_size}x{self.image_size}, "
-            f"{kind}"
+            f"{len(self.train)} train / {len(self.val)} val{test} samples{where}, {shape}, {kind}"
         )

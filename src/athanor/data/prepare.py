@@ -9,12 +9,19 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
+
+import torch
 
 from athanor.data import DATASETS
 from athanor.data.base import DataBundle, Split, TensorSplit
 from athanor.data.options import DataOptions, data_options
+from athanor.data.plain import AUTO_SAMPLES, _fmt, from_datasets, is_plain
 from athanor.errors import ConfigError
+from athanor.tasks.base import TargetInfo
+
+log = logging.getLogger("athanor")
 
 
 def _options_for(entry, options: DataOptions) -> dict[str, Any]:
@@ -49,8 +56,43 @@ def _resize(split: Split, size: int) -> Split:
     return TensorSplit(images, split.labels)
 
 
-def apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
-    """data.subset / image_size / mean / std / class_names on top of what the builder returned."""
+def apply_data_options(built: Any, options: DataOptions, *, seed: int = 0) -> DataBundle:
+    """data.subset / image_size / normalize / mean / std / class_names on top of what the builder
+    returned (a DataBundle, or plain Datasets: data/plain.py)."""
+    if is_plain(built):
+        return from_datasets(built, options, seed=seed)
+    if not isinstance(built, DataBundle):
+        raise ConfigError(
+            f"The data builder returned a {type(built).__name__}; return (train, val) or (train, "
+            "val, test) Datasets whose items are (input, target), or a DataBundle."
+        )
+    bundle = _apply(built, options, seed)
+    bundle.info["targets"] = TargetInfo(integer=True, num_classes=bundle.num_classes)
+    return bundle
+
+
+def _normalization(bundle: DataBundle, options: DataOptions, seed: int) -> None:
+    """data.normalize: the data set's statistics (default), none, or measured (auto)."""
+    if options.normalize == "none":
+        bundle.mean, bundle.std = [0.0] * bundle.channels, [1.0] * bundle.channels
+    elif options.normalize == "auto" and isinstance(bundle.train, TensorSplit):
+        gen = torch.Generator().manual_seed(seed)
+        picks = torch.randperm(len(bundle.train), generator=gen)[:AUTO_SAMPLES]
+        x = bundle.train.images[picks].float().div(255.0).transpose(0, 1).flatten(1)  # [C, N*H*W]
+        bundle.mean, bundle.std = x.mean(1).tolist(), x.std(1).clamp(min=1e-8).tolist()
+        log.info(
+            "data.normalize=auto: mean %s, std %s (%d training images)",
+            _fmt(bundle.mean),
+            _fmt(bundle.std),
+            len(picks),
+        )
+    elif options.normalize == "auto":
+        log.warning(
+            "data.normalize=auto measures in-memory images only; using the data set's statistics."
+        )
+
+
+def _apply(bundle: DataBundle, options: DataOptions, seed: int) -> DataBundle:
     done: dict[int, Any] = {}  # val may be the test split itself: treat it once, keep it shared
     for name in ("train", "val", "test"):
         split = getattr(bundle, name)
@@ -60,6 +102,7 @@ def apply_data_options(bundle: DataBundle, options: DataOptions) -> DataBundle:
         setattr(bundle, name, done.get(id(split)))
     if options.image_size:
         bundle.image_size = options.image_size
+    _normalization(bundle, options, seed)
     if options.mean is not None:
         bundle.mean = list(options.mean)
     if options.std is not None:

@@ -28,10 +28,12 @@ from athanor.data.loaders import (
     load_into_memory,
 )
 from athanor.data.order import EpochOrder, ShardOrder
+from athanor.data.plain import PlainLoader, PlainNormalize, PlainSplit, example_input
 from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss, check_class_lengths, check_soft_targets
+from athanor.metrics import METRICS
 from athanor.models import MODELS
 from athanor.models.options import apply_model_options
 from athanor.models.probe import probe
@@ -39,11 +41,14 @@ from athanor.optim import OPTIMIZERS, SCHEDULERS
 from athanor.optim.param_groups import finalize_groups, group_options, param_groups
 from athanor.optim.schedulers import Schedule, build_schedule, check_monitor, total_optimizer_steps
 from athanor.registry import Registry
+from athanor.tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
 
 # the component groups' registries, keyed and ordered by the one table in config/groups.py
-_BY_GROUP = {r.group: r for r in (MODELS, DATASETS, OPTIMIZERS, SCHEDULERS, AUGMENTS, LOSSES)}
+_BY_GROUP = {
+    r.group: r for r in (MODELS, DATASETS, OPTIMIZERS, SCHEDULERS, AUGMENTS, LOSSES, TASKS)
+}
 REGISTRIES: dict[str, Registry] = {group: _BY_GROUP[group] for group in COMPONENT_GROUPS}
 
 
@@ -60,16 +65,32 @@ def validate(config: dict[str, Any]) -> None:
     check_data(config["data"])
     check_soft_targets(config["loss"], mixing=options["augment"].enabled)
     check_class_lengths(config["loss"], config["data"].get("class_names"))
+    check_task(config)
     ema = (config.get("trainer") or {}).get("ema") or {}
     check_monitor(config["scheduler"], ema=ema.get("decay") is not None)
 
 
+def build_task(config: dict[str, Any]) -> Task:
+    """The task (not yet bound to the data), with task.metrics added to its own."""
+    options = TASKS.check(config["task"])
+    return TASKS.build(config["task"]).add_metrics(options.metrics or ())
+
+
+def check_task(config: dict[str, Any]) -> None:
+    """Refuse, before any work, a registered loss or metric that does not fit the task."""
+    task, loss = build_task(config), config["loss"]
+    names = list(loss.get("terms") or {}) if loss["name"] == "terms" else [loss["name"]]
+    for name in names:
+        task.check_loss(name, set(LOSSES.names()) - {"terms"})
+    task.check_metrics(set(METRICS.names()))
+
+
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:
-    """The data set with the `data.*` options applied (subset, image size, normalization)."""
+    """The data set with the `data.*` options applied (subset, image size, normalization).
+    A builder returns a DataBundle or plain (train, val[, test]) Datasets (data/plain.py)."""
     options = check_data(config["data"])
-    bundle = apply_data_options(
-        DATASETS.build(config["data"], **builder_options(config["data"])), options
-    )
+    built = DATASETS.build(config["data"], **builder_options(config["data"]))
+    bundle = apply_data_options(built, options, seed=int(config.get("seed", 0)))
     log.info("data %s: %s", config["data"]["name"], bundle.describe())
     return bundle, options
 
@@ -130,10 +151,22 @@ def build_loaders(
     d: Dist,
     device: torch.device,
     overfit_batches: int = 0,
+    task: Task | None = None,
 ) -> Loaders:
     """Training, validation (and test) loaders on the chosen path. Training batches are a pure
     function of (seed, epoch, batch index): the order comes from EpochOrder, the augmentation
     from the batch's generator (memory path) or per-sample seeds (DataLoader path)."""
+    if isinstance(bundle.train, PlainSplit):
+        return plain_loaders(
+            bundle,
+            options,
+            augmentation,
+            seed=seed,
+            d=d,
+            device=device,
+            task=task,
+            overfit_batches=overfit_batches,
+        )
     path = choose_path(bundle, options, augmentation)
     if path == "memory" and not isinstance(bundle.train, TensorSplit):
         for name in ("train", "val", "test"):  # image files, decoded once (data.loader=memory)
@@ -145,17 +178,7 @@ def build_loaders(
         # a few fixed batches, no augmentation: the model must be able to memorize them
         train_split = train_split.subset(overfit_batches * options.batch_size)
         augmentation, mixer = Augmentation(sample_val=augmentation.sample_val), None
-    weights = _sample_weights(train_split) if options.sampler == "weighted" else None
-    train_order = EpochOrder(
-        len(train_split),
-        options.batch_size,
-        seed=seed,
-        shuffle=not overfit_batches,
-        drop_last=options.drop_last,
-        rank=d.rank,
-        world=d.world,
-        weights=weights,
-    )
+    train_order = _train_order(train_split, options, seed, d, shuffle=not overfit_batches)
     normalize = Normalize(bundle.mean, bundle.std, device)
     train_batches = DeviceBatches(normalize, augmentation, mixer, seed, device)
     if path == "memory":
@@ -165,9 +188,7 @@ def build_loaders(
         train = TorchLoader(samples, train_order, train_batches, options)
 
     def evaluation(split):
-        order = ShardOrder(
-            len(split), max(1, options.batch_size // d.world), rank=d.rank, world=d.world
-        )
+        order = _eval_order(split, options, d)
         batches = DeviceBatches(normalize, None, None, seed, device)
         if path == "memory":
             return MemoryLoader(split, order, batches)
@@ -181,6 +202,62 @@ def build_loaders(
     return Loaders(train, val, path, test)
 
 
+def _train_order(split, options: DataOptions, seed: int, d: Dist, *, shuffle: bool) -> EpochOrder:
+    """The training order: seeded per epoch, sharded across ranks, weighted when asked."""
+    weights = _sample_weights(split) if options.sampler == "weighted" else None
+    return EpochOrder(
+        len(split),
+        options.batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        drop_last=options.drop_last,
+        rank=d.rank,
+        world=d.world,
+        weights=weights,
+    )
+
+
+def _eval_order(split, options: DataOptions, d: Dist) -> ShardOrder:
+    """Evaluation: every sample once, this rank's shard, the per-rank share of the batch."""
+    return ShardOrder(len(split), max(1, options.batch_size // d.world), rank=d.rank, world=d.world)
+
+
+def plain_loaders(
+    bundle: DataBundle,
+    options: DataOptions,
+    augmentation: Augmentation,
+    *,
+    seed: int,
+    d: Dist,
+    device: torch.device,
+    task: Task | None,
+    overfit_batches: int = 0,
+) -> Loaders:
+    """The DataLoader path for plain Datasets (any input: tensors, tuples, dicts)."""
+    if augmentation.batch_ops or augmentation.normalized_ops or augmentation.sample_train:
+        log.warning(
+            "augment: not applied: the inputs come from plain Datasets (%s), not the image "
+            "pipeline; augment them in the Dataset, or use augment=none.",
+            bundle.info.get("inputs"),
+        )
+    normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info.get("input_shape", ()), device)
+    loss_targets = task.loss_targets if task is not None else (lambda t: t)
+    train_split = bundle.train
+    if overfit_batches:  # a few fixed batches: the model must be able to memorize them
+        train_split = train_split.subset(overfit_batches * options.batch_size)
+    train_order = _train_order(train_split, options, seed, d, shuffle=not overfit_batches)
+
+    def loader(split, order):
+        return PlainLoader(split, order, normalize, loss_targets, options, device, seed)
+
+    def evaluation(split):
+        return loader(split, _eval_order(split, options, d))
+
+    val = evaluation(bundle.val)
+    test = evaluation(bundle.test) if bundle.test is not None else None
+    return Loaders(loader(train_split, train_order), val, "torch", test)
+
+
 def _sample_weights(split) -> torch.Tensor:
     """Inverse class frequency per sample, so each class is drawn equally often."""
     counts = torch.bincount(split.labels).double().clamp(min=1)
@@ -188,11 +265,13 @@ def _sample_weights(split) -> torch.Tensor:
 
 
 def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
+    """The model for the data's shape; ``bundle.num_classes`` is the task's number of outputs."""
     model = MODELS.build(
         config["model"],
         num_classes=bundle.num_classes,
         in_channels=bundle.channels,
         image_size=bundle.image_size,
+        input_shape=bundle.info.get("input_shape"),
     )
     _, _, shared = MODELS.split(config["model"])
     apply_model_options(model, shared)
@@ -202,6 +281,7 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
         num_classes=bundle.num_classes,
         in_channels=bundle.channels,
         image_size=bundle.image_size,
+        example=example_input(bundle),
     )
     return model
 

@@ -10,13 +10,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from athanor.data.plain import call_model
 from athanor.losses import build_loss
 from athanor.metrics.classification import MetricCounts
+from athanor.tasks import Task
 
 log = logging.getLogger("athanor")
 
 
-def predict(model: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+def predict(model: nn.Module, x: Any, tta_flip: bool = False) -> torch.Tensor:
+    """The model's outputs for inputs ``x`` (a tensor, or a tuple / dict of them)."""
+    if not isinstance(x, torch.Tensor):
+        return call_model(model, x)
     logits = model(x)
     if tta_flip:  # average with the mirror image (test-time augmentation)
         logits = 0.5 * (logits + model(x.flip(-1)))
@@ -28,7 +33,7 @@ def evaluate(
     model: nn.Module,
     batches: Iterable,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    num_classes: int,
+    task: Task | int,
     device: torch.device,
     *,
     autocast: Callable | None = None,
@@ -37,10 +42,15 @@ def evaluate(
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> MetricCounts:
     """Evaluate on this rank's shard, then all-reduce the counts. The loss is summed per sample
-    (loss_fn is a mean, so multiply by the batch size) to get an exact global mean."""
+    (loss_fn is a mean, so multiply by the batch size) to get an exact global mean. ``task``: the
+    run's task (its metrics, on its predictions and the raw targets), or a class count
+    (classification accuracy)."""
     was_training = model.training
     model.eval()
-    counts = MetricCounts(num_classes, device)
+    if isinstance(task, int):
+        counts, to_predictions = MetricCounts(task, device), None
+    else:
+        counts, to_predictions = task.new_counts(device), task.predictions
     for i, batch in enumerate(batches):
         if limit is not None and i >= limit:
             break
@@ -51,8 +61,10 @@ def evaluate(
         else:
             logits = predict(model, x, tta_flip)
         logits = logits.float()
-        loss = loss_fn(logits, batch.labels) * batch.labels.numel()
-        counts.update(logits, batch.labels, loss.detach())
+        # the loss on the loss's targets (regression: standardized), the metrics on raw ones
+        loss = loss_fn(logits, batch.targets) * len(batch.labels)
+        predictions = logits if to_predictions is None else to_predictions(logits)
+        counts.update(predictions, batch.labels, loss.detach())
     model.train(was_training)
     return counts.reduce()
 

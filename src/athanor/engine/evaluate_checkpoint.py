@@ -16,6 +16,7 @@ from athanor import plugins
 from athanor.distributed import Dist, resolve_device
 from athanor.engine.build import build_data, build_loaders, build_model, validate
 from athanor.engine.evaluate import evaluate, validation_loss
+from athanor.engine.parts import bind_task
 from athanor.errors import ConfigError
 from athanor.metrics.classification import MetricCounts
 from athanor.record.checkpoints import load_file, saved_progress
@@ -69,6 +70,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     """Evaluate ``options['ckpt']`` on ``options['split']``; returns the written report."""
     state, path = load_for_evaluation(str(options["ckpt"]))
     config = without_weights(state["config"])
+    config.setdefault("task", {"name": "classification", "metrics": []})  # saved before tasks
     plugins.load_user_code(config.get("imports"))  # the run's own builders
     config["data"] = {**config["data"], **(options.get("data") or {})}
     validate(config)
@@ -77,6 +79,9 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"split={split!r} is not valid; use val or test.")
     device = resolve_device(str(options.get("device", "auto")), Dist())
     bundle, data_opts = build_data(config)
+    task = bind_task(config, bundle, device)
+    if state["state"].get("task"):  # e.g. regression's target statistics, from training
+        task.load_state_dict(state["state"]["task"])
     if split == "test":
         if bundle.test is None:
             raise ConfigError(
@@ -88,7 +93,14 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     from athanor.augment import Augmentation
 
     loaders = build_loaders(
-        bundle, data_opts, Augmentation(), None, seed=int(config["seed"]), d=Dist(), device=device
+        bundle,
+        data_opts,
+        Augmentation(),
+        None,
+        seed=int(config["seed"]),
+        d=Dist(),
+        device=device,
+        task=task,
     )
     model = build_model(config, bundle)
     load_model_state(model, model_weights(state, str(options.get("weights", "model")), path), path)
@@ -97,7 +109,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
         model,
         loaders.val.epoch(0),
         validation_loss(config["loss"], bundle.num_classes).to(device),
-        bundle.num_classes,
+        task,
         device,
         tta_flip=bool(options.get("tta_flip", False)),
     )
@@ -119,8 +131,13 @@ def _report(
     config: dict[str, Any],
 ) -> dict[str, Any]:
     n = int(counts.count.item())
-    per_class = counts.per_class_accuracy()
+    per_class = counts.per_class_accuracy() or []
     names = list(class_names) if len(class_names) == len(per_class) else list(range(len(per_class)))
+    metrics = {k.split("/", 1)[1]: v for k, v in counts.metrics(split).items()}
+    accuracy = counts.accuracy
+    top = {}
+    if accuracy is not None:  # classification: the top-1/top-5 table rows
+        top = {k: accuracy.states[k].item() / max(n, 1) for k in ("top1", "top5")}
     return {
         "checkpoint": str(path),
         "step": saved_progress(state)["step"],
@@ -128,9 +145,10 @@ def _report(
         "split": split,
         "weights": options.get("weights", "model"),
         "samples": n,
+        "task": config["task"]["name"],
         "loss": counts.loss_sum.item() / max(n, 1),
-        "top1": counts.top1.item() / max(n, 1),
-        "top5": counts.top5.item() / max(n, 1),
+        **top,
+        "metrics": metrics,
         "per_class": {str(name): acc for name, acc in zip(names, per_class, strict=True)},
         "data": config["data"],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -142,9 +160,13 @@ def _table(r: dict[str, Any]) -> str:
         f"{r['checkpoint']} (epoch {r['epoch']}, step {r['step']}, {r['weights']} weights)",
         f"{r['split']}: {r['samples']} samples",
         f"  {'loss':<12} {r['loss']:.4f}",
-        f"  {'top-1':<12} {r['top1']:.4f}",
-        f"  {'top-5':<12} {r['top5']:.4f}",
-        "  per class:",
     ]
-    lines += [f"    {name:<10} {acc:.4f}" for name, acc in r["per_class"].items()]
+    if "top1" in r:
+        lines += [f"  {'top-1':<12} {r['top1']:.4f}", f"  {'top-5':<12} {r['top5']:.4f}"]
+    lines += [
+        f"  {k:<12} {v:.4f}" for k, v in r["metrics"].items() if k not in ("loss", "acc", "acc5")
+    ]
+    if r["per_class"]:
+        lines.append("  per class:")
+        lines += [f"    {name:<10} {acc:.4f}" for name, acc in r["per_class"].items()]
     return "\n".join(lines)

@@ -56,6 +56,7 @@ class Loop:
         eval_loss: nn.Module,
         early_stopping: Monitor | None = None,
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        task=None,
     ):
         """``record``: the run record (``evaluation(record, **details) -> best so far?``);
         ``save(progress, best)`` writes a checkpoint; ``early_stopping``: the monitor that
@@ -65,6 +66,7 @@ class Loop:
         self.num_classes, self.reporter, self.record = num_classes, reporter, record
         self.save, self.stop_requested, self.device = save, stop_requested, device
         self.eval_loss, self.early_stopping, self.prepare = eval_loss, early_stopping, prepare
+        self.task = num_classes if task is None else task  # what evaluate() measures
         self.started = time.monotonic()
         self.last_metrics: dict[str, float] = {}
         self.stepped = False
@@ -180,7 +182,7 @@ class Loop:
             model,
             self.loaders.val.epoch(0),
             self.eval_loss,
-            self.num_classes,
+            self.task,
             self.device,
             autocast=self.stepper.autocast,
             tta_flip=t.tta_flip,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from athanor.config.settings import RunSettings, TrainerSettings
+from athanor.data.plain import example_input, to_device
 from athanor.distributed import Dist
 from athanor.engine.build import (
     build_augmentation,
@@ -24,6 +25,7 @@ from athanor.engine.build import (
     build_model,
     build_optimizer,
     build_scheduler,
+    build_task,
     plan_steps,
 )
 from athanor.engine.ema import Ema
@@ -65,6 +67,7 @@ class Parts:
     model_summary: dict[str, Any]
     params: dict[str, int]
     prepare: Any = None  # e.g. channels_last inputs
+    task: Any = None  # tasks.Task: outputs, loss targets, predictions, metrics
 
     @property
     def plan(self) -> dict[str, int]:
@@ -79,6 +82,7 @@ def build_parts(
     seed_everything(s.seed)  # same initial weights on every rank and every run
     set_determinism(s.trainer.deterministic, device)
     bundle, options = build_data(cfg)
+    task = bind_task(cfg, bundle, device)
     augmentation, mix = build_augmentation(cfg, bundle)
     from athanor.augment.mixing import build_mixer
 
@@ -91,6 +95,7 @@ def build_parts(
         d=d,
         device=device,
         overfit_batches=s.trainer.overfit_batches,
+        task=task,
     )
     log.info(
         "data path: %s, %d batches per epoch of %d (global)",
@@ -99,9 +104,8 @@ def build_parts(
         options.batch_size,
     )
     model = build_model(cfg, bundle).to(device)
-    sample = torch.zeros(1, bundle.channels, bundle.image_size, bundle.image_size, device=device)
-    model_summary = summarize(model, sample)
-    log.info("%s", format_summary(cfg["model"]["name"], model_summary))
+    model_summary = summarize(model, to_device(example_input(bundle), device))
+    log.info("%s", format_summary(model_label(cfg["model"]), model_summary))
     model, train_model = wrap_model(model, s.trainer, d, device)
     optimizer = build_optimizer(cfg, model)
     log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(optimizer))
@@ -120,8 +124,11 @@ def build_parts(
     monitors = {
         "trainer.early_stopping.monitor": s.trainer.early_stopping.monitor,
         "checkpoint.monitor": s.checkpoint.monitor,
+        "scheduler.monitor": cfg["scheduler"].get("monitor", "val/loss")
+        if cfg["scheduler"]["name"] == "plateau"
+        else None,
     }
-    check_monitors(monitors, bundle.num_classes, ema=ema is not None)
+    check_monitors(monitors, task, ema=ema is not None)
     warn_precision(s.trainer.precision, device)
     prepare = to_channels_last if s.trainer.channels_last else None
     stepper = Stepper(
@@ -134,6 +141,9 @@ def build_parts(
         device,
         ema,
         prepare=prepare,
+        task=task,
+        pretrained=pretrained(cfg["model"]),
+        loss_name=cfg["loss"]["name"],
     )
     seed_everything(s.seed + d.rank)  # dropout etc. differ across ranks
     total = sum(p.numel() for p in model.parameters())
@@ -155,7 +165,29 @@ def build_parts(
         model_summary=model_summary,
         params={"total": total, "trainable": trainable},
         prepare=prepare,
+        task=task,
     )
+
+
+def bind_task(cfg: dict[str, Any], bundle: Any, device: torch.device):
+    """The task, bound to the data's targets: the bundle's num_classes becomes its outputs."""
+    task = build_task(cfg)
+    bundle.num_classes = task.bind(bundle.info["targets"])
+    if len(bundle.class_names) != bundle.num_classes:
+        bundle.class_names = [str(i) for i in range(bundle.num_classes)]
+    log.info("%s", task.describe())
+    return task.to(device)
+
+
+def pretrained(model_spec: dict[str, Any]) -> bool:
+    """Weights loaded at build time (model.weights, or a zoo's pretrained flag/weights name)."""
+    return bool(model_spec.get("weights") or model_spec.get("pretrained"))
+
+
+def model_label(model_spec: dict[str, Any]) -> str:
+    """How the log names the model: a zoo model by its architecture ("resnet50")."""
+    arch = model_spec.get("arch")
+    return f"{model_spec['name']} {arch}" if arch else model_spec["name"]
 
 
 def _ema(model: nn.Module, t: TrainerSettings) -> Ema | None:
@@ -206,6 +238,7 @@ def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> Tr
             "grad_scaler": stepper.scaler,
             "skipped_steps": Counter(stepper, "nonfinite_skipped"),
             "ema": stepper.ema,
+            "task": parts.task if parts.task is not None and parts.task.state_dict() else None,
             **more,
             "rng": RngState(),
         }

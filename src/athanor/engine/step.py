@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -12,9 +13,13 @@ from torch import nn
 
 from athanor.config.settings import TrainerSettings
 from athanor.data.loaders import Batch
+from athanor.data.plain import call_model
 from athanor.engine.ema import Ema
 from athanor.errors import NonFiniteError
+from athanor.losses import WeightedSum
 from athanor.observe.insight import check_initial_loss, report_unused
+from athanor.tasks import Task
+from athanor.tasks.builtin import Classification
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +55,11 @@ def warn_precision(precision: str, device: torch.device) -> None:
 @dataclass
 class StepResult:
     loss: torch.Tensor  # mean loss over the micro-batches (a device tensor: no sync)
-    correct: torch.Tensor  # top-1 hits (device tensor)
+    correct: torch.Tensor | None  # top-1 hits (device tensor); None when the task has no classes
     count: int  # samples in this step
     grad_norm: torch.Tensor | None  # total norm before clipping; None when nobody asked for it
     skipped: bool = False
+    terms: dict[str, torch.Tensor] | None = None  # loss=terms: each term (last micro-batch)
 
 
 class FiniteWatch:
@@ -112,6 +118,9 @@ class Stepper:
         device: torch.device,
         ema: Ema | None = None,
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        task: Task | None = None,
+        pretrained: bool = False,
+        loss_name: str = "cross_entropy",
     ):
         self.model, self.train_model = model, train_model  # train_model: DDP/compiled wrapper
         self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, loss_fn
@@ -131,6 +140,11 @@ class Stepper:
         self.watch = FiniteWatch()
         # skipping a bad step needs its verdict before optimizer.step(): a sync every step
         self.check_every_step = settings.skip_nonfinite > 0
+        # classification counts top-1 hits per step (train/acc); other tasks have no classes
+        self.count_hits = task is None or isinstance(task, Classification)
+        self.task, self.pretrained, self.loss_name = task, pretrained, loss_name
+        inner = getattr(loss_fn, "loss", loss_fn)  # under loss.flooding
+        self.terms = inner if isinstance(inner, WeightedSum) else None  # loss=terms
 
     def _sync_context(self, last: bool):
         """DDP: all-reduce gradients only on the last micro-batch of an accumulation."""
@@ -182,6 +196,8 @@ class Stepper:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model, step + 1)
+        if self.terms is not None:
+            return StepResult(loss, correct, count, grad_norm, terms=self.terms.last)
         return StepResult(loss, correct, count, grad_norm)
 
     def check_finite(self, weights: bool = False) -> None:
@@ -224,18 +240,36 @@ class Stepper:
             with self.autocast():  # the forward only: backward runs outside autocast
                 logits, loss = self._forward(inputs, batch.targets)
         if first and not self.first_step_checked:
-            check_initial_loss(loss.item(), logits.shape[-1])
+            self._check_initial_loss(loss.item(), logits.shape[-1])
         # mean over micro-batches: N micro-batches of B equal one batch of N*B
         scaled = loss / n if n > 1 else loss
         (self.scaler.scale(scaled) if self.scaled else scaled).backward()
         if not self.first_step_checked:
             self.first_step_checked = True
             report_unused(self.model)
+        if not self.count_hits:
+            return loss.detach(), None, len(batch.labels)
         # argmax is an integer op: no graph to detach from
         return loss.detach(), (logits.argmax(1) == batch.labels).sum(), batch.labels.numel()
 
-    def _forward(self, inputs: torch.Tensor, targets: torch.Tensor):
-        logits = self.train_model(inputs)  # [B, K]
+    def _check_initial_loss(self, loss: float, outputs: int) -> None:
+        """The first loss against what the task's loss should start at (quiet after pretrained
+        weights: they start wherever they were trained to)."""
+        if self.pretrained:
+            log.info("initial loss %.3f (pretrained weights: no fresh-model check)", loss)
+            return
+        if self.task is None:  # built without a task (scripts): softmax classification
+            expected = (math.log(outputs), f"ln({outputs}) for a fresh {outputs}-class softmax")
+        else:
+            expected = self.task.initial_loss(self.loss_name)
+        if expected is not None:
+            check_initial_loss(loss, *expected)
+
+    def _forward(self, inputs, targets: torch.Tensor):
+        if isinstance(inputs, torch.Tensor):
+            logits = self.train_model(inputs)  # [B, K]
+        else:
+            logits = call_model(self.train_model, inputs)
         return logits, self.loss_fn(logits.float(), targets)
 
     def _unscale_and_clip(self, measure: bool) -> torch.Tensor | None:

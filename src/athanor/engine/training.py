@@ -133,6 +133,7 @@ class TrainingRun:
             eval_loss=parts.eval_loss,
             early_stopping=self.early_stopping,
             prepare=parts.prepare,
+            task=parts.task,
         )
         metrics = loop.fit(self.progress)
         if s.trainer.overfit_batches:

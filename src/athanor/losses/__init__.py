@@ -169,6 +169,81 @@ def bce(*, num_classes: int, pos_weight: ClassWeights = None) -> nn.Module:
     return BinaryCrossEntropy(pos_weight=_class_weights("pos_weight", pos_weight, num_classes))
 
 
+def _regression(loss: nn.Module) -> nn.Module:
+    return _SameShape(loss)
+
+
+class _SameShape(nn.Module):
+    """A regression loss on outputs [B, D] and float targets of the same number of values."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss(outputs, targets.view_as(outputs).to(outputs.dtype))
+
+
+@LOSSES.register("mse")
+def mse() -> nn.Module:
+    """Mean squared error (regression)."""
+    return _regression(nn.MSELoss())
+
+
+@LOSSES.register("l1")
+def l1() -> nn.Module:
+    """Mean absolute error (regression)."""
+    return _regression(nn.L1Loss())
+
+
+@LOSSES.register("smooth_l1")
+def smooth_l1(*, beta: Annotated[float, NonNegative] = 1.0) -> nn.Module:
+    """Huber-like: squared below `beta`, absolute above (regression, robust to outliers)."""
+    return _regression(nn.SmoothL1Loss(beta=beta))
+
+
+class WeightedSum(nn.Module):
+    """`loss=terms`: sum_i w_i * loss_i. Each term's last value is kept (detached) in ``last``,
+    so the step can log it as train/loss/<term> and a user sees whether the terms are in the
+    same range."""
+
+    def __init__(self, terms: dict[str, tuple[float, nn.Module]]):
+        super().__init__()
+        self.weights = {name: weight for name, (weight, _) in terms.items()}
+        self.terms = nn.ModuleDict({name: loss for name, (_, loss) in terms.items()})
+        self.last: dict[str, torch.Tensor] = {}
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        values = {name: loss(outputs, targets) for name, loss in self.terms.items()}
+        self.last = {name: v.detach() for name, v in values.items()}
+        return sum(self.weights[name] * v for name, v in values.items())  # type: ignore[return-value]
+
+
+def term_specs(terms: dict[str, Any]) -> dict[str, tuple[float, dict[str, Any]]]:
+    """{name: weight or {weight, **arguments}} -> {name: (weight, loss spec)}."""
+    out = {}
+    for name, value in terms.items():
+        args = {"weight": value} if isinstance(value, int | float) else dict(value or {})
+        weight = args.pop("weight", 1.0)
+        if not isinstance(weight, int | float) or isinstance(weight, bool):
+            raise ConfigError(f"loss.terms.{name}.weight={weight!r} must be a number.")
+        out[str(name)] = (float(weight), {"name": str(name), **args})
+    return out
+
+
+@LOSSES.register("terms")
+def terms(*, num_classes: int, terms: dict[str, Any]) -> nn.Module:
+    """A weighted sum of registered losses: `loss.terms={cross_entropy: 1.0, focal: 0.1}`."""
+    if not terms:
+        raise ConfigError("loss=terms needs at least one term: loss.terms={cross_entropy: 1.0}.")
+    built = {}
+    for name, (weight, spec) in term_specs(terms).items():
+        if name == "terms":
+            raise ConfigError("loss.terms cannot hold another `terms`; list the losses directly.")
+        built[name] = (weight, LOSSES.build(spec, num_classes=num_classes))
+    return WeightedSum(built)
+
+
 def check_soft_targets(spec: dict[str, Any], *, mixing: bool) -> None:
     """Refuse, before any work, mixup/cutmix with a loss that needs class indices."""
     if mixing and spec.get("name") in INDEX_ONLY:

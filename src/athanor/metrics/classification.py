@@ -1,61 +1,103 @@
-"""Classification metrics from exact counts: sums and counts all-reduced across ranks, then
-divided once (never an average of per-batch or per-rank averages)."""
+"""Classification metrics from exact counts, and the running sums of one evaluation.
+
+``Accuracy`` (registered as ``acc``: top-1, and top-5 beyond 5 classes, from a confusion matrix)
+keeps sums that are all-reduced across ranks, then divided once (never an average of per-batch or
+per-rank averages). ``MetricCounts`` is one evaluation: the loss sum plus the task's metrics.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from athanor.distributed import all_reduce_sum
+from athanor.metrics.base import METRICS, Metric, MetricSet
+
+
+class Accuracy(Metric):
+    """Top-1/top-5 hits and the confusion matrix (rows = true class) of logits [B, K]."""
+
+    def __init__(self, num_classes: int, device: torch.device):
+        super().__init__(device, top1=(), top5=(), count=(), confusion=(num_classes, num_classes))
+        self.num_classes = num_classes
+
+    def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+        k = min(5, self.num_classes)
+        topk = predictions.topk(k, dim=1).indices  # [B, k]
+        hits = topk.eq(targets[:, None])
+        s = self.states
+        s["top1"] += hits[:, 0].sum()
+        s["top5"] += hits.any(dim=1).sum()
+        s["count"] += targets.numel()
+        flat = targets * self.num_classes + topk[:, 0]
+        s["confusion"] += torch.bincount(flat, minlength=self.num_classes**2).view_as(
+            s["confusion"]
+        )
+
+    def values(self) -> dict[str, float]:
+        n = max(self.states["count"].item(), 1.0)
+        out = {"acc": self.states["top1"].item() / n}
+        if self.num_classes > 5:
+            out["acc5"] = self.states["top5"].item() / n
+        return out
+
+    def per_class_accuracy(self) -> list[float]:
+        confusion = self.states["confusion"]
+        return (confusion.diag() / confusion.sum(dim=1).clamp(min=1)).tolist()
+
+
+@METRICS.register("acc")
+def accuracy(*, num_outputs: int, device: torch.device) -> Metric:
+    """Top-1 accuracy (and acc5, top-5, beyond 5 classes), with a confusion matrix."""
+    return Accuracy(num_outputs, device)
 
 
 class MetricCounts:
-    """Running sums for loss, top-1/top-5 hits and the confusion matrix (rows = true class)."""
+    """One evaluation's running sums: the loss (summed per sample) and the task's metrics
+    (classification accuracy by default). ``reduce`` sums them across ranks in one go."""
 
-    def __init__(self, num_classes: int, device: torch.device):
+    def __init__(self, num_classes: int, device: torch.device, metrics: MetricSet | None = None):
         self.num_classes = num_classes
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.count = torch.zeros((), dtype=torch.float64, device=device)
-        self.top1 = torch.zeros((), dtype=torch.float64, device=device)
-        self.top5 = torch.zeros((), dtype=torch.float64, device=device)
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+        self.set = metrics or MetricSet({"acc": Accuracy(num_classes, device)})
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor) -> None:
-        k = min(5, self.num_classes)
-        topk = logits.topk(k, dim=1).indices  # [B, k]
-        hits = topk.eq(labels[:, None])
-        self.top1 += hits[:, 0].sum()
-        self.top5 += hits.any(dim=1).sum()
+    def update(
+        self, predictions: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor
+    ) -> None:
         self.loss_sum += loss_sum.double()
-        self.count += labels.numel()
-        flat = labels * self.num_classes + topk[:, 0]
-        self.confusion += torch.bincount(flat, minlength=self.num_classes**2).view_as(
-            self.confusion
-        )
+        self.count += len(targets)
+        self.set.update(predictions, targets)
 
     def reduce(self) -> MetricCounts:
-        packed = torch.cat(
-            [
-                torch.stack([self.loss_sum, self.count, self.top1, self.top5]),
-                self.confusion.flatten(),
-            ]
-        )
-        all_reduce_sum(packed)
-        self.loss_sum, self.count, self.top1, self.top5 = packed[:4]
-        self.confusion = packed[4:].view_as(self.confusion)
+        extra = MetricSet({"_loss": _Sums(self.loss_sum, self.count)})
+        MetricSet({**self.set.metrics, **extra.metrics}).reduce()
         return self
 
     def metrics(self, prefix: str) -> dict[str, float]:
         n = max(self.count.item(), 1.0)
-        out = {f"{prefix}/loss": self.loss_sum.item() / n, f"{prefix}/acc": self.top1.item() / n}
-        if self.num_classes > 5:
-            out[f"{prefix}/acc5"] = self.top5.item() / n
-        return out
+        return {f"{prefix}/loss": self.loss_sum.item() / n, **self.set.values(prefix)}
 
     @staticmethod
     def names(prefix: str, num_classes: int) -> list[str]:
-        """The keys ``metrics(prefix)`` returns for a ``num_classes`` problem."""
+        """The keys ``metrics(prefix)`` returns for a ``num_classes`` classification."""
         return [f"{prefix}/{m}" for m in ("loss", "acc", "acc5") if m != "acc5" or num_classes > 5]
 
-    def per_class_accuracy(self) -> list[float]:
-        totals = self.confusion.sum(dim=1).clamp(min=1)
-        return (self.confusion.diag() / totals).tolist()
+    @property
+    def accuracy(self) -> Accuracy | None:
+        return next((m for m in self.set.metrics.values() if isinstance(m, Accuracy)), None)
+
+    @property
+    def confusion(self) -> torch.Tensor | None:
+        return None if self.accuracy is None else self.accuracy.states["confusion"]
+
+    def per_class_accuracy(self) -> list[float] | None:
+        return None if self.accuracy is None else self.accuracy.per_class_accuracy()
+
+
+class _Sums(Metric):
+    """The loss sum and sample count, reduced with the metrics (no values of its own)."""
+
+    def __init__(self, loss_sum: torch.Tensor, count: torch.Tensor):
+        self.states = {"loss_sum": loss_sum, "count": count}
+
+    def values(self) -> dict[str, float]:
+        return {}

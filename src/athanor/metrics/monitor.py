@@ -11,6 +11,7 @@ import math
 from typing import Any, Literal
 
 from athanor.errors import ConfigError
+from athanor.metrics.base import METRICS
 from athanor.metrics.classification import MetricCounts
 
 Mode = Literal["min", "max"]
@@ -68,16 +69,24 @@ class Monitor:
         self.best, self.stale = state["best"], int(state["stale"])
 
 
-def validation_metrics(num_classes: int, *, ema: bool) -> list[str]:
-    """The metric names one validation logs (val/*, and val_ema/* with an EMA)."""
-    names = MetricCounts.names("val", num_classes)
-    return names + (MetricCounts.names("val_ema", num_classes) if ema else [])
+def validation_metrics(task: Any, *, ema: bool) -> list[str]:
+    """The metric names one validation logs (val/*, and val_ema/* with an EMA). ``task``: a
+    bound task (its ``metric_keys(prefix)``), a class count for classification, or None: every
+    name some run can log (checks made before the task is bound to the data)."""
+    if task is None:
+        every = ["loss", "acc", "acc5", *METRICS.names()]
+        return [f"{p}/{m}" for p in ("val", *(("val_ema",) if ema else ())) for m in every]
+    if isinstance(task, int):
+        return MetricCounts.names("val", task) + (
+            MetricCounts.names("val_ema", task) if ema else []
+        )
+    return task.metric_keys("val") + (task.metric_keys("val_ema") if ema else [])
 
 
-def check_monitors(monitors: dict[str, str | None], num_classes: int, *, ema: bool) -> None:
+def check_monitors(monitors: dict[str, str | None], task: Any, *, ema: bool) -> None:
     """Refuse a monitor naming no validation metric: it would silently never stop the run, never
     pick best.pt or never lower the LR. ``monitors``: setting key -> metric name (None: unused)."""
-    valid = validation_metrics(num_classes, ema=ema)
+    valid = validation_metrics(task, ema=ema)
     for key, value in monitors.items():
         if value is not None and value not in valid:
             hint = " (val_ema/* needs trainer.ema.decay)" if value.startswith("val_ema/") else ""

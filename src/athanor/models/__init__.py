@@ -1,5 +1,6 @@
 """Models: the MODELS registry. Builders receive the data's shape at run time:
-``builder(*, num_classes, in_channels, image_size, **config kwargs) -> nn.Module``."""
+``builder(*, num_classes, in_channels, image_size, **config kwargs) -> nn.Module``; a builder
+that names ``input_shape`` also gets one item's shape (plain Datasets; None for built-in sets)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from athanor.registry import Registry
 
 MODELS: Registry = Registry(
     "model",
-    runtime=("num_classes", "in_channels", "image_size"),
+    runtime=("num_classes", "in_channels", "image_size", "input_shape"),
     options=ModelOptions,
 )
 

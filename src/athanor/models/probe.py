@@ -4,21 +4,49 @@ message at build time instead of a traceback mid-epoch."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from athanor.data.plain import call_model, to_device
 from athanor.errors import ConfigError
 
 
+def _shape(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return "x".join(map(str, x.shape[1:]))
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in x.items()) + "}"
+    return "(" + ", ".join(_shape(v) for v in x) + ")"
+
+
 @torch.no_grad()
-def probe(model: nn.Module, *, name: str, num_classes: int, in_channels: int, image_size: int):
-    """Raise ConfigError unless ``model`` maps one [1, C, H, W] input to logits [1, classes]."""
+def probe(
+    model: nn.Module,
+    *,
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    example: Any = None,
+):
+    """Raise ConfigError unless ``model`` maps one input (``example``, with a batch dimension;
+    default zeros [1, C, H, W]) to outputs [1, num_classes]."""
     was_training = model.training
     model.eval()  # batch statistics of one image would be meaningless (and fail on 1x1 maps)
     device = next(model.parameters()).device
     shape = f"{in_channels}x{image_size}x{image_size}"
+    if example is None:
+        example = torch.zeros(1, in_channels, image_size, image_size)
+    elif not isinstance(example, torch.Tensor) or example.shape[1:] != (
+        in_channels,
+        image_size,
+        image_size,
+    ):
+        shape = _shape(example)
     try:
-        logits = model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+        logits = call_model(model, to_device(example, device))
     except (RuntimeError, ValueError, AssertionError) as err:
         raise ConfigError(
             f"model {name} cannot run on {shape} images: {str(err).splitlines()[0]}. Use larger "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from athanor.models import MODELS
@@ -13,12 +15,13 @@ def mlp(
     num_classes: int,
     in_channels: int,
     image_size: int,
+    input_shape: tuple[int, ...] | None = None,
     hidden: list[int] = (256, 128),  # type: ignore[assignment]
     dropout: float = 0.0,
 ) -> nn.Module:
-    """MLP on flattened pixels: Linear-ReLU(-Dropout) per hidden layer."""
+    """MLP on flattened pixels (or any tensor input): Linear-ReLU(-Dropout) per hidden layer."""
     layers: list[nn.Module] = [nn.Flatten()]
-    width = in_channels * image_size * image_size
+    width = math.prod(input_shape) if input_shape else in_channels * image_size * image_size
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
         if dropout > 0:

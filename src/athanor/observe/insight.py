@@ -64,21 +64,20 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     return {"sys/peak_rss_gb": rss * unit / 2**30}
 
 
-def check_initial_loss(loss: float, num_classes: int) -> None:
-    """A fresh classifier predicts ~uniformly, so its first loss is ~ln(C). Far from it means a
-    bad initialization, unnormalized inputs or a wrong loss/label setup."""
-    expected = math.log(num_classes)
+def check_initial_loss(loss: float, expected: float, why: str) -> None:
+    """A fresh model's first loss is near what its task predicts (``why``: e.g. "ln(10) for a
+    fresh 10-class softmax", from the task). Far from it means a bad initialization,
+    unnormalized inputs or a wrong loss/label setup."""
     if not math.isfinite(loss) or abs(loss - expected) > 0.5 * expected:
         log.warning(
-            "Initial loss %.3f is far from ln(%d) = %.3f expected from a fresh %d-class model: "
-            "check the input normalization (data.mean/std), the initialization and the labels.",
+            "Initial loss %.3f is far from %.3f, %s: check the input normalization "
+            "(data.normalize, data.mean/std), the initialization and the targets.",
             loss,
-            num_classes,
             expected,
-            num_classes,
+            why,
         )
     else:
-        log.info("initial loss %.3f (ln(%d) = %.3f): ok", loss, num_classes, expected)
+        log.info("initial loss %.3f (%.3f expected, %s): ok", loss, expected, why)
 
 
 def unused_parameters(model: nn.Module) -> list[str]:

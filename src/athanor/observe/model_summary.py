@@ -9,20 +9,23 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from athanor.data.plain import call_model
+
 
 def _numel(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def summarize(model: nn.Module, sample: torch.Tensor) -> dict[str, Any]:
-    """``sample``: one input of shape [1, C, H, W] on the model's device."""
+def summarize(model: nn.Module, sample: Any) -> dict[str, Any]:
+    """``sample``: one input with a batch dimension ([1, C, H, W], or a tuple / dict of
+    tensors) on the model's device."""
     tensors = [*model.parameters(), *model.buffers()]
     size_mb = sum(t.numel() * t.element_size() for t in tensors) / 2**20
     was_training = model.training
     model.eval()  # BatchNorm on a single sample; no running-stat updates
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(sample)
+            call_model(model, sample)
     finally:
         model.train(was_training)
     per_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}

@@ -103,12 +103,15 @@ class Reporter:
         if self.window:
             weights = torch.tensor(counts, dtype=torch.float32, device=device)
             loss_sum = (torch.stack([r.loss for r in self.window]).float() * weights).sum()
-            correct = torch.stack([r.correct for r in self.window]).sum()
+            hits = [r.correct for r in self.window if r.correct is not None]
+            correct = torch.stack(hits).sum() if hits else 0
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
+        has_acc = result.correct is not None  # tasks without classes have no train/acc
         loss_sum, correct, count = sum_across_ranks(loss_sum, correct, sum(counts), device=device)
         scalars = {
             "train/loss": loss_sum / max(count, 1),
-            "train/acc": correct / max(count, 1),
+            **({"train/acc": correct / max(count, 1)} if has_acc else {}),
+            **self._loss_terms(),
             **self.lrs(),
             **({} if result.grad_norm is None else {"train/grad_norm": float(result.grad_norm)}),
             "train/samples_per_s": count / elapsed,
@@ -140,12 +143,26 @@ class Reporter:
 
     def image_grid(self, inputs: torch.Tensor) -> None:
         """The first augmented training batch, as the model sees it (after normalization)."""
-        if self.active and self.settings.image_grid and inputs.dim() == 4:
+        images = isinstance(inputs, torch.Tensor) and inputs.dim() == 4  # not tuple/dict inputs
+        if self.active and self.settings.image_grid and images:
             self.tracker.image("train/augmented_batch", insight.image_grid(inputs), 0)
+
+    def _loss_terms(self) -> dict[str, float]:
+        """loss=terms: each term's mean over the window (this rank's), as train/loss/<term>."""
+        steps = [r.terms for r in self.window if r.terms]
+        if not steps:
+            return {}
+        return {
+            f"train/loss/{name}": float(torch.stack([t[name] for t in steps]).float().mean())
+            for name in steps[0]
+        }
 
     def _show(self, p, s: dict[str, float]) -> None:
         text = (
-            f"loss {s['train/loss']:.4f} acc {s['train/acc']:.3f} lr {s['lr']:.3g} "
+            f"loss {s['train/loss']:.4f}"
+            + _terms_text(s)
+            + (f" acc {s['train/acc']:.3f}" if "train/acc" in s else "")
+            + f" lr {s['lr']:.3g} "
             f"{s['train/samples_per_s']:.0f} samples/s"
         )
         if self.bar is not None:
@@ -155,13 +172,14 @@ class Reporter:
 
     def validation(self, p, metrics: dict[str, float], counts) -> dict[str, float]:
         """Show one validation; returns its per-class accuracy by class name."""
-        per_class = dict(zip(self.class_names, counts.per_class_accuracy(), strict=True))
+        accuracy = counts.per_class_accuracy()  # None: the task has no classes
+        per_class = {} if accuracy is None else dict(zip(self.class_names, accuracy, strict=True))
         if not self.active:
             return per_class
         self.tracker.scalars({**metrics, "epoch": p.epoch}, p.step)
         if len(per_class) <= 32:  # beyond that, per-class curves drown the scalar dashboard
             self.tracker.scalars({f"val_class/{k}": v for k, v in per_class.items()}, p.step)
-        if self.settings.plots:
+        if self.settings.plots and counts.confusion is not None:
             # a tensor heat map every validation; the annotated figure once, at the end
             self.tracker.image(
                 "val/confusion_matrix", plots.confusion_image(counts.confusion), p.step
@@ -208,7 +226,7 @@ class Reporter:
 
     def overfit_verdict(self) -> None:
         """debug=overfit: a healthy model and loss memorize a few fixed batches."""
-        acc = self.train_history[-1]["train/acc"] if self.train_history else 0.0
+        acc = self.train_history[-1].get("train/acc", 0.0) if self.train_history else 0.0
         if acc >= OVERFIT_TARGET:
             log.info("overfit check: reached %.1f%% training accuracy: ok", 100 * acc)
         else:
@@ -223,3 +241,9 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _terms_text(scalars: dict[str, float]) -> str:
+    """ " (cross_entropy 1.80, focal 0.79)": loss=terms' terms beside the summed loss."""
+    terms = [(k.removeprefix("train/loss/"), v) for k, v in scalars.items() if "/loss/" in k]
+    return " (" + ", ".join(f"{name} {v:.4f}" for name, v in terms) + ")" if terms else ""

@@ -1,0 +1,333 @@
+"""Plain map-style Datasets in: a data builder may return ``(train, val)`` or ``(train, val,
+test)`` of any ``torch.utils.data.Dataset`` whose items are ``(input, target)``.
+
+An input is a uint8 or float tensor of any shape (non-square images included), a PIL image, a
+tuple of tensors (the model is called as ``model(*inputs)``) or a dict of tensors
+(``model(**inputs)``). A target is a class index (int) or a float tensor / number (regression,
+multi-hot labels). What the run needs is read from the data: the input shape and channels from
+the first training item, the number of classes from a ``classes`` / ``num_classes`` attribute,
+``data.num_classes=``, or the targets (a ``targets`` attribute saves reading every item).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from athanor.data.base import DataBundle
+from athanor.data.loaders import Batch
+from athanor.data.options import DataOptions
+from athanor.data.order import Order
+from athanor.errors import ConfigError
+from athanor.tasks.base import TargetInfo
+
+log = logging.getLogger("athanor")
+
+AUTO_SAMPLES = 1000  # training items read to measure data.normalize=auto
+
+
+def is_plain(result: Any) -> bool:
+    """A builder's return value is (train, val[, test]) of Datasets rather than a DataBundle."""
+    return (
+        isinstance(result, tuple | list)
+        and len(result) in (2, 3)
+        and all(isinstance(s, Dataset) or s is None for s in result)
+    )
+
+
+def _as_tensor(value: Any) -> Any:
+    """PIL images -> uint8 CHW tensors, numpy arrays -> tensors; tuples/dicts entry by entry."""
+    if isinstance(value, dict):
+        return {k: _as_tensor(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return tuple(_as_tensor(v) for v in value)
+    if hasattr(value, "getbands"):  # a PIL image, without importing PIL here
+        from torchvision.transforms.v2 import functional as F
+
+        return F.pil_to_tensor(value)
+    if not isinstance(value, torch.Tensor) and hasattr(value, "__array__"):
+        return torch.as_tensor(value)
+    return value
+
+
+class _Items(Dataset):
+    """The user's Dataset, its inputs made collatable (PIL -> tensor)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise ConfigError(
+                f"Item {i} of {type(self.dataset).__name__} is a {type(item).__name__}, not an "
+                "(input, target) pair: a data set's items must be (input, target)."
+            )
+        return _as_tensor(item[0]), _target(item[1])
+
+
+def _target(t: Any) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    return t.long() if not t.is_floating_point() and t.dtype != torch.bool else t.float()
+
+
+class PlainSplit:
+    """One split of a user's Dataset (read per item in a DataLoader)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset if isinstance(dataset, _Items) else _Items(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def subset(self, n: int) -> PlainSplit:
+        return self.select(torch.arange(min(n, len(self))))
+
+    def select(self, indices: torch.Tensor) -> PlainSplit:
+        return PlainSplit(torch.utils.data.Subset(self.dataset.dataset, indices.tolist()))
+
+    def targets(self) -> torch.Tensor:
+        """Every target, stacked: from a ``targets`` attribute when the Dataset has one."""
+        raw = getattr(self.dataset.dataset, "targets", None)
+        if raw is not None:
+            return torch.stack([_target(t) for t in raw])
+        return torch.stack([self.dataset[i][1] for i in range(len(self))])
+
+    @property
+    def labels(self) -> torch.Tensor:  # the weighted sampler's class per sample
+        return self.targets()
+
+
+def _describe_input(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"{str(x.dtype).removeprefix('torch.')} {'x'.join(map(str, x.shape))}"
+    if isinstance(x, dict):
+        return "dict(" + ", ".join(f"{k}: {_describe_input(v)}" for k, v in x.items()) + ")"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_describe_input(v) for v in x) + ")"
+    raise ConfigError(
+        f"A data set input is a {type(x).__name__}: inputs must be tensors, PIL images, or a "
+        "tuple or dict of tensors."
+    )
+
+
+def target_info(split: PlainSplit, options: DataOptions, dataset: Dataset) -> TargetInfo:
+    targets = split.targets()
+    if not targets.is_floating_point():
+        named = getattr(dataset, "classes", None)
+        num = options.num_classes or getattr(dataset, "num_classes", None)
+        if num is None:
+            num = len(named) if named is not None else int(targets.max()) + 1
+        return TargetInfo(integer=True, num_classes=int(num))
+    flat = targets.view(len(targets), -1).double()
+    return TargetInfo(
+        integer=False,
+        width=flat.shape[1],
+        mean=flat.mean(0).tolist(),
+        std=flat.std(0).clamp(min=1e-12).tolist() if len(flat) > 1 else [1.0] * flat.shape[1],
+    )
+
+
+def _measure(split: PlainSplit, seed: int) -> tuple[list[float], list[float]]:
+    """Per-channel (dim 0 of an item) mean/std over a seeded sample of training inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(split), generator=gen)[:AUTO_SAMPLES].tolist()
+    xs = torch.stack([_scaled(split.dataset[i][0]) for i in picks])  # [N, C, ...]
+    per_channel = xs.transpose(0, 1).reshape(xs.shape[1], -1).double()
+    return per_channel.mean(1).tolist(), per_channel.std(1).clamp(min=1e-8).tolist()
+
+
+def _scaled(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def from_datasets(splits: tuple | list, options: DataOptions, *, seed: int = 0) -> DataBundle:
+    """A DataBundle around (train, val[, test]) Datasets (data.subset applied), with what was
+    found logged."""
+    train_set, val_set, *rest = splits
+    train, val = PlainSplit(train_set), PlainSplit(val_set)
+    test = PlainSplit(rest[0]) if rest and rest[0] is not None else None
+    if options.subset:
+        train, val = train.subset(options.subset), val.subset(options.subset)
+        test = test.subset(options.subset) if test is not None else None
+    if len(train) == 0 or len(val) == 0:
+        raise ConfigError("The data set's train and val splits must both hold items.")
+    example, _ = train.dataset[0]
+    single = isinstance(example, torch.Tensor)
+    shape = tuple(example.shape) if single else ()
+    channels = shape[0] if len(shape) == 3 else 1
+    info = target_info(train, options, train_set)
+    mean, std = _statistics(
+        train, train_set, options, single, channels if len(shape) == 3 else None, seed
+    )
+    classes = getattr(train_set, "classes", None)
+    width = info.num_classes if info.integer else info.width
+    names = [str(i) for i in range(width or 0)]
+    if options.class_names is not None or (classes is not None and len(classes) == width):
+        names = list(options.class_names or classes)
+    bundle = DataBundle(
+        train=train,  # type: ignore[arg-type]
+        val=val,  # type: ignore[arg-type]
+        test=test,  # type: ignore[arg-type]
+        num_classes=int(width or 0),
+        channels=channels,
+        image_size=shape[-1] if len(shape) >= 2 else (shape[0] if shape else 1),
+        class_names=names,
+        mean=mean,
+        std=std,
+        info={"inputs": _describe_input(example), "input_shape": shape, "targets": info},
+    )
+    targets = (
+        f"{info.num_classes} classes" if info.integer else f"float targets of width {info.width}"
+    )
+    log.info(
+        "data: plain Datasets, inputs %s, %s, normalize=%s%s",
+        bundle.info["inputs"],
+        targets,
+        options.normalize,
+        "" if not mean else f" (mean {_fmt(mean)}, std {_fmt(std)})",
+    )
+    return bundle
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values[:8]) + (", ...]" if len(values) > 8 else "]")
+
+
+def _statistics(
+    train: PlainSplit,
+    dataset: Dataset,
+    options: DataOptions,
+    single: bool,
+    channels: int | None,
+    seed: int,
+) -> tuple[list[float], list[float]]:
+    """(mean, std) per channel: explicit data.mean/std, measured (auto), the Dataset's own
+    ``mean``/``std`` attributes, or none ([] : inputs as they come)."""
+    if options.mean is not None and options.std is not None:
+        return list(options.mean), list(options.std)
+    if options.normalize == "auto":
+        if not single:
+            log.warning(
+                "data.normalize=auto measures single-tensor inputs; these inputs are a tuple or "
+                "dict, so they are left as they come (normalize them in the Dataset)."
+            )
+            return [], []
+        return _measure(train, seed)
+    if options.normalize == "dataset" and hasattr(dataset, "mean") and hasattr(dataset, "std"):
+        return list(dataset.mean), list(dataset.std)  # type: ignore[attr-defined]
+    return [], []
+
+
+def example_input(bundle: DataBundle) -> Any:
+    """One input with a batch dimension, as the model sees it (for the build-time probe and the
+    model summary): the first training item of a plain split, zeros of the image shape else."""
+    if not isinstance(bundle.train, PlainSplit):
+        return torch.zeros(1, bundle.channels, bundle.image_size, bundle.image_size)
+    x, _ = bundle.train.dataset[0]
+    normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info.get("input_shape", ()), "cpu")
+    return normalize(_batched(x))
+
+
+def _batched(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: v[None] for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(v[None] for v in x)
+    return x[None]
+
+
+def call_model(model: Callable, inputs: Any) -> Any:
+    """model(x) for a tensor, model(*inputs) for a tuple, model(**inputs) for a dict."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple):
+        return model(*inputs)
+    return model(inputs)
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return tuple(to_device(v, device) for v in x)
+
+
+class PlainNormalize:
+    """uint8 -> float [0, 1]; then (x - mean) / std per channel (dim 1 of a batch) when given."""
+
+    def __init__(self, mean: list[float], std: list[float], shape: tuple[int, ...], device):
+        view = (1, -1, *([1] * max(len(shape) - 1, 0)))
+        self.mean = torch.tensor(mean, device=device).view(view) if mean else None
+        self.std = torch.tensor(std, device=device).view(view) if std else None
+
+    def __call__(self, x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: _scaled(v) if v.dtype == torch.uint8 else v for k, v in x.items()}
+        if isinstance(x, tuple):
+            return tuple(_scaled(v) if v.dtype == torch.uint8 else v for v in x)
+        x = _scaled(x)
+        return x if self.mean is None else (x - self.mean) / self.std
+
+
+class PlainLoader:
+    """Batches of a user's Dataset read in DataLoader workers (default collate: tensors,
+    tuples and dicts), moved to the device, normalized, targets prepared for the loss."""
+
+    path = "torch"
+
+    def __init__(
+        self,
+        split: PlainSplit,
+        order: Order,
+        normalize: PlainNormalize,
+        loss_targets: Callable[[torch.Tensor], torch.Tensor],
+        options: DataOptions,
+        device: torch.device,
+        seed: int,
+    ):
+        from athanor.data.loaders import _EpochBatches
+
+        self.sampler, self.order = _EpochBatches(order), order
+        self.normalize, self.loss_targets, self.device = normalize, loss_targets, device
+        workers = options.workers() if len(split) >= 4096 else 0  # workers cost ~1 s to start
+        self.loader = DataLoader(
+            _Indexed(split.dataset),
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=options.pin_memory and device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        self.sampler.epoch, self.sampler.start = epoch, start
+        for inputs, targets in self.loader:
+            x = self.normalize(to_device(inputs, self.device))
+            y = targets.to(self.device, non_blocking=True)
+            if y.is_floating_point():
+                y = y.view(len(y), -1)  # [B, D] whatever the item's shape
+            yield Batch(x, self.loss_targets(y), y)
+
+
+class _Indexed(Dataset):
+    """Reads (epoch, i) keys (the shared batch sampler's) as item i."""
+
+    def __init__(self, items: _Items):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int]):
+        return self.items[key[1]]
