@@ -81,6 +81,21 @@ def _rows(group: str, entries: list[tuple[str, ...]]) -> list[str]:
     return rows
 
 
+def _zoo_lines(*, full: bool) -> list[str]:
+    """The archs reachable through `model=torchvision` and (when installed) `model=timm`."""
+    from athanor.models.timm_models import timm_archs
+    from athanor.models.vision import classification_archs
+
+    lines = []
+    for zoo, archs in (("torchvision", classification_archs()), ("timm", timm_archs())):
+        if not archs:
+            lines.append("  + timm archs: pip install 'athanor[timm]' for model=timm")
+            continue
+        lines.append(f"  + {len(archs)} {zoo} archs: model={zoo} model.arch=<name>")
+        lines += _wrapped(archs) if full else ["    (`athanor list model` lists them)"]
+    return lines
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Every config group's registered names with one line each; one group with a name."""
     problem = load_project_code()
@@ -99,14 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for group in [args.group] if args.group else list(groups):
         print("\n".join(_rows(group, groups[group]) + project_options(group)))
         if group == "model":
-            from athanor.models.vision import classification_archs
-
-            archs = classification_archs()
-            print(f"  + {len(archs)} torchvision archs: model=torchvision model.arch=<name>")
-            if args.group:
-                print("\n".join(_wrapped(archs)))
-            else:
-                print("    (`athanor list model` lists them)")
+            print("\n".join(_zoo_lines(full=bool(args.group))))
     if problem:
         print(problem, file=sys.stderr)
     return 0

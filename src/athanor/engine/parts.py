@@ -40,6 +40,7 @@ from athanor.engine.state import (
 )
 from athanor.engine.step import Stepper, warn_precision
 from athanor.metrics.monitor import check_monitors
+from athanor.models import model_label
 from athanor.observe.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
 from athanor.seeding import seed_everything, set_determinism
@@ -101,7 +102,7 @@ def build_parts(
     model = build_model(cfg, bundle).to(device)
     sample = torch.zeros(1, bundle.channels, bundle.image_size, bundle.image_size, device=device)
     model_summary = summarize(model, sample)
-    log.info("%s", format_summary(cfg["model"]["name"], model_summary))
+    log.info("%s", format_summary(model_label(cfg["model"]), model_summary))
     model, train_model = wrap_model(model, s.trainer, d, device)
     optimizer = build_optimizer(cfg, model)
     log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(optimizer))
