@@ -188,3 +188,19 @@ def test_a_bad_table_on_the_cli_is_one_paragraph_and_exit_2(tmp_path):
     )
     assert "data.path=houses.csv does not exist" in result.stderr
     assert "Traceback" not in result.output
+
+
+@needs_plain
+@pytest.mark.skipif(
+    importlib.util.find_spec("athanor.tasks") is None, reason="no task=regression yet"
+)
+def test_regression_on_a_parquet_table_through_the_cli(tmp_path):
+    pytest.importorskip("pyarrow")
+    houses().to_parquet(tmp_path / "houses.parquet")
+    data = ("data=table", "data.path=houses.parquet", "data.target=price", "data.drop=[expensive]")
+    run = cli(
+        "athanor.train", *data, "task=regression", "loss=mse", "trainer.epochs=8",
+        "logger.progress=plain", cwd=tmp_path,
+    )  # fmt: skip
+    mae = [m["val/mae"] for m in run.metrics() if "val/mae" in m]
+    assert mae[-1] < mae[0] / 2 and mae[-1] < 15, mae  # in the price's own units (std ~90)
