@@ -80,6 +80,7 @@ def test_pretrained_loads_a_local_file_adapting_stem_and_head(tmp_path):
     assert model.get_classifier().out_features == 10  # a fresh head for the data's classes
 
 
+@pytest.mark.slow  # two runs of the CLI
 def test_pretrained_true_reads_timms_cache_and_never_downloads(train, tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
     refused = train(*TINY, "model.pretrained=true", "trainer.epochs=1", expect=2, env=env)
