@@ -1,4 +1,4 @@
-"""The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out.pt>`,
+"""The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out> [--format]`,
 `athanor report <folder> [--plot]`, `athanor init NAME` (more subcommands join here)."""
 
 from __future__ import annotations
@@ -81,6 +81,21 @@ def _rows(group: str, entries: list[tuple[str, ...]]) -> list[str]:
     return rows
 
 
+def _zoo_lines(*, full: bool) -> list[str]:
+    """The archs reachable through `model=torchvision` and (when installed) `model=timm`."""
+    from athanor.models.timm_models import timm_archs
+    from athanor.models.vision import classification_archs
+
+    lines = []
+    for zoo, archs in (("torchvision", classification_archs()), ("timm", timm_archs())):
+        if not archs:
+            lines.append("  + timm archs: pip install 'athanor[timm]' for model=timm")
+            continue
+        lines.append(f"  + {len(archs)} {zoo} archs: model={zoo} model.arch=<name>")
+        lines += _wrapped(archs) if full else ["    (`athanor list model` lists them)"]
+    return lines
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Every config group's registered names with one line each; one group with a name."""
     problem = load_project_code()
@@ -99,39 +114,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     for group in [args.group] if args.group else list(groups):
         print("\n".join(_rows(group, groups[group]) + project_options(group)))
         if group == "model":
-            from athanor.models.vision import classification_archs
-
-            archs = classification_archs()
-            print(f"  + {len(archs)} torchvision archs: model=torchvision model.arch=<name>")
-            if args.group:
-                print("\n".join(_wrapped(archs)))
-            else:
-                print("    (`athanor list model` lists them)")
+            print("\n".join(_zoo_lines(full=bool(args.group))))
     if problem:
         print(problem, file=sys.stderr)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Weights only (a plain state_dict, no `module.` prefix) for downstream use."""
-    from pathlib import Path
-
-    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
-
-    from athanor.engine.evaluate_checkpoint import load_for_evaluation, model_weights
+    """The model as a state_dict, safetensors, ONNX or torch.export file, checked against the
+    checkpoint's own outputs on a validation batch."""
+    from athanor.engine.export import export
     from athanor.errors import ConfigError
-    from athanor.record.checkpoints import save_atomic, saved_step
 
     try:
-        state, path = load_for_evaluation(args.ckpt)
-        weights = dict(model_weights(state, "ema" if args.ema else "model", path))
+        result = export(args.ckpt, Path(args.out), args.format, ema=args.ema)
     except ConfigError as err:
         print(f"Config error: {err}", file=sys.stderr)
         return 2
-    consume_prefix_in_state_dict_if_present(weights, "module.")
-    out = Path(args.out)
-    save_atomic(weights, out)
-    print(f"{out}: {len(weights)} tensors from {path} (step {saved_step(state)})")
+    print(result.describe())
     return 0
 
 
@@ -180,9 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         "group", nargs="?", help="model, data, optim, scheduler, augment, loss or experiment"
     )
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("export", help="write a checkpoint's model weights only (a state_dict)")
+    p = sub.add_parser("export", help="write a checkpoint's model (state_dict, ONNX, ...), checked")
     p.add_argument("ckpt", help="a .pt checkpoint or a run folder (best.pt, else last.pt)")
-    p.add_argument("out", help="the state_dict file to write, e.g. model.pt")
+    p.add_argument("out", help="the file to write, e.g. model.pt, model.onnx, model.pt2")
+    p.add_argument(
+        "--format",
+        choices=("state_dict", "safetensors", "onnx", "torch_export"),
+        help="default: from the suffix (.safetensors, .onnx, .pt2), else state_dict",
+    )
     p.add_argument("--ema", action="store_true", help="export the EMA weights instead")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="a table of the runs in a sweep or outputs folder")

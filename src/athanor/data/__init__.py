@@ -10,6 +10,6 @@ from athanor.registry import Registry
 # Builders may also name them in their signature to receive them (e.g. `root`).
 DATASETS: Registry = Registry("data", options=DataOptions)
 
-from athanor.data import builtin, folders, torchvision_sets  # noqa: E402,F401  (registers them)
+from athanor.data import builtin, folders, table, torchvision_sets  # noqa: E402,F401  (registers them)
 
 __all__ = ["DATASETS", "DataBundle", "DataOptions", "DatasetSplit", "TensorSplit"]

@@ -34,7 +34,7 @@ from athanor.distributed import Dist
 from athanor.errors import ConfigError
 from athanor.losses import LOSSES, build_loss, check_class_lengths, check_soft_targets
 from athanor.metrics import METRICS
-from athanor.models import MODELS
+from athanor.models import MODELS, model_label
 from athanor.models.options import apply_model_options
 from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
@@ -277,7 +277,7 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
     apply_model_options(model, shared)
     probe(
         model,
-        name=config["model"]["name"],
+        name=model_label(config["model"]),
         num_classes=bundle.num_classes,
         in_channels=bundle.channels,
         image_size=bundle.image_size,

@@ -12,6 +12,7 @@ import torch
 
 from athanor.config.groups import COMPONENT_GROUPS
 from athanor.engine.evaluate import evaluate
+from athanor.models import model_label
 from athanor.observe.insight import peak_memory
 from athanor.observe.model_summary import format_summary
 
@@ -90,6 +91,6 @@ def report(job, est: dict[str, Any]) -> str:
         f"{est['seconds_per_val_batch'] * 1000:.1f} ms per validation batch",
         f"  peak memory     {', '.join(f'{k} {v:.3f}' for k, v in peak_memory(job.device).items())}",
         f"  estimated time  {_duration(est['estimated_wall_s'])} (h:mm:ss) for the full run",
-        format_summary(cfg["model"]["name"], job.model_summary),
+        format_summary(model_label(cfg["model"]), job.model_summary),
     ]
     return "\n".join(lines)

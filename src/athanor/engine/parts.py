@@ -42,6 +42,7 @@ from athanor.engine.state import (
 )
 from athanor.engine.step import Stepper, warn_precision
 from athanor.metrics.monitor import check_monitors
+from athanor.models import model_label
 from athanor.observe.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
 from athanor.seeding import seed_everything, set_determinism

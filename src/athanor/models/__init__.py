@@ -13,6 +13,14 @@ MODELS: Registry = Registry(
     options=ModelOptions,
 )
 
-from athanor.models import airbench, cifar, simple, vision  # noqa: E402,F401  (registers the builders)
 
-__all__ = ["MODELS"]
+def model_label(spec: dict) -> str:
+    """How logs name a model: its arch for the zoo wrappers (`convnext_tiny (timm)`), else its
+    registered name. The run folder's name uses the same arch (conf/train.yaml `name:`)."""
+    arch = spec.get("arch")
+    return f"{arch} ({spec['name']})" if arch else str(spec["name"])
+
+
+from athanor.models import airbench, cifar, simple, timm_models, vision  # noqa: E402,F401  (registers the builders)
+
+__all__ = ["MODELS", "model_label"]

@@ -17,6 +17,6 @@ SCHEDULERS: Registry = Registry(
     options=WarmupOptions,
 )
 
-from athanor.optim import optimizers, schedulers  # noqa: E402,F401  (registers the builders)
+from athanor.optim import optimizers, schedulers, timm_optim  # noqa: E402,F401  (registers the builders)
 
 __all__ = ["OPTIMIZERS", "SCHEDULERS"]
