@@ -185,12 +185,6 @@ def pretrained(model_spec: dict[str, Any]) -> bool:
     return bool(model_spec.get("weights") or model_spec.get("pretrained"))
 
 
-def model_label(model_spec: dict[str, Any]) -> str:
-    """How the log names the model: a zoo model by its architecture ("resnet50")."""
-    arch = model_spec.get("arch")
-    return f"{model_spec['name']} {arch}" if arch else model_spec["name"]
-
-
 def _ema(model: nn.Module, t: TrainerSettings) -> Ema | None:
     if t.ema.decay is None:
         return None
