@@ -5,6 +5,7 @@ module is only imported by Hydra (its Callback base is not cheap to import)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import traceback
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from athanor.cli.outcome import report
-from athanor.cli.resolvers import claim_run_folder, claim_sweep_folder
+from athanor.cli.resolvers import _rank, claim_run_folder, claim_sweep_folder
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError
+from athanor.record.lock import RunLock
 
 
 def _literal(path: Path) -> str:
@@ -43,7 +45,12 @@ def _ends_on_error() -> Iterator[None]:
 
 
 class ClaimRunFolder(Callback):
-    """Hydra callback (conf/train.yaml ``hydra.callbacks``): claim the folder before the job."""
+    """Hydra callback (conf/train.yaml ``hydra.callbacks``): claim the folder before the job.
+    A sweep's jobs, each in its own new folder of the claimed sweep folder, hold that folder's
+    lock while they run (a launcher that runs them in other processes composes them there)."""
+
+    def __init__(self) -> None:
+        self.job_lock: RunLock | None = None
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import open_dict, read_write
@@ -63,3 +70,17 @@ class ClaimRunFolder(Callback):
             config.hydra.sweep.dir = _literal(folder)
             # each job's config is composed again from these overrides (load_sweep_config)
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_override_value(folder)}")
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN or _rank() != 0:
+            return  # a run's lock was taken in on_run_start
+        with _ends_on_error():
+            self.job_lock = RunLock.acquire(Path(config.hydra.runtime.output_dir))
+        atexit.register(self.job_lock.release)  # a job that ends the sweep (Ctrl-C)
+
+    def on_job_end(self, config: Any, **kwargs: Any) -> None:
+        if self.job_lock is not None:
+            self.job_lock.release()
+            self.job_lock = None

@@ -104,7 +104,8 @@ def claim_run_folder(cfg: Any) -> Claim:
         resuming = resumed_run_folder(resume) is not None or (
             resume == "auto" and (folder / "checkpoints").is_dir()
         )
-        check_folder(folder, resuming=resuming)
+        # resume=auto in a fixed folder is that folder's own run, requeued (a sweep pool's job)
+        check_folder(folder, resuming=resuming or resume == "auto")
         folder.mkdir(parents=True, exist_ok=True)  # checked writable above
     try:
         lock = RunLock.acquire(folder)
