@@ -259,3 +259,33 @@ def test_enospc_while_writing_the_summary_ends_as_disk_full(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "Disk full: no space left on device while writing" in err and "summary.json" in err
     assert list(tmp_path.iterdir()) == []  # no stray temp file
+
+
+def test_claiming_is_one_act_that_creates_and_locks(tmp_path, monkeypatch, finished):
+    """The composed config names a folder; only claim_run_folder makes it, once per call."""
+    from athanor.cli.api import _hydra_compose
+    from athanor.cli.resolvers import claim_run_folder
+    from athanor.record.scratch import is_scratch, remove_scratch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RANK", raising=False)
+    cfg = _hydra_compose(["name=twice"], None, "train")
+    assert not (tmp_path / "outputs").exists()
+    one, two = claim_run_folder(cfg), claim_run_folder(cfg)
+    try:
+        assert two.folder == one.folder.with_name(one.folder.name + "_1")  # same second or not
+        assert (one.hydra_subdir, two.hydra_subdir) == (".hydra", ".hydra")
+        assert json.loads((one.folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        one.lock.release(), two.lock.release()
+    assert not (one.folder / LOCK_NAME).exists()
+
+    dry = claim_run_folder(_hydra_compose(["dry_run=true"], None, "train"))
+    assert is_scratch(dry.folder) and dry.lock is None
+    remove_scratch(dry.folder)
+
+    before = tree_hashes(finished)
+    resumed = claim_run_folder(_hydra_compose([f"resume={finished}"], None, "train"))
+    resumed.lock.release()
+    assert resumed.folder == finished and resumed.hydra_subdir.startswith(".hydra/resume-")
+    assert tree_hashes(finished) == before  # .hydra/resume-* is Hydra's, when the job starts
