@@ -63,6 +63,7 @@ def run_dir(default: str, dry_run: bool = False, resume: str | None = None) -> s
 
 
 def hydra_subdir(resume: str | None = None) -> str:
+    """Where Hydra writes the composed config; a resume's own subfolder is set by the claim."""
     return ".hydra"
 
 
