@@ -10,7 +10,7 @@ from typing import Any
 
 from athanor.cli.compose import check_group_choices, prepare_hydra
 from athanor.cli.project import api_config_dir, athanor_conf
-from athanor.cli.resolvers import _chosen
+from athanor.cli.resolvers import claim_run_folder
 from athanor.errors import ConfigError
 
 
@@ -66,12 +66,14 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
 
     if not logging.getLogger().handlers:  # a notebook: show the run's lines as `train` would
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _chosen.clear()  # a new run folder for each call (the resolvers memoize per process)
     cfg = _hydra_compose(list(overrides or []), config_dir, "train")
     config = _plain(cfg)
-    run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    claim = claim_run_folder(cfg)  # as `train` does when the run starts: checked, new, locked
+    run_dir = claim.folder
     if not config.get("dry_run"):
-        hydra_dir = run_dir / ".hydra"  # what `train` leaves: the config and the overrides
+        hydra_dir = (
+            run_dir / claim.hydra_subdir
+        )  # what `train` leaves: the config and the overrides
         hydra_dir.mkdir(parents=True, exist_ok=True)
         (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides or [])))
@@ -80,3 +82,5 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
         return RunDir(run_dir).read_summary()
     finally:
         remove_scratch(run_dir)
+        if claim.lock is not None:
+            claim.lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -81,6 +82,13 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         code = _end(err, run_dir)
     except UserCodeError as err:
         report_user_code(err)
+        code = EXIT_FAILED
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise  # any other OS error here is a bug: its traceback says where
+        from athanor.record.folder import disk_full_message
+
+        report("Disk full", disk_full_message(err, run_dir))
         code = EXIT_FAILED
     except KeyboardInterrupt:
         log.warning(

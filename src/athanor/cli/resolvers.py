@@ -1,24 +1,37 @@
-"""Run-folder naming for Hydra (registered as OmegaConf resolvers by the CLI).
+"""The run folder: chosen by pure resolvers while Hydra composes, claimed once when the run starts.
 
-- ``athanor_run_dir``: the folder of a new run, made unique atomically (two runs started in the
-  same second get ``..._1``), a temp folder for dry runs and non-zero ranks, or the resumed run's
-  own folder for ``resume=<folder or .pt>``.
-- ``athanor_unique``: the sweep folder, unique like a run folder (a scratch folder on non-zero ranks).
-- ``athanor_hydra_subdir``: ``.hydra`` normally; a resumed run keeps its original ``.hydra/`` and
-  records the resume's config under ``.hydra/resume-<time>/``.
+Choosing (OmegaConf resolvers, no side effects):
+
+- ``athanor_run_dir``: a new run's folder name (``outputs/<date>/<time>_<name>``), or the resumed
+  run's own folder for ``resume=<folder or .pt>``.
+- ``athanor_unique``: the sweep folder's name.
+- ``athanor_hydra_subdir``: ``.hydra`` (``ClaimRunFolder`` makes it ``.hydra/resume-<time>`` for a
+  resumed run, which keeps its original ``.hydra/``).
+
+Claiming (``cli/claim.py``'s ``ClaimRunFolder``, a Hydra callback: ``on_run_start`` runs after composition and before
+Hydra's job writes anything): ``claim_run_folder`` checks the folder (record/folder.py: another
+run's record, file-system faults), creates a new one exclusively (two runs in the same second get
+``..._1``) and takes its lock (record/lock.py), then writes the claimed folder into the config as
+a literal. Non-zero ranks (Hydra's ${now:} differs between processes) and dry runs get a scratch
+folder. A refusal is one paragraph, exit 2, and the folder is left as it was.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from athanor.record.folder import check_folder, claim_new
+from athanor.record.lock import RunLock
 from athanor.record.names import safe_name
 from athanor.record.scratch import scratch_dir
 
-_chosen: dict[str, str] = {}
+RUN_DIR_RESOLVER = "${athanor_run_dir:"
+SWEEP_DIR_RESOLVER = "${athanor_unique:"
 
 
 def _rank() -> int:
@@ -26,24 +39,9 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-def make_unique(path: str) -> str:
-    """Create ``path`` (or ``path_1``, ``path_2``, ...) exclusively; memoized per process.
-    Under torchrun only rank 0 creates it: Hydra's ${now:} differs between processes."""
-    if path in _chosen:
-        return _chosen[path]
-    if _rank() != 0:
-        _chosen[path] = scratch_dir()
-        return _chosen[path]
-    candidate, i = path, 0
-    while True:
-        try:
-            Path(candidate).mkdir(parents=True, exist_ok=False)
-            break
-        except FileExistsError:
-            i += 1
-            candidate = f"{path}_{i}"
-    _chosen[path] = candidate
-    return candidate
+def unique_name(path: str) -> str:
+    """The sweep folder's name as composed (``claim_sweep_folder`` makes it unique)."""
+    return path
 
 
 def resumed_run_folder(resume: str | None) -> Path | None:
@@ -59,35 +57,14 @@ def resumed_run_folder(resume: str | None) -> Path | None:
 
 
 def run_dir(default: str, dry_run: bool = False, resume: str | None = None) -> str:
-    if "run_dir" in _chosen:
-        return _chosen["run_dir"]
-    if _rank() != 0 or dry_run:
-        chosen = scratch_dir()
-    elif (folder := resumed_run_folder(resume)) is not None:
-        chosen = str(folder)
-    else:
-        chosen = make_unique(default)
-    _chosen["run_dir"] = chosen
-    return chosen
+    """The folder a run is meant for: the resumed run's, else ``default`` (claimed at start)."""
+    folder = resumed_run_folder(resume)
+    return str(folder) if folder is not None else default
 
 
-def _auto_resumes(root: Any) -> bool:
-    """resume=auto into a fixed hydra.run.dir that already holds checkpoints (a requeued job)."""
-    hydra = root.get("hydra") if root is not None else None
-    if hydra is None or str(hydra.get("mode", "")).endswith("MULTIRUN"):
-        return False  # (resolving run.dir in a sweep would create a stray folder)
-    return (Path(str(hydra.run.dir)) / "checkpoints").is_dir()
-
-
-def hydra_subdir(resume: str | None = None, *, _root_: Any = None) -> str:
-    """``_root_`` (the whole config, passed by OmegaConf) tells where resume=auto will write."""
-    if "hydra_subdir" not in _chosen:  # memoized: one name per process, whatever the second
-        auto = resume == "auto" and _auto_resumes(_root_)
-        resumed = auto or resumed_run_folder(resume) is not None
-        _chosen["hydra_subdir"] = (
-            f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if resumed else ".hydra"
-        )
-    return _chosen["hydra_subdir"]
+def hydra_subdir(resume: str | None = None) -> str:
+    """Where Hydra writes the composed config; a resume's own subfolder is set by the claim."""
+    return ".hydra"
 
 
 def slug(text: str) -> str:
@@ -95,11 +72,69 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in str(text))[:150] or "default"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claimed run folder: where the run writes, where Hydra puts its config, and the lock."""
+
+    folder: Path
+    hydra_subdir: str
+    lock: RunLock | None
+
+
+def _raw(node: Any, key: str) -> str:
+    """A config value as written (an interpolation stays unresolved)."""
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.to_container(node, resolve=False).get(key, ""))
+
+
+def claim_run_folder(cfg: Any) -> Claim:
+    """Check and claim the folder of a run (``cfg``: the composed config with ``hydra``): the
+    one act that creates the folder and takes its lock. Raises ConfigError on a refusal."""
+    if _rank() != 0 or cfg.get("dry_run"):
+        return Claim(Path(scratch_dir()), ".hydra", None)
+    resume = cfg.get("resume")
+    folder = Path(str(cfg.hydra.run.dir))
+    new = resumed_run_folder(resume) is None and _raw(cfg.hydra.run, "dir").startswith(
+        RUN_DIR_RESOLVER
+    )
+    if new:
+        resuming = False
+        folder = claim_new(folder)  # a new folder: the mkdir is the claim
+    else:  # resume=<folder>, or a fixed hydra.run.dir that resume=auto continues (a requeue)
+        resuming = resumed_run_folder(resume) is not None or (
+            resume == "auto" and (folder / "checkpoints").is_dir()
+        )
+        # resume=auto in a fixed folder is that folder's own run, requeued (a sweep pool's job)
+        check_folder(folder, resuming=resuming or resume == "auto")
+        folder.mkdir(parents=True, exist_ok=True)  # checked writable above
+    try:
+        lock = RunLock.acquire(folder)
+    except BaseException:
+        if new:
+            folder.rmdir()
+        raise
+    atexit.register(lock.release)  # completed, failed or interrupted: the process ends here
+    subdir = f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if resuming else ".hydra"
+    return Claim(folder, subdir, lock)
+
+
+def claim_sweep_folder(cfg: Any) -> Path:
+    """The sweep folder, created exclusively like a run folder (a fixed one is used as given)."""
+    folder = Path(str(cfg.hydra.sweep.dir))
+    if _rank() != 0:
+        return Path(scratch_dir())
+    if _raw(cfg.hydra.sweep, "dir").startswith(SWEEP_DIR_RESOLVER):
+        return claim_new(folder)
+    check_folder(folder, resuming=True)  # a sweep folder holds runs, not one run's record
+    return folder
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("athanor_run_dir", run_dir, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("athanor_unique", make_unique, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("athanor_unique", unique_name, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True)
     OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)
     OmegaConf.register_new_resolver("athanor_name", safe_name, replace=True, use_cache=True)

@@ -1,5 +1,6 @@
 """The run folder's anatomy: every path of a run folder is named here, and only here.
 
+<run>/.lock              the writing process (pid, host, start time, command; record/lock.py)
 <run>/.hydra/            Hydra's composed config (config.yaml), hydra.yaml, overrides.yaml
 <run>/.hydra/resume-*/   the same, for each resume of the run
 <run>/train.log          the log (Hydra's file handler)
@@ -12,10 +13,16 @@
 <run>/summary.json       status, best/final, timing, model,   } RunRecord, and nobody else
                          provenance, resumes
 Every JSON file is strict JSON: NaN/Inf are written as null and named in ``nonfinite``.
+
+A run folder belongs to one run: ``check_folder`` refuses a folder that holds another run's record
+(unless the run resumes it) and the file-system faults that would stop the run later (a path that
+is a file, an unwritable or read-only folder, a name too long), before anything is written;
+``claim_new`` creates a new run's folder exclusively (``_1``, ``_2``, ... when taken).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -24,6 +31,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from athanor.errors import ConfigError
+from athanor.record.lock import check_free
+
+FIX = "choose another folder (hydra.run.dir=<folder>) or fix the folder's permissions"
 
 
 def strict(value: Any, where: str = "", bad: list[str] | None = None) -> Any:
@@ -50,13 +62,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write strict JSON through a temp file + rename so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
-    with os.fdopen(fd, "w") as f:
-        json.dump(strict_record(data) if isinstance(data, dict) else data, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            json.dump(
+                strict_record(data) if isinstance(data, dict) else data, f, indent=2, default=str
+            )
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # e.g. a full disk: no stray temp file, and the path is named
+        Path(tmp).unlink(missing_ok=True)
+        err.filename = err.filename or str(path)
+        raise
 
 
 @dataclass(frozen=True)
@@ -98,11 +117,12 @@ class RunDir:
         ``train.log``), and the folder when nothing else is in it. True when it is gone."""
         if not self.path.is_dir() or self.started():
             return False
-        hydra_files = {".hydra", "train.log"}
+        hydra_files = {".hydra", "train.log", ".lock"}
         if any(p.name not in hydra_files for p in self.path.iterdir()):
             return False  # someone else's files: leave the folder alone
         shutil.rmtree(self.path / ".hydra", ignore_errors=True)
         (self.path / "train.log").unlink(missing_ok=True)
+        (self.path / ".lock").unlink(missing_ok=True)
         if self.path.resolve() != Path.cwd().resolve():  # hydra.run.dir=. keeps the user's folder
             self.path.rmdir()
         return True
@@ -127,3 +147,125 @@ class RunDir:
         tmp = self.metrics.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(strict_record(r)) + "\n" for r in keep))
         os.replace(tmp, self.metrics)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or the nearest of its parents that exists."""
+    path = path.absolute()
+    while path != path.parent:
+        try:
+            path.stat()  # (exists() raises on a name too long; any error: look further up)
+            return path
+        except OSError:
+            path = path.parent
+    return path
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def fs_message(path: Path, err: OSError | None = None) -> str:
+    """One sentence naming the run folder, what is wrong with it and the fix."""
+    code = err.errno if err is not None else None
+    if code == errno.ENAMETOOLONG:
+        return (
+            f"The run folder path {path} is too long for the file system (one name at most "
+            f"{_name_max(path)} bytes): use a shorter name= or hydra.run.dir=."
+        )
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        where = _existing_ancestor(path)
+        which = "" if where == path.absolute() else f" (its parent {where} is a file)"
+        return (
+            f"The run folder path {path} is a file, not a folder{which}: choose another folder "
+            f"(hydra.run.dir=<folder>) or move the file away."
+        )
+    if code == errno.ENOSPC:
+        return f"No space left on device for the run folder {path}: free space or {FIX}."
+    where = _existing_ancestor(path)
+    why = "is on a read-only file system" if _read_only(where) else "is not writable"
+    return f"The run folder {path} cannot be written: {where} {why}; {FIX}."
+
+
+def _name_max(path: Path) -> int:
+    try:
+        return os.pathconf(_existing_ancestor(path), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _fs_fault(path: Path) -> str | None:
+    """A file-system fault that would stop a run in ``path`` later, or None."""
+    limit = _name_max(path)
+    if any(len(part.encode()) > limit for part in path.parts):
+        return fs_message(path, OSError(errno.ENAMETOOLONG, "name too long"))
+    where = _existing_ancestor(path)
+    if not where.is_dir():
+        return fs_message(path, OSError(errno.ENOTDIR, "not a directory"))
+    if not os.access(where, os.W_OK | os.X_OK):
+        return fs_message(path)
+    return None
+
+
+def other_run(path: Path) -> str | None:
+    """The status of the run recorded in ``path`` (summary.json or checkpoints), or None."""
+    run = RunDir(path)
+    checkpoints = run.checkpoints.is_dir() and any(run.checkpoints.iterdir())
+    if not run.started() and not checkpoints:
+        return None
+    return str(run.read_summary().get("status", "unknown")) if run.started() else "no summary"
+
+
+def check_folder(path: Path, *, resuming: bool) -> None:
+    """Refuse, before anything is written, a run folder this run cannot or may not write (a
+    fault, a live lock, another run's record). Raises ConfigError naming the folder and the way
+    on."""
+    problem = _fs_fault(path)
+    if problem:
+        raise ConfigError(problem)
+    check_free(path)  # a run in progress: name its process, not its record
+    status = None if resuming else other_run(path)
+    if status is not None:
+        raise ConfigError(
+            f"The folder {path} holds another run's record (status: {status}); a run folder "
+            f"belongs to one run. Continue that run with `train resume={path}`, or start this "
+            "one in a new folder (leave out hydra.run.dir=, or give a new or empty folder). "
+            "Nothing was written."
+        )
+
+
+def claim_new(path: str | Path) -> Path:
+    """Create ``path`` (or ``path_1``, ``path_2``, ...) exclusively: the mkdir is the claim, so
+    two runs started in the same second get two folders. Raises ConfigError on a fault."""
+    base, i = Path(path), 0
+    problem = _fs_fault(base)
+    if problem:
+        raise ConfigError(problem)
+    candidate = base
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            i += 1
+            candidate = base.with_name(f"{base.name}_{i}")
+        except OSError as err:
+            raise ConfigError(fs_message(candidate, err)) from None
+
+
+def disk_full_message(err: OSError, path: Path) -> str:
+    """What a full disk stopped, and what of the run in ``path`` was kept."""
+    last = RunDir(path).checkpoints / "last.pt"
+    kept = (
+        f"the last good checkpoint {last} is kept"
+        if last.is_file()
+        else "no checkpoint had been written yet"
+    )
+    return (
+        f"no space left on device while writing {err.filename or 'a file'} of the run {path}: "
+        f"{kept}. Free some space, then continue with `train resume={path}`"
+        + (" (or start again)." if not last.is_file() else ".")
+    )
