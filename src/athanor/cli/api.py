@@ -11,6 +11,7 @@ from typing import Any
 from athanor.cli.compose import check_group_choices, prepare_hydra
 from athanor.cli.project import api_config_dir, athanor_conf
 from athanor.cli.resolvers import _chosen
+from athanor.cli.resume_config import resumed_config
 from athanor.errors import ConfigError
 
 
@@ -68,8 +69,10 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     _chosen.clear()  # a new run folder for each call (the resolvers memoize per process)
     cfg = _hydra_compose(list(overrides or []), config_dir, "train")
-    config = _plain(cfg)
     run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    config = resumed_config(
+        _plain(cfg), run_dir, list(overrides or []), lambda: compose([], config_dir)
+    )
     if not config.get("dry_run"):
         hydra_dir = run_dir / ".hydra"  # what `train` leaves: the config and the overrides
         hydra_dir.mkdir(parents=True, exist_ok=True)

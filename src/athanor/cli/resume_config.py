@@ -5,6 +5,8 @@ resume's business (record/resume.py: RESUMABLE_KEYS)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from athanor.record import resume
@@ -22,9 +24,10 @@ def typed_paths(overrides: list[str], config: dict[str, Any]) -> tuple[list[str]
         if "." in key:
             paths.append(key)
             continue
-        groups = groups or key not in resume.IGNORED_KEYS
-        if key in config:  # a group whose package is its own name, or a top-level key
+        if key in config:  # a top-level key, or a group whose package is its own name
             paths.append(key)
+        # a group option (model=…, experiment=…, debug=…) may set keys beyond its own node
+        groups = groups or key not in config or isinstance(config[key], dict)
     return paths, groups
 
 
@@ -37,19 +40,26 @@ def _composed_without_overrides() -> dict[str, Any]:
     return to_plain(compose(config_name="train", overrides=[]))
 
 
-def resumed_config(config: dict[str, Any], run_dir) -> dict[str, Any]:
-    """``config`` (composed from today's defaults and the command line) as a resume runs it: the
-    resumed checkpoint's config plus the command line's changes; ``config`` itself when it
-    resumes nothing (no resume=, or resume=auto in a folder without checkpoints)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not config.get("resume") or not HydraConfig.initialized():
+def resumed_config(
+    config: dict[str, Any],
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    composed_without_overrides: Callable[[], dict[str, Any]] = _composed_without_overrides,
+) -> dict[str, Any]:
+    """``config`` (composed from today's defaults and the ``overrides``: by default the running
+    Hydra app's command line) as a resume runs it: the resumed checkpoint's config plus the
+    command line's changes; ``config`` itself when it resumes nothing (no resume=, or
+    resume=auto in a folder without checkpoints)."""
+    if not config.get("resume"):
         return config
+    if overrides is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
     found = resume.find(config["resume"], RunDir(run_dir).checkpoints, mmap=True)
     if found is None:
         return config
-    overrides = list(HydraConfig.get().overrides.task)
     paths, groups = typed_paths(overrides, config)
     if groups:  # e.g. experiment=…, model=…: what they change is the difference they make
-        paths += resume.touched_paths(_composed_without_overrides(), config)
+        paths += resume.touched_paths(composed_without_overrides(), config)
     return resume.resume_config(found[0]["config"], config, paths)
