@@ -158,6 +158,9 @@ def test_best_pt_holds_weights_only_and_is_evaluated_but_never_resumed(capped, t
     assert best.stat().st_size < (capped / "checkpoints" / "last.pt").stat().st_size / 2
     result = cli("athanor.evaluate", f"ckpt={best}", cwd=tmp_path)
     assert "written:" in result.stdout
+    cli("athanor", "export", str(best), str(tmp_path / "model.pt"), cwd=tmp_path)
+    exported = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert exported.keys() == state["state"]["model"].keys()
     refused = cli("athanor.train", f"resume={best}", cwd=tmp_path, expect=2)
     text = " ".join(refused.stderr.split())
     assert "weights only" in text and "last.pt" in text and "Traceback" not in refused.stderr

@@ -112,7 +112,8 @@ def config_changes(saved: dict[str, Any], config: dict[str, Any], source: Path) 
             f"cannot follow. Differing keys: {'; '.join(bad)}. A resume keeps the run's own "
             'config and may change only these keys (README, "Resuming a run"): '
             f"{', '.join(RESUMABLE_KEYS)}. Drop the other overrides, or start a new run (drop "
-            "resume=) and load the weights with model.weights=<checkpoint>. Nothing was written."
+            "resume=) and load the weights with model.weights=<checkpoint>. The run's "
+            "checkpoints and record are unchanged."
         )
     return [f"{k}: {show(a)} -> {show(b)}" for k, a, b in diffs]
 
@@ -154,7 +155,7 @@ def _align(saved: dict[str, Any], full: dict[str, Any], prefix: str = "") -> Non
 
 
 def _set_path(config: dict[str, Any], path: str, source: dict[str, Any]) -> None:
-    """Copy ``source``'s value at ``path`` into ``config`` (removing it where ``source`` has none)."""
+    """Copy ``source``'s value at ``path`` into ``config`` (removed where ``source`` has none)."""
     *parents, leaf = path.split(".")
     src: Any = source
     dst = config
