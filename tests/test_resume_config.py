@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from athanor.engine.state import OptimizerState
+from athanor.errors import ConfigError
 from athanor.record.folder import RunDir
-from athanor.record.resume import RESUMABLE_KEYS, resumable, resume_config, touched_paths
+from athanor.record.resume import (
+    RESUMABLE_KEYS,
+    config_changes,
+    resumable,
+    resume_config,
+    touched_paths,
+)
 from conftest import ROOT, cli
 
 # digits: 1437 training images in 5 optimizer steps of 256 (the last, short batch is dropped)
@@ -219,6 +226,15 @@ def test_resume_config_takes_typed_paths_from_today_and_the_rest_from_the_run():
     base = {**today, "resume": None, "model": saved["model"], "optim": {**today["optim"]}}
     base["optim"]["lr"] = 0.001
     assert touched_paths(base, today) == ["model", "optim.lr", "resume"]
+    # a run saved by an older athanor: keys added or dropped since are no change of the run
+    older = {"model": {"name": "mlp"}, "checkpoint": {"keep": 1}}
+    now = {"model": {"name": "mlp"}, "checkpoint": {"keep_steps": 2}}
+    assert config_changes(older, resume_config(older, now, []), Path("x")) == [
+        "checkpoint.keep: 1 -> (absent)",
+        "checkpoint.keep_steps: (absent) -> 2",
+    ]
+    with pytest.raises(ConfigError, match="model.name: 'mlp' in the checkpoint, 'cnn' now"):
+        config_changes(older, {**now, "model": {"name": "cnn"}}, Path("x"))
 
 
 def test_optimizer_state_scales_each_group_and_keeps_no_decay(tmp_path):

@@ -100,11 +100,12 @@ def config_changes(saved: dict[str, Any], config: dict[str, Any], source: Path) 
     def show(v: Any) -> str:
         return "(absent)" if v is missing else repr(v)
 
-    # a key the checkpoint lacks is one added to athanor since: today's default, not a change
+    # a key on one side only is one athanor added or dropped since the checkpoint (its default
+    # now, or no longer a setting): not a change of the run; another group option changes `name`
     bad = [
         f"{k}: {show(a)} in the checkpoint, {show(b)} now"
         for k, a, b in diffs
-        if not resumable(k) and a is not missing
+        if not resumable(k) and a is not missing and b is not missing
     ]
     if bad:
         raise ConfigError(
