@@ -118,8 +118,13 @@ def test_a_quiet_exit_and_a_kill_without_a_word_use_the_launchers_exit_code(dirs
     assert worker_failure(KeyboardInterrupt(), 0, scratch) == EXIT_INTERRUPTED
     (scratch / "outcome-0.json").unlink()  # rank 0 killed by the OOM killer writes nothing
     raised = _root_cause(scratch, Failed(0, -9), run)
-    assert isinstance(raised, RuntimeError)
-    assert str(raised) == "Worker rank 0 died with exit code -9; the other workers were stopped."
+    assert isinstance(raised, PeerFailed)  # an expected kind: one paragraph, no traceback
+    assert str(raised).startswith(
+        "Worker rank 0 died with exit code -9 (SIGKILL: killed from outside, e.g. kill -9 or the "
+        "out-of-memory killer); the other workers were stopped."
+    )
+    assert f"resume with resume={run}" in str(raised)
+    assert RunDir(run).read_summary()["error"].startswith("rank 0 died with exit code -9 (SIGKILL")
 
 
 def test_the_parent_exits_with_the_code_a_single_process_run_would(dirs):

@@ -83,7 +83,11 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         report_user_code(err)
         code = EXIT_FAILED
     except KeyboardInterrupt:
-        log.warning("Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint.")
+        log.warning(
+            "Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint: resume "
+            "with resume=%s",
+            run_dir,
+        )
         code = EXIT_INTERRUPTED
     if is_multirun() and code != EXIT_INTERRUPTED:
         return float("nan")  # the sweep goes on; the job's summary.json says why it failed

@@ -12,6 +12,7 @@ from athanor.cli.compose import output_dir, run_hydra_app, to_plain
 from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, report, run_task
 from athanor.cli.resume_config import resumed_config
+from athanor.engine.signals import StopSignals
 from athanor.errors import EXIT_USER_ERROR
 from athanor.record.scratch import remove_scratch
 
@@ -55,6 +56,7 @@ def sweep_under_torchrun(argv: list[str], environ: dict[str, str]) -> str | None
 
 def train() -> None:
     """`train [overrides]`: compose conf/train.yaml with the overrides and run (Hydra app)."""
+    StopSignals.install()  # first: a signal during start-up is a stop request, not a kill
     print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
     problem = sweep_under_torchrun(sys.argv[1:], dict(os.environ))
     if problem:

@@ -6,6 +6,11 @@ N workers with torch's own elastic launcher (standalone rendezvous on a free por
 calls ``run.train_run``: Hydra never runs again. When a worker fails, the launcher stops the
 others; each worker leaves a short outcome file, and the parent raises the first real error (not
 the "another rank failed" errors it caused) so the user reads it once, with the usual exit code.
+
+Signals: the stop signals stay athanor's in this process too (torch's launcher handles only
+SIGHUP/SIGQUIT); a relay passes them on to every worker, which stop together and save, so the
+launcher ends like a one-process run: ``interrupted`` and exit 130. A worker that dies without a
+word (kill -9) is named, with its exit code, in one paragraph.
 """
 
 from __future__ import annotations
@@ -14,20 +19,24 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from athanor.engine.signals import StopSignals, signal_name
 from athanor.errors import (
     ERROR_KINDS,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     ConfigError,
     InterruptedRun,
+    PeerFailed,
     kind_of,
 )
 from athanor.record.folder import RunDir
@@ -69,7 +78,10 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
     validate(config)
     nproc = settings.distributed.nproc_per_node
     log.info("launching %d worker processes (torch elastic, standalone rendezvous)", nproc)
-    with tempfile.TemporaryDirectory(prefix="athanor-launch-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="athanor-launch-") as scratch,
+        StopSignals.watch() as signals,
+    ):
         launch_config = LaunchConfig(
             min_nodes=1,
             max_nodes=1,
@@ -81,13 +93,57 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
             monitor_interval=0.1,
             start_method="spawn",
             logs_specs=DefaultLogsSpecs(log_dir=scratch),
+            # SIGTERM/SIGINT/SIGUSR1 stay athanor's: torch's handler would raise in the middle of
+            # the launcher and kill the workers' save; the relay hands them on instead
+            signals_to_handle="SIGHUP,SIGQUIT",
         )
         try:
-            with _quiet_launcher():
+            with _quiet_launcher(), _relay(signals, Path(scratch)):
                 results = elastic_launch(launch_config, worker)(config, str(run_dir), scratch)
         except ChildFailedError as failed:
-            raise _root_cause(Path(scratch), failed, run_dir) from None
+            cause = _root_cause(Path(scratch), failed, run_dir)
+            if isinstance(cause, InterruptedRun):
+                signals.forward()  # e.g. submitit's requeue, now that the workers have saved
+            raise cause from None
+    if signals.requested:  # every worker had finished when the signal came: 130 all the same
+        raise _interrupted_after_the_end(run_dir, signals)
     return results.get(0)
+
+
+@contextlib.contextmanager
+def _relay(signals: StopSignals, scratch: Path) -> Iterator[None]:
+    """While the group runs, a stop signal to this process reaches every worker: SIGTERM (stop
+    after the step, save), and SIGINT once this process had two (exit at once). A worker that
+    starts later gets it as soon as it has said its PID (its handler is installed by then)."""
+    done = threading.Event()
+    told: dict[str, set[int]] = {}
+
+    def tell() -> None:
+        while not done.wait(0.05):
+            wanted = [signal.SIGTERM] if signals.requested else []
+            wanted += [signal.SIGINT] if signals.sigints >= 2 else []
+            for pid_file in scratch.glob("pid-*"):
+                for sig in wanted:
+                    if sig not in told.setdefault(pid_file.name, set()):
+                        told[pid_file.name].add(sig)
+                        with contextlib.suppress(ProcessLookupError, ValueError):
+                            os.kill(int(pid_file.read_text()), sig)
+
+    thread = threading.Thread(target=tell, name="athanor-signal-relay", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _interrupted_after_the_end(run_dir: Path, signals: StopSignals) -> InterruptedRun:
+    from athanor.record.record import correct_outcome
+
+    error = f"stopped by {signal_name(signals.received)} as the workers finished; saved"
+    correct_outcome(RunDir(run_dir), "interrupted", error)
+    return InterruptedRun(error)
 
 
 def worker(config: dict[str, Any], run_dir: str, scratch: str) -> float | None:
@@ -95,7 +151,9 @@ def worker(config: dict[str, Any], run_dir: str, scratch: str) -> float | None:
     from athanor.distributed import env_dist
     from athanor.engine.run import train_run
 
+    StopSignals.install()  # before the PID is known: the launcher's relayed SIGTERM only asks
     d = env_dist()
+    Path(scratch, f"pid-{d.rank}").write_text(str(os.getpid()))
     _configure_logging(Path(run_dir), d.is_main)
     if "OMP_NUM_THREADS" not in os.environ:  # N workers share the cores instead of each using all
         import torch
@@ -169,8 +227,11 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
             exc = RuntimeError(f"rank {cause['rank']} failed:\n{cause['traceback']}")
     else:  # killed without a word (OOM killer, SIGKILL): the launcher knows the exit codes
         rank, failure = failed.get_first_failure()
-        error = f"rank {rank} died with exit code {failure.exitcode}"
-        exc = RuntimeError(f"Worker {error}; the other workers were stopped.")
+        error = f"rank {rank} died with exit code {failure.exitcode}{_by_signal(failure.exitcode)}"
+        exc = PeerFailed(
+            f"Worker {error}; the other workers were stopped. The run folder {run_dir} keeps "
+            f"the last checkpoint: resume with resume={run_dir}."
+        )
     from athanor.record.record import correct_outcome
 
     # rank 0's record may only say "another rank failed": name the root cause there
@@ -178,3 +239,14 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
         RunDir(run_dir), "interrupted" if isinstance(exc, InterruptedRun) else "failed", error
     )
     return exc
+
+
+def _by_signal(exitcode: int) -> str:
+    """The signal that ended a worker, in words (a negative exit code is its number)."""
+    if exitcode >= 0:
+        return ""
+    with contextlib.suppress(ValueError):
+        name = signal.Signals(-exitcode).name
+        outside = ": killed from outside, e.g. kill -9 or the out-of-memory killer"
+        return f" ({name}{outside if name == 'SIGKILL' else ''})"
+    return ""

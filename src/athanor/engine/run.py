@@ -94,15 +94,15 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
     if settings.dry_run:
         return _dry_run(config, settings, d, device, run)
     resumed = find_resume(config, run)
-    signals = StopSignals()
-    with signals:
+    with StopSignals.watch() as signals:
         build_config = resume.without_weights(config) if resumed else config
         job = TrainingRun(config, build_parts(build_config, settings, d, device), run, d)
         job.open(resumed)  # the run starts here: nothing was written before
         status, error = "failed", None
         try:
             job.check_disk()
-            job.fit(signals)
+            with signals.escalating(when=job.has_checkpoint):  # may cut a step, never a save
+                job.fit(signals)
             status = "completed"
         except InterruptedRun as err:
             status, error = "interrupted", str(err)
@@ -110,13 +110,17 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
         except BaseException as err:
             error = f"{type(err).__name__}: {err}"
             if isinstance(err, KeyboardInterrupt):
-                status = "interrupted"
+                status, error = "interrupted", f"second Ctrl-C at step {job.progress.step}"
             raise
         finally:
-            summary = job.close(status, error)
+            summary = job.close(status, error, signals)
             if d.is_main:
-                log.info("run %s: %s in %.1f s", status, run.path, summary["wall_time_s"])
-            if status == "interrupted":
+                log.info(
+                    "run %s: %s in %.1f s", summary["status"], run.path, summary["wall_time_s"]
+                )
+            if summary["status"] == "interrupted":
                 signals.forward()  # e.g. submitit's requeue, after the checkpoint and the summary
+        if summary["status"] == "interrupted":  # a signal after the last step: 130 all the same
+            raise InterruptedRun(summary["error"])
     best = job.metrics_log.best_value()
     return best if is_finite(best) else None  # NaN/inf and no value alike: nothing to optimize

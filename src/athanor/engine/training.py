@@ -12,7 +12,7 @@ import torch
 from athanor.distributed import Dist
 from athanor.engine.loop import Loop
 from athanor.engine.parts import Parts, train_state
-from athanor.engine.signals import StopSignals
+from athanor.engine.signals import StopSignals, signal_name
 from athanor.engine.state import Progress
 from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
@@ -68,6 +68,11 @@ class TrainingRun:
             p.batch,
         )
 
+    def has_checkpoint(self) -> bool:
+        """Whether a cut run keeps something: a checkpoint is on disk (or they are off)."""
+        enabled = self.parts.settings.checkpoint.enabled
+        return not enabled or any(self.run.checkpoints.glob("*.pt"))
+
     def check_disk(self) -> None:
         """Writable checkpoint folder, and room for a few checkpoints (weights, two optimizer
         moments and an EMA copy: ~4x the model's state)."""
@@ -112,11 +117,12 @@ class TrainingRun:
                 self.reporter.image_grid(next(iter(parts.loaders.train.epoch(0))).inputs)
 
         def save(p: Progress, best: bool) -> None:
-            self.tracker.flush()  # events up to this step must survive a kill after the save
-            # the state only where it is written (not on other ranks, nor with checkpoints off)
-            if checkpointer.active:
-                checkpoint = {"config": self.config, "state": self.state.state_dict()}
-                checkpointer.save(checkpoint, step=p.step, best=best)
+            with signals.shielded():  # a second Ctrl-C waits for a complete file
+                self.tracker.flush()  # events up to this step must survive a kill after the save
+                # the state only where it is written (not on other ranks, nor with checkpoints off)
+                if checkpointer.active:
+                    checkpoint = {"config": self.config, "state": self.state.state_dict()}
+                    checkpointer.save(checkpoint, step=p.step, best=best)
 
         loop = Loop(
             stepper=parts.stepper,
@@ -139,8 +145,13 @@ class TrainingRun:
             self.reporter.overfit_verdict()
         return metrics
 
-    def close(self, status: str, error: str | None) -> dict[str, Any]:
-        """End the observers (their failures never mask how the run ended) and the record."""
+    def close(
+        self, status: str, error: str | None, signals: StopSignals | None = None
+    ) -> dict[str, Any]:
+        """End the observers (their failures never mask how the run ended), wait for the last
+        checkpoint, then write how the run ended. A stop signal that came after the last step
+        (during the final save, the figures or the summary itself) makes a completed run
+        ``interrupted``: the command then exits 130, whenever the signal came."""
         if self.reporter is not None:
             try:
                 self.reporter.finish(self.config, self.run.read_metrics())
@@ -149,11 +160,24 @@ class TrainingRun:
             self.reporter.close()
         if self.checkpointer is not None:
             self.checkpointer.wait()  # the last checkpoint is on disk before the summary says so
+            if self.checkpointer.active:
+                disk = checkpoint_bytes(self.run.checkpoints)
+                log.info("checkpoints: %.1f MB in %s", disk / 2**20, self.run.checkpoints)
+        summary = self._finish(status, error, signals)
+        if summary["status"] == "completed" and signals is not None and signals.requested:
+            summary = self._finish(status, error, signals)  # the signal came during the write
+        self.tracker.finish(summary["status"])  # after the summary: trackers keep it as artifact
+        return summary
+
+    def _finish(self, status: str, error: str | None, signals: StopSignals | None):
         p = self.progress
-        disk = checkpoint_bytes(self.run.checkpoints) if self.d.is_main else 0
-        if self.checkpointer is not None and self.checkpointer.active:
-            log.info("checkpoints: %.1f MB in %s", disk / 2**20, self.run.checkpoints)
-        summary = self.record.finish(
+        if status == "completed" and signals is not None and signals.requested:
+            name = signal_name(signals.received)
+            status, error = (
+                "interrupted",
+                f"stopped by {name} after the last step (step {p.step}); its checkpoint is saved",
+            )
+        return self.record.finish(
             status,
             error,
             epochs=p.epoch,
@@ -161,7 +185,5 @@ class TrainingRun:
             stop_reason=p.stop_reason if status == "completed" else status,
             params=self.parts.params,
             model=self.parts.model_summary,
-            checkpoint_bytes=disk,
+            checkpoint_bytes=checkpoint_bytes(self.run.checkpoints) if self.d.is_main else 0,
         )
-        self.tracker.finish(status)  # after the summary: trackers keep it as an artifact
-        return summary
