@@ -423,7 +423,7 @@ def checkpoint_cost(arch: str, reps: int, folder: Path) -> Row:
     size_mb = sum(t.numel() * t.element_size() for t in _tensors(state)) / 2**20
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        ckpt = Checkpointer(Path(tmp) / "checkpoints", CheckpointSettings(keep=1))
+        ckpt = Checkpointer(Path(tmp) / "checkpoints", CheckpointSettings(keep_steps=1))
         bare = Path(tmp) / "bare.pt"
         steps = iter(range(10**9))
 

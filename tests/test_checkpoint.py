@@ -39,7 +39,7 @@ def run(tmp_path_factory):
         "trainer.epochs=2",
         "trainer.ema.decay=0.9",
         "checkpoint.every_steps=3",
-        "checkpoint.keep=3",
+        "checkpoint.keep_steps=3",
         "hydra.run.dir=run",
         cwd=cwd,
     )
@@ -78,7 +78,7 @@ def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(run):
     assert state["grad_scaler"] == {}  # precision 32: the (disabled) GradScaler's own state
     assert state["skipped_steps"] == {"count": 0}
     assert torch.equal(state["ema"]["n_averaged"], torch.tensor(16))
-    # mid-epoch checkpoints remember the position inside the epoch; keep=3 periodic files
+    # mid-epoch checkpoints remember the position inside the epoch; keep_steps=3 periodic files
     steps = sorted(int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.pt"))
     assert steps == [12, 15, 16]  # every 3 steps + each epoch end (8, 16)
     mid = torch.load(run / "checkpoints" / "step_000000012.pt", weights_only=True)
@@ -87,7 +87,7 @@ def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(run):
 
 
 def _settings(tmp_path, **kw) -> tuple[Checkpointer, dict]:
-    ckpt = Checkpointer(tmp_path, CheckpointSettings(keep=2, **kw))
+    ckpt = Checkpointer(tmp_path, CheckpointSettings(keep_steps=2, **kw))
     state = {"state": {"model": {"w": torch.arange(4.0)}}, "config": {}}
     return ckpt, state
 
@@ -132,9 +132,10 @@ def test_failed_save_stops_a_real_run_or_lets_it_continue(tmp_path, monkeypatch)
     real = checkpoint.save_atomic
 
     def fail_second(state, path, **kwargs):
-        calls.append(path.name)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if path.name.startswith("step_"):  # the periodic file, not the weights-only best.pt
+            calls.append(path.name)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
         real(state, path, **kwargs)
 
     monkeypatch.setattr(checkpoint, "save_atomic", fail_second)
@@ -194,7 +195,7 @@ def test_disk_check_refuses_unwritable_folder_and_warns_when_space_is_short(tmp_
 
 def test_old_files_are_pruned_only_once_the_new_one_is_on_disk(tmp_path, monkeypatch):
     """The fsync runs beside training; until it is done the previous file is the safe one."""
-    ckpt = Checkpointer(tmp_path, CheckpointSettings(keep=1))
+    ckpt = Checkpointer(tmp_path, CheckpointSettings(keep_steps=1))
     checkpoint_data = {"config": {}, "state": {"model": {"w": torch.arange(4.0)}}}
     ckpt.save(checkpoint_data, step=1)
     ckpt.wait()

@@ -8,9 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from athanor.cli.compose import check_group_choices, prepare_hydra
+from athanor.cli.compose import check_group_choices, job_config, prepare_hydra
 from athanor.cli.project import api_config_dir, athanor_conf
 from athanor.cli.resolvers import claim_run_folder
+from athanor.cli.resume_config import resumed_config
 from athanor.errors import ConfigError
 
 
@@ -37,21 +38,13 @@ def _hydra_compose(overrides: list[str], config_dir: str | Path | None, config_n
         api_config_dir.clear()
 
 
-def _plain(cfg) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
-
-
 def compose(
     overrides: list[str] | None = None,
     config_dir: str | Path | None = None,
     config_name: str = "train",
 ) -> dict[str, Any]:
     """The composed config as plain data, exactly as ``train <overrides>`` would see it."""
-    return _plain(_hydra_compose(list(overrides or []), config_dir, config_name))
+    return job_config(_hydra_compose(list(overrides or []), config_dir, config_name))
 
 
 def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> dict[str, Any]:
@@ -67,8 +60,13 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
     if not logging.getLogger().handlers:  # a notebook: show the run's lines as `train` would
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = _hydra_compose(list(overrides or []), config_dir, "train")
-    config = _plain(cfg)
-    claim = claim_run_folder(cfg)  # as `train` does when the run starts: checked, new, locked
+    # the resumed run's own config first (a refused change writes nothing), then the claim,
+    # as `train` does when the run starts: checked, new, locked
+    chosen = Path(OmegaConf.select(cfg, "hydra.run.dir"))  # choosing a folder has no side effects
+    config = resumed_config(
+        job_config(cfg), chosen, list(overrides or []), lambda: compose([], config_dir)
+    )
+    claim = claim_run_folder(cfg)
     run_dir = claim.folder
     if not config.get("dry_run"):
         hydra_dir = (

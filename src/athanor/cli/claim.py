@@ -44,6 +44,19 @@ def _ends_on_error() -> Iterator[None]:
         raise SystemExit(EXIT_FAILED) from None
 
 
+def _refuse_what_a_resume_cannot_change(config: Any) -> None:
+    """A change a resume may not take (record/resume.py) ends the command before the claim
+    takes the lock and Hydra writes ``.hydra/resume-*/`` and log lines: the folder stays as it
+    was."""
+    if not config.get("resume") or config.get("dry_run") or _rank() != 0:
+        return
+    from athanor.cli.compose import job_config
+    from athanor.cli.resume_config import refuse_unresumable_changes
+
+    overrides = list(config.hydra.overrides.task)
+    refuse_unresumable_changes(job_config(config), Path(str(config.hydra.run.dir)), overrides)
+
+
 class ClaimRunFolder(Callback):
     """Hydra callback (conf/train.yaml ``hydra.callbacks``): claim the folder before the job.
     A sweep's jobs, each in its own new folder of the claimed sweep folder, hold that folder's
@@ -56,6 +69,7 @@ class ClaimRunFolder(Callback):
         from omegaconf import open_dict, read_write
 
         with _ends_on_error():
+            _refuse_what_a_resume_cannot_change(config)
             claim = claim_run_folder(config)
         with read_write(config), open_dict(config):
             config.hydra.run.dir = _literal(claim.folder)

@@ -26,6 +26,16 @@ def to_plain(cfg) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+def job_config(cfg) -> dict[str, Any]:
+    """The composed config as the job sees it: plain data, resolved, without the ``hydra`` node
+    (usable before Hydra's job starts, when ``${hydra:}`` could not resolve yet)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+
+
 def output_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 

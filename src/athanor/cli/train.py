@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
 from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, report, run_task
+from athanor.cli.resume_config import resumed_config
 from athanor.engine.signals import StopSignals
 from athanor.errors import EXIT_USER_ERROR
 from athanor.record.scratch import remove_scratch
@@ -29,6 +30,7 @@ def _train_task(cfg) -> Any:
         config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
 
     def task(c: dict[str, Any], d: Path) -> Any:
+        c = resumed_config(c, d)  # resume=: the run's own config + the command line's changes
         return launch(c, d) if wants_launch(c) else train_run(c, d)
 
     try:

@@ -126,7 +126,8 @@ class CheckpointSettings:
     enabled: bool = True  # false: write no checkpoint files (debug=fast)
     every_epochs: int | None = 1
     every_steps: int | None = None  # mid-epoch checkpoints
-    keep: int = 1  # periodic checkpoints kept besides last.pt and best.pt
+    keep_steps: int = 2  # newest periodic step_*.pt files kept (last.pt is a link to the newest)
+    best_weights_only: bool = True  # best.pt: model (+EMA) weights only; resume uses last.pt
     monitor: str = "val/acc"  # metric deciding best.pt; val_ema/acc follows the EMA weights
     mode: Literal["min", "max"] = "max"
     save_last: bool = True
@@ -135,7 +136,11 @@ class CheckpointSettings:
     def __post_init__(self) -> None:
         _positive("checkpoint.every_epochs", self.every_epochs)
         _positive("checkpoint.every_steps", self.every_steps)
-        _require(self.keep >= 0, f"checkpoint.keep={self.keep} must be >= 0.")
+        _require(
+            self.keep_steps >= 1,
+            f"checkpoint.keep_steps={self.keep_steps} must be >= 1 (the newest step file is "
+            "last.pt's data).",
+        )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from athanor.engine.speed import CompiledOrEager, to_channels_last
 from athanor.engine.state import (
     Counter,
     ModelState,
+    OptimizerState,
     Progress,
     RngState,
     ScheduleState,
@@ -228,7 +229,7 @@ def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> Tr
         {
             "progress": progress,
             "model": ModelState(parts.model),
-            "optimizer": parts.optimizer,
+            "optimizer": OptimizerState(parts.optimizer),
             "schedule": ScheduleState(parts.schedule, parts.optimizer, parts.plan, progress),
             "grad_scaler": stepper.scaler,
             "skipped_steps": Counter(stepper, "nonfinite_skipped"),

@@ -18,7 +18,13 @@ from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
 from athanor.observe.trackers import NullTracker, open_trackers
 from athanor.record import resume
-from athanor.record.checkpoints import Checkpointer, check_disk, saved_progress, state_bytes
+from athanor.record.checkpoints import (
+    Checkpointer,
+    check_disk,
+    checkpoint_bytes,
+    saved_progress,
+    state_bytes,
+)
 from athanor.record.folder import RunDir
 from athanor.record.provenance import provenance
 from athanor.record.record import MetricsLog, RunRecord
@@ -73,7 +79,7 @@ class TrainingRun:
         ckpt = self.parts.settings.checkpoint
         if self.d.is_main and ckpt.enabled:
             need = 4 * state_bytes(self.parts.model)
-            check_disk(self.run.checkpoints, need, copies=ckpt.keep + 2)
+            check_disk(self.run.checkpoints, need, copies=ckpt.keep_steps + 2)
 
     def _observers(self) -> Reporter:
         s, parts, main = self.parts.settings, self.parts, self.d.is_main
@@ -155,6 +161,9 @@ class TrainingRun:
             self.reporter.close()
         if self.checkpointer is not None:
             self.checkpointer.wait()  # the last checkpoint is on disk before the summary says so
+            if self.checkpointer.active:
+                disk = checkpoint_bytes(self.run.checkpoints)
+                log.info("checkpoints: %.1f MB in %s", disk / 2**20, self.run.checkpoints)
         summary = self._finish(status, error, signals)
         if summary["status"] == "completed" and signals is not None and signals.requested:
             summary = self._finish(status, error, signals)  # the signal came during the write
@@ -177,4 +186,5 @@ class TrainingRun:
             stop_reason=p.stop_reason if status == "completed" else status,
             params=self.parts.params,
             model=self.parts.model_summary,
+            checkpoint_bytes=checkpoint_bytes(self.run.checkpoints) if self.d.is_main else 0,
         )

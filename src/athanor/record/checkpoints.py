@@ -1,12 +1,14 @@
 """Checkpoints: atomic writes, last/best/periodic policy, loading with fallback, disk checks.
 
 Every save writes one new file ``step_<step>.pt`` (temp file in the same folder, rename), then
-points ``last.pt`` (and ``best.pt`` when the monitored metric improved) at it with an atomic hard
-link. A process killed mid-save leaves the previous files untouched. Training does not wait for
-the disk: a thread then fsyncs the new file and only after that prunes the older periodic files
-down to the ``keep`` newest, so a power loss before the fsync still finds the previous file (a
-torn newest file is skipped on load). The next save, and the end of the process, wait for it. Loading tries ``last.pt`` first and falls back, with a warning, to the
-newest older file that loads.
+points ``last.pt`` at it with an atomic hard link. When the monitored metric improved, ``best.pt``
+is the model (and EMA) weights only (``checkpoint.best_weights_only``, the default: resume always
+uses last.pt, so best.pt needs no optimizer state), or another hard link to the step file. A
+process killed mid-save leaves the previous files untouched. Training does not wait for the disk:
+a thread then fsyncs the new files and only after that prunes the older periodic files down to
+the ``keep_steps`` newest, so a power loss before the fsync still finds the previous file (a torn
+newest file is skipped on load). The next save, and the end of the process, wait for it. Loading
+tries ``last.pt`` first and falls back, with a warning, to the newest older file that loads.
 """
 
 from __future__ import annotations
@@ -30,6 +32,20 @@ log = logging.getLogger(__name__)
 # 2: the train state's parts under "state" (engine/state.py); 1 had them at the top level
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "state")
+# a weights-only best.pt: its "state" holds these parts only, and WEIGHTS_ONLY_KEY is True
+WEIGHTS_PARTS = ("progress", "model", "ema")
+WEIGHTS_ONLY_KEY = "weights_only"
+
+
+def is_weights_only(checkpoint: dict[str, Any]) -> bool:
+    """A best.pt written with checkpoint.best_weights_only: evaluable, not resumable."""
+    return bool(checkpoint.get(WEIGHTS_ONLY_KEY, False))
+
+
+def weights_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The weights-only form of a training checkpoint (shares its tensors: nothing is copied)."""
+    parts = {k: v for k, v in checkpoint["state"].items() if k in WEIGHTS_PARTS}
+    return {**checkpoint, "state": parts, WEIGHTS_ONLY_KEY: True}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -82,12 +98,13 @@ def _link_atomic(target: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    """Load one checkpoint (weights only: plain tensors and Python data), or raise ConfigError."""
+def load_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load one checkpoint (weights only: plain tensors and Python data), or raise ConfigError.
+    A weights-only best.pt (checkpoint.best_weights_only) is refused: resume uses last.pt."""
     if not path.is_file():
         raise ConfigError(f"Checkpoint {path} does not exist (or is not a file).")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # truncated, corrupt, or not a torch file at all
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
         raise ConfigError(
@@ -140,25 +157,27 @@ def candidates(folder: Path) -> list[Path]:
     return steps + [p for p in named if p.is_file() and _inode(p) not in linked]
 
 
-def load_latest(folder: Path) -> tuple[dict[str, Any], Path] | None:
+def load_latest(folder: Path, *, mmap: bool = False) -> tuple[dict[str, Any], Path] | None:
     """The newest checkpoint of ``folder`` that loads; damaged ones are skipped with a warning.
     None when the folder holds no checkpoint file at all; ConfigError when none loads."""
     paths = candidates(folder)
     problems = []
     for path in paths:
         try:
-            state = load_file(path)
+            state = load_file(path, mmap=mmap)
         except ConfigError as err:
             problems.append(str(err))
             log.warning("%s Trying the previous checkpoint.", err)
             continue
+        if is_weights_only(state):
+            continue  # a weights-only best.pt is no point to resume from
         if problems:
             log.warning(
                 "Using %s (step %d) instead of the damaged newer file.", path, saved_step(state)
             )
         return state, path
-    if not paths:
-        return None
+    if not problems:
+        return None  # no file at all, or weights-only files only
     raise ConfigError(
         f"No checkpoint in {folder} can be loaded: {' '.join(problems)} Nothing was changed; "
         "start a fresh run or point resume= at a good .pt file."
@@ -207,7 +226,7 @@ class Checkpointer:
 
     def save(self, checkpoint: dict[str, Any], *, step: int, best: bool = False) -> Path | None:
         """Write ``step_<step>.pt``; update last.pt (and best.pt when ``best``); prune old
-        periodic files."""
+        periodic files (after they are on disk, in a thread)."""
         if not self.active:
             return None
         checkpoint = {**checkpoint, "format_version": FORMAT_VERSION}
@@ -217,7 +236,11 @@ class Checkpointer:
             save_atomic(checkpoint, path, durable=False)
             if self.settings.save_last:
                 _link_atomic(path, self.folder / "last.pt")
-            if best:
+            written = [path]
+            if best and self.settings.best_weights_only:
+                written.append(self.folder / "best.pt")
+                save_atomic(weights_of(checkpoint), written[-1], durable=False)
+            elif best:
                 _link_atomic(path, self.folder / "best.pt")
         except (OSError, RuntimeError) as err:
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
@@ -233,7 +256,7 @@ class Checkpointer:
                 "to continue without it)."
             ) from err
         # not a daemon: the interpreter waits for it at exit, so a finished run is on disk
-        self._syncing = threading.Thread(target=self._sync_then_prune, args=(path,))
+        self._syncing = threading.Thread(target=self._sync_then_prune, args=(written,))
         self._syncing.start()
         return path
 
@@ -243,16 +266,30 @@ class Checkpointer:
             self._syncing.join()
             self._syncing = None
 
-    def _sync_then_prune(self, path: Path) -> None:
+    def _sync_then_prune(self, paths: list[Path]) -> None:
         try:
-            _fsync_file(path)
-            _fsync_dir(path.parent)
+            for path in paths:
+                _fsync_file(path)
+            _fsync_dir(self.folder)
         except OSError as err:  # the file is written; only its durability is in doubt
-            log.warning("Could not flush checkpoint %s to disk (%s).", path.name, err)
+            log.warning("Could not flush checkpoint %s to disk (%s).", paths[0].name, err)
             return  # keep the older files: they may be the only ones on disk
         self._prune()
 
     def _prune(self) -> None:
+        """Keep the ``keep_steps`` newest step files (at least the newest: last.pt's data)."""
         periodic = sorted(self.folder.glob("step_*.pt"))
-        for old in periodic[: max(0, len(periodic) - max(1, self.settings.keep))]:
+        for old in periodic[: max(0, len(periodic) - max(1, self.settings.keep_steps))]:
             old.unlink(missing_ok=True)  # last.pt / best.pt are hard links: their data stays
+
+
+def checkpoint_bytes(folder: Path) -> int:
+    """What the checkpoint files of ``folder`` take on disk (a file under several hard-linked
+    names counted once)."""
+    if not folder.is_dir():
+        return 0
+    seen: dict[tuple[int, int], int] = {}
+    for path in folder.glob("*.pt"):
+        st = path.stat()
+        seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
