@@ -27,10 +27,10 @@ BIG = (*TINY, "model.hidden=[2048]")
 STORM = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
+def start(cwd: Path, *overrides: str, **popen: object) -> tuple[subprocess.Popen, Path]:
     """`python -m athanor.train` started with SIGINT *ignored*, as a background shell job (and
     `pytest &`) hands it over: the run installs its own handlers, it never relies on inherited
-    ones."""
+    ones. ``popen``: more Popen arguments (a session of its own, to signal its whole group)."""
     log = cwd / "output.txt"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
@@ -41,6 +41,7 @@ def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        **popen,
     )
     return proc, log
 
@@ -141,6 +142,20 @@ def test_a_second_ctrl_c_during_the_interrupt_save_finishes_that_save(tmp_path):
     assert summary["steps"] >= 12 and summary["error"].startswith("second Ctrl-C")
 
 
+@pytest.mark.slow  # a real training process with two DataLoader workers (~15 s idle)
+def test_ctrl_c_to_the_whole_process_group_with_loader_workers_ends_interrupted(tmp_path):
+    """A terminal's Ctrl-C reaches every process of its group, the DataLoader workers too (and
+    SLURM's SIGUSR1 every process of the step): the workers leave it to the run, which saves."""
+    overrides = (*TINY, "trainer.epochs=1000", "data.loader=torch", "data.num_workers=2")
+    proc, log = start(tmp_path, *overrides, start_new_session=True)
+    wait_for(log, "step 12/", proc)
+    os.killpg(proc.pid, signal.SIGUSR1)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    summary = assert_ended_interrupted(tmp_path, proc, log)
+    assert "exited unexpectedly" not in log.read_text() and summary["steps"] >= 12
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_ddp_launcher_exits_130_with_the_workers_checkpoint(tmp_path):
     """`train distributed.nproc_per_node=2`: the launcher hands the SIGTERM storm to its workers,
@@ -188,3 +203,31 @@ def test_everything_under_the_command_shares_its_handler():
     with StopSignals.watch() as alone:  # a run started from Python: installed for its duration
         assert alone is not signals and signal.getsignal(signal.SIGTERM) == alone._handle
     assert signal.getsignal(signal.SIGTERM) is not alone._handle
+
+
+class _SignalDispositions(torch.utils.data.Dataset):
+    """Each item: whether SIGINT and SIGUSR1 are ignored in the process that reads it."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        ignored = [signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGUSR1)]
+        return torch.tensor(ignored)
+
+
+def test_loader_workers_ignore_ctrl_c_and_sigusr1_whatever_the_start_method():
+    """A spawned (or forkserver: Python 3.14's default) worker starts with default handlers, so
+    a terminal's Ctrl-C would end its loop; the run's worker_init_fn leaves the stop to the run."""
+    from torch.utils.data import DataLoader
+
+    from athanor.data.loaders import workers_leave_stops_to_the_run
+
+    def read(**init) -> list[bool]:
+        loader = DataLoader(
+            _SignalDispositions(), num_workers=1, multiprocessing_context="spawn", **init
+        )
+        return next(iter(loader))[0].tolist()
+
+    assert read() == [False, False]  # what the loader would do on its own
+    assert read(worker_init_fn=workers_leave_stops_to_the_run) == [True, True]

@@ -16,6 +16,7 @@ the same way whatever the number of processes (mixup/cutmix pair images within a
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -177,6 +178,16 @@ class _EpochBatches:
             yield [(self.epoch, int(i)) for i in idx]
 
 
+def workers_leave_stops_to_the_run(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: Ctrl-C (to the terminal's process group) and
+    SLURM's SIGUSR1 (to every process of the job step) are the run's to handle: it checkpoints
+    and stops its workers itself. A worker's default reaction (torch's worker loop exits on
+    KeyboardInterrupt; SIGUSR1 kills) would fail the run with "worker exited unexpectedly".
+    SIGTERM stays: torch's shutdown ends lingering workers with it."""
+    for stop in (signal.SIGINT, signal.SIGUSR1):
+        signal.signal(stop, signal.SIG_IGN)
+
+
 class TorchLoader:
     """A torch DataLoader over per-sample reads; batch ops then run on the device."""
 
@@ -205,6 +216,7 @@ class TorchLoader:
             # global RNG (a resumed run, one more iterator, would see other dropout masks); the
             # per-sample transforms are seeded per (seed, epoch, sample), so worker count never matters
             generator=torch.Generator().manual_seed(samples.seed),
+            worker_init_fn=workers_leave_stops_to_the_run,
         )
 
     def __len__(self) -> int:
@@ -228,6 +240,7 @@ def load_into_memory(split: Split, image_size: int, options: DataOptions) -> Ten
         batch_size=256,
         sampler=keys,
         num_workers=options.workers() if len(keys) >= 2048 else 0,  # workers cost ~1 s to start
+        worker_init_fn=workers_leave_stops_to_the_run,
     )
     images, labels = zip(*loader, strict=True)
     tensors = TensorSplit(torch.cat(images), torch.cat(labels))

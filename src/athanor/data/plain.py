@@ -294,7 +294,7 @@ class PlainLoader:
         device: torch.device,
         seed: int,
     ):
-        from athanor.data.loaders import _EpochBatches
+        from athanor.data.loaders import _EpochBatches, workers_leave_stops_to_the_run
 
         self.sampler, self.order = _EpochBatches(order), order
         self.normalize, self.loss_targets, self.device = normalize, loss_targets, device
@@ -305,6 +305,7 @@ class PlainLoader:
             num_workers=workers,
             pin_memory=options.pin_memory and device.type == "cuda",
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=workers_leave_stops_to_the_run,
         )
 
     def __len__(self) -> int:
