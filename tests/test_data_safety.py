@@ -179,6 +179,21 @@ def test_damaged_images_in_an_imagefolder_are_named_or_skipped(tmp_path, caplog)
     assert "empty" in skipped["2.png"]["reason"] and "decoded" in skipped["1.png"]["reason"]
 
 
+def test_a_run_lists_the_files_it_skipped_in_its_summary(tmp_path):
+    """data.on_bad_file=skip through `train`: the summary names what the run did not train on."""
+    from conftest import cli
+
+    write_png_tree(tmp_path / "img", ["a", "b"], per_class=5, size=8, seed=1)
+    truncated, empty = _damage(tmp_path / "img")
+    data = ("data=imagefolder", f"data.root={tmp_path / 'img'}", "data.val_split=0.2")
+    run = cli("athanor.train", *data, "data.on_bad_file=skip", "trainer.max_steps=2", cwd=tmp_path)
+    summary = run.summary()
+    assert sorted(s["file"] for s in summary["skipped_files"]) == sorted(
+        map(str, (truncated, empty))
+    )
+    assert all(s["reason"] and s["where"] for s in summary["skipped_files"])
+
+
 def test_damaged_images_in_a_csv_set_are_named_with_their_row(tmp_path):
     write_png_tree(tmp_path / "img", ["a", "b"], per_class=5, size=8, seed=1)
     _damage(tmp_path / "img")

@@ -54,10 +54,12 @@ class TrainingRun:
 
     def open(self, resumed: resume.Resumed | None) -> None:
         """The run starts: its record (and folder), and the saved state when resuming."""
+        # the files data.on_bad_file=skip left out are part of what this run trained on
+        fields = {**provenance(), "skipped_files": getattr(self.parts.bundle, "skipped_files", [])}
         if resumed is None:
-            self.record.start(**provenance())
+            self.record.start(**fields)
             return
-        self.record.resume(resumed.record(), saved_progress(resumed.state)["step"], **provenance())
+        self.record.resume(resumed.record(), saved_progress(resumed.state)["step"], **fields)
         self.state.load_state_dict(resumed.state["state"], resumed.path)
         p, self.resumed = self.progress, True
         log.info(
