@@ -101,12 +101,18 @@ def test_mixup_switches_cross_entropy_to_soft_target_ce(caplog):
         )
     assert type(module).__name__ == "SoftTargetCrossEntropy" and module.label_smoothing == 0.1
     assert "cross_entropy runs as soft_target_ce" in caplog.text
+    terms = {"cross_entropy": {"weight": 1.0, "label_smoothing": 0.1}, "bce": 0.5}
+    summed = build_loss({"name": "terms", "terms": terms}, num_classes=3, soft_targets=True)
+    assert type(summed.terms["cross_entropy"]).__name__ == "SoftTargetCrossEntropy"
+    assert list(summed.terms) == ["cross_entropy", "bce"]  # still logged under their own names
 
 
 def test_mixup_with_a_loss_that_needs_class_indices_is_refused_before_training(train):
     with pytest.raises(ConfigError, match="loss=focal needs class indices"):
         validate(compose("loss=focal", "augment.mixup_alpha=0.2"))
     validate(compose("loss=bce", "augment.mixup_alpha=0.2"))  # sigmoid per class: soft is fine
+    with pytest.raises(ConfigError, match="loss=focal needs class indices"):  # a term of a sum
+        validate(compose("loss=terms", "augment.mixup_alpha=0.2"))
     result = train("loss=focal", "augment.cutmix_alpha=1.0", expect=2)
     assert "loss=focal needs class indices" in result.stderr and "Traceback" not in result.stderr
 
@@ -117,7 +123,7 @@ REGRESSION = {"mse", "l1", "smooth_l1"}
 
 @pytest.mark.parametrize("name", [n for n in LOSSES.names() if n not in REGRESSION])
 def test_every_loss_trains_with_the_cli(train, name: str):
-    mix = ["augment.mixup_alpha=0.2"] if name != "focal" else []
+    mix = ["augment.mixup_alpha=0.2"] if name not in ("focal", "terms") else []  # terms: + focal
     train(
         *FAST,
         f"loss={name}",

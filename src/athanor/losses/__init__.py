@@ -244,22 +244,44 @@ def terms(*, num_classes: int, terms: dict[str, Any]) -> nn.Module:
     return WeightedSum(built)
 
 
+def _loss_names(spec: dict[str, Any]) -> list[str]:
+    """The losses a spec builds: its own name, or each term's of `loss=terms`."""
+    if spec.get("name") != "terms":
+        return [str(spec.get("name"))]
+    return [term["name"] for _, term in term_specs(spec.get("terms") or {}).values()]
+
+
 def check_soft_targets(spec: dict[str, Any], *, mixing: bool) -> None:
-    """Refuse, before any work, mixup/cutmix with a loss that needs class indices."""
-    if mixing and spec.get("name") in INDEX_ONLY:
+    """Refuse, before any work, mixup/cutmix with a loss (or a term) that needs class indices."""
+    index_only = [name for name in _loss_names(spec) if name in INDEX_ONLY]
+    if mixing and index_only:
         raise ConfigError(
-            f"loss={spec['name']} needs class indices, but augment mixup/cutmix produce soft "
+            f"loss={index_only[0]} needs class indices, but augment mixup/cutmix produce soft "
             "targets (class probabilities). Use loss=soft_target_ce (or cross_entropy, or bce), "
             "or turn mixing off (augment.mixup_alpha=0 augment.cutmix_alpha=0)."
         )
 
 
+def _soft_cross_entropy(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with cross_entropy (itself, or a term, still logged under its own name) built as
+    soft_target_ce: the same arguments and value, on class probabilities."""
+    if spec["name"] != "terms":
+        return {**spec, "name": "soft_target_ce"}
+    terms = {
+        name: {"weight": weight, **term, "name": "soft_target_ce"}
+        if term["name"] == "cross_entropy"
+        else {"weight": weight, **term}
+        for name, (weight, term) in term_specs(spec["terms"]).items()
+    }
+    return {**spec, "terms": terms}
+
+
 def build_loss(spec: dict, *, num_classes: int, soft_targets: bool = False) -> nn.Module:
     """The configured loss; ``soft_targets``: training targets are class probabilities."""
     options = LOSSES.check(spec)
-    if soft_targets and spec["name"] == "cross_entropy":
-        spec = {**spec, "name": "soft_target_ce"}
-        log.info("loss: mixup/cutmix give soft targets, so cross_entropy runs as soft_target_ce")
     check_soft_targets(spec, mixing=soft_targets)
+    if soft_targets and "cross_entropy" in _loss_names(spec):
+        spec = _soft_cross_entropy(spec)
+        log.info("loss: mixup/cutmix give soft targets, so cross_entropy runs as soft_target_ce")
     loss = LOSSES.build(spec, num_classes=num_classes)
     return Flooded(loss, float(options.flooding)) if options.flooding else loss
