@@ -103,10 +103,13 @@ def test_ema_is_checkpointed_and_best_follows_it(insight_run):
     ema = last["state"]["ema"]
     assert int(ema["n_averaged"]) == 5
     assert any(not torch.equal(ema[f"module.{k}"], v) for k, v in last["state"]["model"].items())
-    best = torch.load(ckpts / "best.pt", weights_only=True)
     metrics = insight_run.metrics()
-    best_value = best["state"]["metrics_log"]["monitor"]["best"]
+    best_value = last["state"]["metrics_log"]["monitor"]["best"]
     assert best_value == max(m["val_ema/acc"] for m in metrics)
+    # best.pt (weights only) is the state of the first evaluation that reached the best EMA value
+    best_step = next(m["step"] for m in metrics if m["val_ema/acc"] == best_value)
+    best = torch.load(ckpts / "best.pt", weights_only=True)
+    assert best["state"]["progress"]["step"] == best_step and "ema" in best["state"]
 
 
 def test_metrics_are_exact_counts_with_per_class_accuracy(insight_run):
