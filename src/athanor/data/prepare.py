@@ -25,9 +25,18 @@ log = logging.getLogger("athanor")
 
 
 def _options_for(entry, options: DataOptions) -> dict[str, Any]:
-    """The group-wide `data.*` values a builder names in its signature (root, val_split, ...)."""
+    """The group-wide `data.*` values a builder names in its signature (root, val_split, ...).
+    An unset one (None) leaves the builder's own default alone: a user's `blobs(num_classes=4)`
+    keeps its 4 when data.num_classes is not given."""
     wanted = inspect.signature(entry.builder).parameters
-    return {key: getattr(options, key) for key in DataOptions.keys() if key in wanted}
+    return {
+        key: getattr(options, key)
+        for key in DataOptions.keys()
+        if key in wanted
+        and not (
+            getattr(options, key) is None and wanted[key].default is not inspect.Parameter.empty
+        )
+    }
 
 
 def check_data(spec: dict[str, Any]) -> DataOptions:

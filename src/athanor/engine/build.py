@@ -77,12 +77,17 @@ def build_task(config: dict[str, Any]) -> Task:
 
 
 def check_task(config: dict[str, Any]) -> None:
-    """Refuse, before any work, a registered loss or metric that does not fit the task."""
+    """Refuse, before any work, one of athanor's losses or metrics that does not fit the task
+    (a user's own is theirs to fit: athanor cannot know what it expects)."""
     task, loss = build_task(config), config["loss"]
     names = list(loss.get("terms") or {}) if loss["name"] == "terms" else [loss["name"]]
     for name in names:
-        task.check_loss(name, set(LOSSES.names()) - {"terms"})
-    task.check_metrics(set(METRICS.names()))
+        task.check_loss(name, _athanors_own(LOSSES) - {"terms"})
+    task.check_metrics(_athanors_own(METRICS))
+
+
+def _athanors_own(registry: Registry) -> set[str]:
+    return {e.name for e in registry.entries() if e.origin.startswith("athanor.")}
 
 
 def build_data(config: dict[str, Any]) -> tuple[DataBundle, DataOptions]:

@@ -73,7 +73,7 @@ class Task:
 
     # -- checks ----------------------------------------------------------------------------------
     def check_loss(self, loss_name: str, known: set[str]) -> None:
-        """Refuse a registered loss that does not fit, before any work starts."""
+        """Refuse one of the ``known`` losses (athanor's own) that does not fit, before any work."""
         if loss_name in known and loss_name not in self.losses:
             raise ConfigError(
                 f"loss={loss_name} does not fit task={self.name}. Losses that fit: "
