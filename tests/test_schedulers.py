@@ -143,7 +143,7 @@ def test_plateau_on_a_metric_the_loop_does_not_log_fails_at_validation():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["scheduler=plateau", "scheduler.monitor=val/f1"], "never logged"),
+        (["scheduler=plateau", "scheduler.monitor=val/f2"], "never logged"),  # no task logs it
         (["scheduler=plateau", "scheduler.monitor=val_ema/acc"], "needs trainer.ema.decay"),
         (["scheduler=onecycle", "+scheduler.warmup_steps=5"], "its own warmup"),
         (
@@ -198,3 +198,13 @@ def test_schedule_steps_per_optimizer_step_under_accumulation(train):
     want = {1: 0.3, 2: 0.4, 3: 0.4, 4: 0.4, 5: 0.4, 6: 0.2, 12: 0.2}
     for step, lr in want.items():
         assert lrs[step] == pytest.approx(lr, rel=1e-5), f"lr after step {step}"
+
+
+def test_a_monitor_of_another_task_is_refused_once_the_task_is_known():
+    """val/f1 is a multilabel metric: some run logs it (the check before the data is built lets
+    it pass), a classification run never does (the check with the bound task refuses it)."""
+    from athanor.metrics.monitor import check_monitors
+
+    check_monitors({"scheduler.monitor": "val/f1"}, None, ema=False)
+    with pytest.raises(ConfigError, match=r"scheduler.monitor='val/f1' .* Valid: val/loss"):
+        check_monitors({"scheduler.monitor": "val/f1"}, 10, ema=False)
