@@ -47,6 +47,7 @@ def test_the_issue_lists_every_optimizer():
         "radam",
         "nadam",
         "adagrad",
+        "timm",  # timm's optimizers by optim.opt (issue 13)
     }
 
 
