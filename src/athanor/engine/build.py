@@ -207,6 +207,21 @@ def build_loaders(
     return Loaders(train, val, path, test)
 
 
+def evaluation_loaders(
+    bundle: DataBundle,
+    options: DataOptions,
+    *,
+    seed: int,
+    device: torch.device,
+    task: Task | None = None,
+) -> Loaders:
+    """The loaders of a saved run's data in this one process, without augmentation or mixing:
+    what `evaluate` and `athanor export` read a checkpoint's data with."""
+    return build_loaders(
+        bundle, options, Augmentation(), None, seed=seed, d=Dist(), device=device, task=task
+    )
+
+
 def _train_order(split, options: DataOptions, seed: int, d: Dist, *, shuffle: bool) -> EpochOrder:
     """The training order: seeded per epoch, sharded across ranks, weighted when asked."""
     weights = _sample_weights(split) if options.sampler == "weighted" else None

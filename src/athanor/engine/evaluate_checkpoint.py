@@ -14,7 +14,7 @@ import torch
 
 from athanor import plugins
 from athanor.distributed import Dist, resolve_device
-from athanor.engine.build import build_data, build_loaders, build_model, validate
+from athanor.engine.build import build_data, build_model, evaluation_loaders, validate
 from athanor.engine.evaluate import evaluate, validation_loss
 from athanor.engine.parts import bind_task
 from athanor.errors import ConfigError
@@ -90,17 +90,8 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
             )
         bundle = copy.copy(bundle)
         bundle.val = bundle.test
-    from athanor.augment import Augmentation
-
-    loaders = build_loaders(
-        bundle,
-        data_opts,
-        Augmentation(),
-        None,
-        seed=int(config["seed"]),
-        d=Dist(),
-        device=device,
-        task=task,
+    loaders = evaluation_loaders(
+        bundle, data_opts, seed=int(config["seed"]), device=device, task=task
     )
     model = build_model(config, bundle)
     load_model_state(model, model_weights(state, str(options.get("weights", "model")), path), path)

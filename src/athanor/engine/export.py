@@ -19,9 +19,7 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from athanor import plugins
-from athanor.augment import Augmentation
-from athanor.distributed import Dist
-from athanor.engine.build import build_data, build_loaders, build_model, validate
+from athanor.engine.build import build_data, build_model, evaluation_loaders, validate
 from athanor.engine.evaluate_checkpoint import load_for_evaluation, model_weights
 from athanor.errors import ConfigError
 from athanor.record.checkpoints import save_atomic, saved_step
@@ -75,14 +73,8 @@ def rebuild(ckpt: str, which: str) -> tuple[nn.Module, Callable[[], nn.Module], 
     plugins.load_user_code(config.get("imports"))
     validate(config)
     bundle, options = build_data(config)
-    loaders = build_loaders(
-        bundle,
-        options,
-        Augmentation(),
-        None,
-        seed=int(config["seed"]),
-        d=Dist(),
-        device=torch.device("cpu"),
+    loaders = evaluation_loaders(
+        bundle, options, seed=int(config["seed"]), device=torch.device("cpu")
     )
     inputs = next(iter(loaders.val.epoch(0))).inputs
 
