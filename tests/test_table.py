@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from athanor.data import DATASETS
+from athanor.data.options import data_options
+from athanor.data.plain import PlainNormalize
+from athanor.data.prepare import apply_data_options
 from athanor.errors import ConfigError
 from athanor.models import MODELS
 from conftest import cli
@@ -49,9 +52,15 @@ def test_numeric_and_one_hot_features_standardized_with_train_statistics(tmp_pat
     train, val = build(path=str(tmp_path / "houses.csv"), target="price", drop=["expensive"])
     assert train.columns == ["area", "rooms", "city=east", "city=north", "city=south"]
     assert len(train) == 320 and len(val) == 80  # data.val_split=0.2 held out
-    assert torch.allclose(train.features.mean(0), torch.zeros(5), atol=1e-5)
-    assert torch.allclose(train.features.std(0), torch.ones(5), atol=1e-4)
-    assert not torch.allclose(val.features.mean(0), torch.zeros(5), atol=1e-5)  # train's stats
+    # the builder keeps the file's values; the run standardizes with the train-split
+    # statistics it records (data.normalize=dataset): as the run's normalizer does it
+    bundle = apply_data_options((train, val), data_options({}))
+    assert bundle.mean == train.mean and bundle.std == train.std
+    normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info["input_shape"], "cpu")
+    standardized, held_out = normalize(train.features), normalize(val.features)
+    assert torch.allclose(standardized.mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(standardized.std(0), torch.ones(5), atol=1e-4)
+    assert not torch.allclose(held_out.mean(0), torch.zeros(5), atol=1e-5)  # train's stats
     x, y = train[0]
     assert x.dtype == torch.float32 and x.shape == (5,) and y.dtype == torch.float32
     assert not hasattr(train, "classes")  # float targets: regression

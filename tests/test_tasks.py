@@ -75,6 +75,14 @@ USER_CODE = textwrap.dedent(
         return Bars(256, 0), Bars(128, 1)
 
 
+    @DATASETS.register("bars_shifted")
+    def bars_shifted(offset: float = 0.0):
+        """Bars whose training images are brighter by ``offset`` (validation's are not)."""
+        train = Bars(256, 0)
+        train.x += offset
+        return train, Bars(128, 1)
+
+
     class Pairs(Dataset):
         """Dict inputs: an image and a feature vector; the class is in the features' sign."""
 
@@ -117,9 +125,9 @@ USER_CODE = textwrap.dedent(
 @pytest.fixture
 def project(tmp_path):
     (tmp_path / "user_data.py").write_text(USER_CODE)
-    for group, name in [("data", n) for n in ("houses", "tags", "bars", "pairs")] + [
-        ("model", "two_tower")
-    ]:
+    for group, name in [
+        ("data", n) for n in ("houses", "tags", "bars", "bars_shifted", "pairs")
+    ] + [("model", "two_tower")]:
         (tmp_path / "conf" / group).mkdir(parents=True, exist_ok=True)
         (tmp_path / "conf" / group / f"{name}.yaml").write_text(f"name: {name}\n")
     return tmp_path
@@ -265,3 +273,36 @@ def test_evaluate_reports_the_regression_metrics_of_a_checkpoint(train, project)
     best = r.summary()["best"]
     assert report["metrics"]["mae"] == pytest.approx(best["val/mae"], rel=1e-5)
     assert "top1" not in report and final["val/r2"] > 0
+
+
+def test_evaluate_normalizes_with_the_statistics_training_measured(train, project):
+    """data.normalize=auto measures the training split once; the checkpoint records the values
+    (readable with weights_only=True) and evaluate applies them: a rebuilt training split whose
+    statistics differ (data.offset) changes nothing, where measuring again would."""
+    r = run(
+        train,
+        project,
+        "data=bars_shifted",
+        "data.normalize=auto",
+        "model=simple_cnn",
+        "model.width=8",
+        "trainer.epochs=2",
+        "data.batch_size=32",
+        "checkpoint.enabled=true",
+    )
+    saved = torch.load(r.run_dir / "checkpoints" / "best.pt", weights_only=True)["data"]
+    measured = re.search(r"data: plain Datasets.*\(mean \[([^]]+)\]", r.output).group(1)
+    assert [f"{v:.4g}" for v in saved["mean"]] == measured.split(", ")
+    assert saved["inputs"] == "float32 3x12x20" and saved["outputs"] == 2
+    assert saved["class_names"] == ["left", "right"]
+    ev = cli("athanor.evaluate", f"ckpt={r.run_dir}", "data.offset=3.0", cwd=project)
+    assert "normalized as in training" in ev.output
+    report = json.loads(next((r.run_dir / "checkpoints").glob("eval_val_*.json")).read_text())
+    assert report["loss"] == pytest.approx(r.summary()["best"]["val/loss"], rel=1e-5)
+
+
+def test_evaluate_refuses_data_whose_outputs_do_not_fit_the_checkpoint(train, project):
+    r = run(train, project, "data=bars", "model=mlp", "trainer.epochs=1", "checkpoint.enabled=true")
+    ev = cli("athanor.evaluate", f"ckpt={r.run_dir}", "data.num_classes=5", cwd=project, expect=2)
+    said = " ".join(ev.output.split())  # the paragraph as one line
+    assert "Traceback" not in said and "has 2 outputs" in said and "this data gives 5" in said

@@ -67,6 +67,25 @@ class DataBundle:
     # files left out by data.on_bad_file=skip: {"file", "where", "reason"} each, for summary.json
     skipped_files: list[dict[str, str]] = field(default_factory=list)
 
+    def inputs(self) -> str:
+        """The input as one item holds it: 'uint8 3x32x32', 'float32 12x20', 'dict(...)'."""
+        if "inputs" in self.info:
+            return self.info["inputs"]
+        return f"uint8 {self.channels}x{self.image_size}x{self.image_size}"
+
+    def spec(self) -> dict[str, Any]:
+        """What a checkpoint records of its data (plain values: ``torch.load(weights_only=True)``
+        reads them), so `evaluate` and `athanor export` normalize inputs exactly as training did
+        (data.normalize=auto measured them once) and can say when other data does not fit."""
+        return {
+            "inputs": self.inputs(),
+            "input_shape": list(self.info.get("input_shape") or ()),
+            "outputs": self.num_classes,
+            "class_names": list(self.class_names),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+        }
+
     def describe(self) -> str:
         kind = "in memory" if isinstance(self.train, TensorSplit) else "read per sample"
         shape = f"{self.num_classes} classes, {self.channels}x{self.image_size}x{self.image_size}"

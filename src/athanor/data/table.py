@@ -1,8 +1,8 @@
 """`data=table`: a CSV or Parquet file of rows, one column the target (pandas; the
 `athanor[table]` extra).
 
-Numeric feature columns become one float vector per row, standardized with the training split's
-mean and std; a categorical (text, bool or category) column becomes one-hot columns of the
+Numeric feature columns become one float vector per row, standardized (by the run, on the
+device) with the training split's mean and std; a categorical (text, bool or category) column becomes one-hot columns of the
 categories seen in training, or is refused (`data.categorical=refuse`). The target decides the
 task: integer or text values are classes (named by their values, numbers in numeric order), float
 values are regression targets (`data.target_type=float` also for whole-number targets).
@@ -31,13 +31,16 @@ READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", "
 
 
 class TableSplit(Dataset):
-    """Rows as (float features [F], target): a class index (int64) or a float."""
+    """Rows as (float features [F], target): a class index (int64) or a float. The features
+    are as the file has them; ``mean``/``std`` (train-split statistics, per feature) are what
+    the run standardizes them with (data.normalize=dataset, the default), so the checkpoint
+    records them and `evaluate` applies the training run's own."""
 
     def __init__(self, features: torch.Tensor, targets: torch.Tensor, info: dict[str, Any]):
         self.features, self.targets = features, targets
         self.columns: list[str] = info["columns"]  # the names of the F features
-        self.feature_mean: list[float] = info["mean"]  # train-split statistics, per feature
-        self.feature_std: list[float] = info["std"]
+        self.mean: list[float] = info["mean"]
+        self.std: list[float] = info["std"]
         if info.get("classes") is not None:
             self.classes: list[str] = info["classes"]
 
@@ -185,8 +188,7 @@ def table(
     x = torch.tensor(features.to_numpy(dtype="float32"))
     mean = x[train_rows].mean(0)
     std = x[train_rows].std(0).nan_to_num(1.0)
-    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays 0
-    x = (x - mean) / std
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays as is
     info = {"columns": names, "mean": mean.tolist(), "std": std.tolist(), "classes": classes}
     kind = f"{len(classes)} classes" if classes else "float targets"
     log.info(

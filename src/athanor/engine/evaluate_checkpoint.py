@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from athanor import plugins
+from athanor.data import DataBundle, DataOptions
 from athanor.distributed import Dist, resolve_device
 from athanor.engine.build import build_data, build_model, evaluation_loaders, validate
 from athanor.engine.evaluate import evaluate, validation_loss
@@ -22,6 +23,7 @@ from athanor.metrics.classification import MetricCounts
 from athanor.record.checkpoints import load_file, saved_progress
 from athanor.record.folder import write_json_atomic
 from athanor.record.resume import find, load_model_state, without_weights
+from athanor.tasks import Task
 
 log = logging.getLogger("athanor")
 
@@ -66,22 +68,64 @@ def model_weights(state: dict[str, Any], which: str, source: Path) -> dict[str, 
     raise ConfigError(f"weights={which!r} is not valid; use model or ema.")
 
 
-def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate ``options['ckpt']`` on ``options['split']``; returns the written report."""
-    state, path = load_for_evaluation(str(options["ckpt"]))
+def saved_config(state: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint's own config, ready to rebuild its run's parts: without model.weights, the
+    run's own code imported, the normalization it trained with (``data.mean``/``data.std`` from
+    the checkpoint: data.normalize=auto is not measured again), then ``data`` (a user's
+    overrides, which win), validated."""
     config = without_weights(state["config"])
     config.setdefault("task", {"name": "classification", "metrics": []})  # saved before tasks
     plugins.load_user_code(config.get("imports"))  # the run's own builders
-    config["data"] = {**config["data"], **(options.get("data") or {})}
+    saved = state.get("data")  # checkpoints written before the data spec have none
+    normalization = (
+        {"mean": saved["mean"], "std": saved["std"], "normalize": "dataset"} if saved else {}
+    )
+    config["data"] = {**config["data"], **normalization, **(data or {})}
     validate(config)
+    return config
+
+
+def saved_run_data(
+    config: dict[str, Any], state: dict[str, Any], device: torch.device
+) -> tuple[DataBundle, DataOptions, Task]:
+    """The checkpoint's data and task as training had them: the task's saved state (e.g.
+    regression's target statistics) loaded, and the data checked against the checkpoint's
+    record of it (refused when the model's outputs would not fit)."""
+    bundle, options = build_data(config)
+    task = bind_task(config, bundle, device)
+    if state["state"].get("task"):
+        task.load_state_dict(state["state"]["task"])
+    saved = state.get("data")
+    if saved:
+        log.info("data: normalized as in training (mean %s, std %s)", saved["mean"], saved["std"])
+        _check_fits(saved, bundle)
+    return bundle, options, task
+
+
+def _check_fits(saved: dict[str, Any], bundle: DataBundle) -> None:
+    if saved["outputs"] != bundle.num_classes:
+        raise ConfigError(
+            f"The checkpoint's model has {saved['outputs']} outputs (trained on inputs "
+            f"{saved['inputs']}), but this data gives {bundle.num_classes}; evaluate it on data "
+            "with the same classes or targets."
+        )
+    if saved["inputs"] != bundle.inputs():
+        log.warning(
+            "The checkpoint's model was trained on inputs %s; this data gives %s.",
+            saved["inputs"],
+            bundle.inputs(),
+        )
+
+
+def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate ``options['ckpt']`` on ``options['split']``; returns the written report."""
+    state, path = load_for_evaluation(str(options["ckpt"]))
+    config = saved_config(state, options.get("data"))
     split = options.get("split", "val")
     if split not in ("val", "test"):
         raise ConfigError(f"split={split!r} is not valid; use val or test.")
     device = resolve_device(str(options.get("device", "auto")), Dist())
-    bundle, data_opts = build_data(config)
-    task = bind_task(config, bundle, device)
-    if state["state"].get("task"):  # e.g. regression's target statistics, from training
-        task.load_state_dict(state["state"]["task"])
+    bundle, data_opts, task = saved_run_data(config, state, device)
     if split == "test":
         if bundle.test is None:
             raise ConfigError(

@@ -18,12 +18,16 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from athanor import plugins
-from athanor.engine.build import build_data, build_model, evaluation_loaders, validate
-from athanor.engine.evaluate_checkpoint import load_for_evaluation, model_weights
+from athanor.engine.build import build_model, evaluation_loaders
+from athanor.engine.evaluate_checkpoint import (
+    load_for_evaluation,
+    model_weights,
+    saved_config,
+    saved_run_data,
+)
 from athanor.errors import ConfigError
 from athanor.record.checkpoints import save_atomic, saved_step
-from athanor.record.resume import load_model_state, without_weights
+from athanor.record.resume import load_model_state
 
 log = logging.getLogger("athanor")
 
@@ -69,13 +73,10 @@ def rebuild(ckpt: str, which: str) -> tuple[nn.Module, Callable[[], nn.Module], 
     """(the checkpoint's model in eval mode, a builder of fresh untrained copies, one validation
     batch's inputs, the checkpoint file, its saved state)."""
     state, path = load_for_evaluation(ckpt)
-    config = without_weights(state["config"])
-    plugins.load_user_code(config.get("imports"))
-    validate(config)
-    bundle, options = build_data(config)
-    loaders = evaluation_loaders(
-        bundle, options, seed=int(config["seed"]), device=torch.device("cpu")
-    )
+    config = saved_config(state)
+    cpu = torch.device("cpu")
+    bundle, options, task = saved_run_data(config, state, cpu)
+    loaders = evaluation_loaders(bundle, options, seed=int(config["seed"]), device=cpu, task=task)
     inputs = next(iter(loaders.val.epoch(0))).inputs
 
     def fresh() -> nn.Module:

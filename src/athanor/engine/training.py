@@ -118,12 +118,18 @@ class TrainingRun:
             with torch.random.fork_rng(devices=cuda):
                 self.reporter.image_grid(next(iter(parts.loaders.train.epoch(0))).inputs)
 
+        data_spec = parts.bundle.spec()  # normalization and input facts, for evaluate/export
+
         def save(p: Progress, best: bool) -> None:
             with signals.shielded():  # a second Ctrl-C waits for a complete file
                 self.tracker.flush()  # events up to this step must survive a kill after the save
                 # the state only where it is written (not on other ranks, nor with checkpoints off)
                 if checkpointer.active:
-                    checkpoint = {"config": self.config, "state": self.state.state_dict()}
+                    checkpoint = {
+                        "config": self.config,
+                        "data": data_spec,
+                        "state": self.state.state_dict(),
+                    }
                     checkpointer.save(checkpoint, step=p.step, best=best)
 
         loop = Loop(

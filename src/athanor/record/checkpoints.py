@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "state")
 # a weights-only best.pt: its "state" holds these parts only, and WEIGHTS_ONLY_KEY is True
-WEIGHTS_PARTS = ("progress", "model", "ema")
+WEIGHTS_PARTS = ("progress", "model", "ema", "task")  # task: e.g. target statistics
 WEIGHTS_ONLY_KEY = "weights_only"
 
 
