@@ -10,7 +10,7 @@ import torch
 
 from athanor.engine.build import validate
 from athanor.errors import ConfigError
-from athanor.losses import LOSSES, build_loss
+from athanor.losses import LOSSES, PENALTIES, build_loss
 from conftest import FAST, compose
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
@@ -112,7 +112,11 @@ def test_mixup_with_a_loss_that_needs_class_indices_is_refused_before_training(t
         validate(compose("loss=focal", "augment.mixup_alpha=0.2"))
     validate(compose("loss=bce", "augment.mixup_alpha=0.2"))  # sigmoid per class: soft is fine
     with pytest.raises(ConfigError, match="loss=focal needs class indices"):  # a term of a sum
-        validate(compose("loss=terms", "augment.mixup_alpha=0.2"))
+        validate(
+            compose(
+                "loss=terms", "loss.terms={cross_entropy: 1, focal: 1}", "augment.mixup_alpha=0.2"
+            )
+        )
     result = train("loss=focal", "augment.cutmix_alpha=1.0", expect=2)
     assert "loss=focal needs class indices" in result.stderr and "Traceback" not in result.stderr
 
@@ -121,12 +125,14 @@ def test_mixup_with_a_loss_that_needs_class_indices_is_refused_before_training(t
 REGRESSION = {"mse", "l1", "smooth_l1"}
 
 
-@pytest.mark.parametrize("name", [n for n in LOSSES.names() if n not in REGRESSION])
+@pytest.mark.parametrize("name", [n for n in LOSSES.names() if n not in REGRESSION | PENALTIES])
 def test_every_loss_trains_with_the_cli(train, name: str):
     mix = ["augment.mixup_alpha=0.2"] if name not in ("focal", "terms") else []  # terms: + focal
+    terms = ["loss.terms={cross_entropy: 1.0, focal: 0.1}"] if name == "terms" else []
     train(
         *FAST,
         f"loss={name}",
+        *terms,
         *mix,
         "data=fake",
         "data.num_train=64",
@@ -136,3 +142,59 @@ def test_every_loss_trains_with_the_cli(train, name: str):
         "logger.tensorboard=false",
         "checkpoint.enabled=false",
     )
+
+
+def test_l1_weights_is_the_l1_norm_of_the_weight_matrices_and_pulls_them_to_zero():
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)
+    )
+    summed = build_loss(
+        {"name": "terms", "terms": {"cross_entropy": 1.0, "l1_weights": 0.5}},
+        num_classes=2,
+        model=model,
+    )
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    total = summed(model(x), y)
+    by_hand = model[0].weight.abs().sum() + model[2].weight.abs().sum()  # no biases, no BN scale
+    assert summed.last["l1_weights"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert total.item() == pytest.approx(summed.last["cross_entropy"].item() + 0.5 * by_hand.item())
+    total.backward()
+    ce_only = torch.nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(ce_only, [model[0].weight, model[0].bias])
+    # the penalty's gradient is 0.5 * sign(w) on each weight, nothing on the bias
+    assert torch.allclose(model[0].weight.grad - grads[0], 0.5 * model[0].weight.sign(), atol=1e-6)
+    assert torch.allclose(model[0].bias.grad, grads[1], atol=1e-6)
+    assert not any(p is model[0].weight for p in summed.parameters())  # holds no model copy
+
+
+def test_l1_weights_is_a_term_not_a_loss(train):
+    with pytest.raises(ConfigError, match="penalty on the model's weights"):
+        validate(compose("loss=l1_weights"))
+    validate(compose("task=regression", "loss=terms", "loss.terms={mse: 1.0, l1_weights: 0.1}"))
+
+
+def test_l1_weights_shrinks_the_trained_weights_and_is_logged_on_its_own(train):
+    def run(*loss: str):
+        r = train(*loss, "trainer.max_steps=40", "trainer.log_every=20", "logger.progress=plain")
+        weights = torch.load(r.run_dir / "checkpoints" / "last.pt", weights_only=True)
+        l1 = sum(w.abs().sum().item() for w in weights["state"]["model"].values() if w.ndim > 1)
+        return r, l1
+
+    plain, l1_plain = run()
+    penalized, l1_penalized = run(
+        "loss=terms", "loss.terms={cross_entropy: 1.0, l1_weights: 1.0e-3}"
+    )
+    assert l1_penalized < 0.9 * l1_plain
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(penalized.run_dir / "tb"))
+    events.Reload()
+    logged = [e.value for e in events.Scalars("train/loss/l1_weights")]
+    assert len(logged) == 2 and logged[-1] < logged[0]  # the penalty falls as it trains
+
+
+def test_loss_terms_replace_the_files_terms_and_none_is_a_clear_error(train):
+    terms = compose("loss=terms", "loss.terms={cross_entropy: 1.0, l1_weights: 1.0e-5}")["loss"]
+    assert terms["terms"] == {"cross_entropy": 1.0, "l1_weights": 1.0e-5}
+    refused = train("loss=terms", "trainer.max_steps=1", expect=2)
+    assert "loss=terms needs its terms" in refused.output and "Traceback" not in refused.output

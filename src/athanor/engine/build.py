@@ -32,7 +32,14 @@ from athanor.data.plain import PlainLoader, PlainNormalize, PlainSplit, example_
 from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.distributed import Dist
 from athanor.errors import ConfigError
-from athanor.losses import LOSSES, build_loss, check_class_lengths, check_soft_targets
+from athanor.losses import (
+    LOSSES,
+    PENALTIES,
+    build_loss,
+    check_class_lengths,
+    check_penalties,
+    check_soft_targets,
+)
 from athanor.metrics import METRICS
 from athanor.models import MODELS, model_label
 from athanor.models.options import apply_model_options
@@ -81,7 +88,8 @@ def check_task(config: dict[str, Any]) -> None:
     (a user's own is theirs to fit: athanor cannot know what it expects)."""
     task, loss = build_task(config), config["loss"]
     names = list(loss.get("terms") or {}) if loss["name"] == "terms" else [loss["name"]]
-    for name in names:
+    check_penalties(loss)
+    for name in set(names) - PENALTIES:  # a penalty term fits every task
         task.check_loss(name, _athanors_own(LOSSES) - {"terms"})
     task.check_metrics(_athanors_own(METRICS))
 

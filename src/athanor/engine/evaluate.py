@@ -69,11 +69,12 @@ def evaluate(
     return counts.reduce()
 
 
-def validation_loss(spec: dict[str, Any], num_classes: int) -> nn.Module:
+def validation_loss(spec: dict[str, Any], num_classes: int, model: nn.Module) -> nn.Module:
     """The configured loss (the `loss` group) as validation computes it: on hard labels, so
-    without mixup/cutmix soft targets, and without flooding (a training-time floor)."""
+    without mixup/cutmix soft targets, and without flooding (a training-time floor). Penalty
+    terms (l1_weights) are on ``model``'s weights, as in training."""
     spec = {k: v for k, v in spec.items() if k != "flooding"}
-    loss = build_loss(spec, num_classes=num_classes, soft_targets=False)
+    loss = build_loss(spec, num_classes=num_classes, model=model, soft_targets=False)
     log.info(
         "validation loss: %s (the configured loss, on hard labels, without flooding)", spec["name"]
     )

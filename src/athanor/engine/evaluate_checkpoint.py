@@ -143,7 +143,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     counts = evaluate(
         model,
         loaders.val.epoch(0),
-        validation_loss(config["loss"], bundle.num_classes).to(device),
+        validation_loss(config["loss"], bundle.num_classes, model).to(device),
         task,
         device,
         tta_flip=bool(options.get("tta_flip", False)),

@@ -121,7 +121,9 @@ def build_parts(
         total_steps,
         steps_per_epoch,
     )
-    loss_fn = build_loss(cfg["loss"], num_classes=bundle.num_classes, soft_targets=mix.enabled)
+    loss_fn = build_loss(
+        cfg["loss"], num_classes=bundle.num_classes, model=model, soft_targets=mix.enabled
+    )
     ema = _ema(model, s.trainer)
     monitors = {
         "trainer.early_stopping.monitor": s.trainer.early_stopping.monitor,
@@ -161,7 +163,7 @@ def build_parts(
         optimizer=optimizer,
         schedule=schedule,
         stepper=stepper,
-        eval_loss=validation_loss(cfg["loss"], bundle.num_classes).to(device),
+        eval_loss=validation_loss(cfg["loss"], bundle.num_classes, model).to(device),
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         model_summary=model_summary,

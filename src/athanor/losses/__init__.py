@@ -24,8 +24,10 @@ Smoothing = Annotated[float, Range(0, 1, high_open=True)]  # 1 would erase the l
 
 log = logging.getLogger(__name__)
 
-LOSSES: Registry = Registry("loss", runtime=("num_classes",), options=LossOptions)
+# runtime: the number of outputs, and the model (a penalty on its weights names `model`)
+LOSSES: Registry = Registry("loss", runtime=("num_classes", "model"), options=LossOptions)
 INDEX_ONLY = frozenset({"focal"})  # losses defined on the true class index only
+PENALTIES = frozenset({"l1_weights"})  # on the model's weights, not its outputs: terms only
 
 
 PER_CLASS = ("weight", "alpha", "pos_weight")  # loss arguments with one entry per class
@@ -202,6 +204,28 @@ def smooth_l1(*, beta: Annotated[float, NonNegative] = 1.0) -> nn.Module:
     return _regression(nn.SmoothL1Loss(beta=beta))
 
 
+class L1Weights(nn.Module):
+    """sum |w| over the model's weight matrices and kernels (parameters of 2 or more dims:
+    biases and norm scales are left alone, as weight decay leaves them), whatever the batch."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        # a plain list, not a submodule: the loss must not hold (or save) a second model
+        self.weights = [p for p in model.parameters() if p.ndim > 1 and p.requires_grad]
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.stack([w.abs().sum() for w in self.weights]).sum()
+
+
+@LOSSES.register("l1_weights", description="L1 penalty on the weights (a loss.terms term)")
+def l1_weights(*, model: nn.Module | None = None) -> nn.Module:
+    """The L1 norm of the model's weights, as a `loss.terms` term: `{cross_entropy: 1.0,
+    l1_weights: 1.0e-5}` (the weight is the penalty's strength)."""
+    if model is None:
+        raise ConfigError("loss l1_weights needs the model; it is built by the run.")
+    return L1Weights(model)
+
+
 class WeightedSum(nn.Module):
     """`loss=terms`: sum_i w_i * loss_i. Each term's last value is kept (detached) in ``last``,
     so the step can log it as train/loss/<term> and a user sees whether the terms are in the
@@ -232,15 +256,20 @@ def term_specs(terms: dict[str, Any]) -> dict[str, tuple[float, dict[str, Any]]]
 
 
 @LOSSES.register("terms")
-def terms(*, num_classes: int, terms: dict[str, Any]) -> nn.Module:
+def terms(
+    *, num_classes: int, terms: dict[str, Any] | None = None, model: nn.Module | None = None
+) -> nn.Module:
     """A weighted sum of registered losses: `loss.terms={cross_entropy: 1.0, focal: 0.1}`."""
     if not terms:
-        raise ConfigError("loss=terms needs at least one term: loss.terms={cross_entropy: 1.0}.")
+        raise ConfigError(
+            "loss=terms needs its terms, e.g. loss.terms='{cross_entropy: 1.0, focal: 0.1}' or "
+            "'{cross_entropy: 1.0, l1_weights: 1.0e-5}'."
+        )
     built = {}
     for name, (weight, spec) in term_specs(terms).items():
         if name == "terms":
             raise ConfigError("loss.terms cannot hold another `terms`; list the losses directly.")
-        built[name] = (weight, LOSSES.build(spec, num_classes=num_classes))
+        built[name] = (weight, LOSSES.build(spec, num_classes=num_classes, model=model))
     return WeightedSum(built)
 
 
@@ -249,6 +278,16 @@ def _loss_names(spec: dict[str, Any]) -> list[str]:
     if spec.get("name") != "terms":
         return [str(spec.get("name"))]
     return [term["name"] for _, term in term_specs(spec.get("terms") or {}).values()]
+
+
+def check_penalties(spec: dict[str, Any]) -> None:
+    """Refuse, before any work, a penalty (l1_weights) as the whole loss: it ignores the data."""
+    if spec.get("name") in PENALTIES:
+        raise ConfigError(
+            f"loss={spec['name']} is a penalty on the model's weights, not a loss on its outputs; "
+            f"add it as a term beside the task's loss: loss=terms "
+            f"'loss.terms={{cross_entropy: 1.0, {spec['name']}: 1.0e-5}}'."
+        )
 
 
 def check_soft_targets(spec: dict[str, Any], *, mixing: bool) -> None:
@@ -276,12 +315,20 @@ def _soft_cross_entropy(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "terms": terms}
 
 
-def build_loss(spec: dict, *, num_classes: int, soft_targets: bool = False) -> nn.Module:
-    """The configured loss; ``soft_targets``: training targets are class probabilities."""
+def build_loss(
+    spec: dict,
+    *,
+    num_classes: int,
+    model: nn.Module | None = None,
+    soft_targets: bool = False,
+) -> nn.Module:
+    """The configured loss; ``model``: the trained model (for penalties on its weights);
+    ``soft_targets``: training targets are class probabilities."""
     options = LOSSES.check(spec)
+    check_penalties(spec)
     check_soft_targets(spec, mixing=soft_targets)
     if soft_targets and "cross_entropy" in _loss_names(spec):
         spec = _soft_cross_entropy(spec)
         log.info("loss: mixup/cutmix give soft targets, so cross_entropy runs as soft_target_ce")
-    loss = LOSSES.build(spec, num_classes=num_classes)
+    loss = LOSSES.build(spec, num_classes=num_classes, model=model)
     return Flooded(loss, float(options.flooding)) if options.flooding else loss
