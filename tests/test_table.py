@@ -57,7 +57,7 @@ def test_numeric_and_one_hot_features_standardized_with_train_statistics(tmp_pat
     bundle = apply_data_options((train, val), data_options({}))
     assert bundle.mean == train.mean and bundle.std == train.std
     normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info["input_shape"], "cpu")
-    standardized, held_out = normalize(train.features), normalize(val.features)
+    standardized, held_out = normalize.inputs(train.features), normalize.inputs(val.features)
     assert torch.allclose(standardized.mean(0), torch.zeros(5), atol=1e-5)
     assert torch.allclose(standardized.std(0), torch.ones(5), atol=1e-4)
     assert not torch.allclose(held_out.mean(0), torch.zeros(5), atol=1e-5)  # train's stats

@@ -172,18 +172,21 @@ def test_multilabel_map_and_f1_rise(train, project):
     assert "ln(2) per output" in r.output and "far from" not in r.output
 
 
-def test_non_square_float_images_classify(train, project):
+def test_non_square_float_images_classify_with_batch_augmentation(train, project):
     r = run(
         train,
         project,
         "data=bars",
         "model=simple_cnn",
         "model.width=8",
+        "augment=random_erasing",
+        "augment.flip=false",  # bars' class is left/right: a flip would swap it
         "trainer.epochs=6",
         "data.batch_size=32",
         "optim.lr=3.0e-3",
     )
     assert "inputs float32 3x12x20" in r.output and "2 classes" in r.output
+    assert "augment: on the image input of the plain Datasets" in r.output
     assert r.metrics()[-1]["val/acc"] > 0.8
 
 
@@ -306,3 +309,89 @@ def test_evaluate_refuses_data_whose_outputs_do_not_fit_the_checkpoint(train, pr
     ev = cli("athanor.evaluate", f"ckpt={r.run_dir}", "data.num_classes=5", cwd=project, expect=2)
     said = " ".join(ev.output.split())  # the paragraph as one line
     assert "Traceback" not in said and "has 2 outputs" in said and "this data gives 5" in said
+
+
+def _plain_loaders(splits, *overrides: str):
+    """The real build path of a run's data: plain Datasets -> bundle -> augment -> loaders."""
+    from athanor.augment.mixing import build_mixer
+    from athanor.data.options import data_options
+    from athanor.data.prepare import apply_data_options
+    from athanor.distributed import Dist
+    from athanor.engine.build import build_augmentation, build_loaders
+    from conftest import compose
+
+    config = compose(*overrides)
+    bundle = apply_data_options(splits, data_options({"batch_size": 8}))
+    augmentation, mix = build_augmentation(config, bundle)
+    return build_loaders(
+        bundle,
+        data_options({"batch_size": 8}),
+        augmentation,
+        build_mixer(mix, 2),
+        seed=0,
+        d=Dist(),
+        device=torch.device("cpu"),
+    )
+
+
+class _Images(torch.utils.data.Dataset):
+    """16 non-square uint8 images (dict: beside a feature vector), two classes."""
+
+    def __init__(self, as_dict: bool = False):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (16, 3, 12, 20), generator=g, dtype=torch.uint8)
+        self.features = torch.randn(16, 4, generator=g)
+        self.as_dict = as_dict
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        x = {"image": self.x[i], "features": self.features[i]} if self.as_dict else self.x[i]
+        return x, i % 2
+
+
+def _first(loader, epoch=0):
+    return next(iter(loader.epoch(epoch)))
+
+
+def test_batch_augmentations_apply_to_a_plain_datasets_image_input(caplog):
+    """augment=cifar (crop + flip) changes the training batches against augment=none's (the same
+    items: the order does not depend on the augmentation), reproducibly per (seed, epoch,
+    batch); validation's are the images as they are; a dict's other inputs are untouched."""
+    as_is = _first(_plain_loaders((_Images(), _Images()), "augment=none").train).inputs
+    plain = _plain_loaders((_Images(), _Images()), "augment=cifar")
+    val = _first(plain.val).inputs
+    assert torch.allclose(val, _Images().x[:8].float() / 255)  # no augmentation, no statistics
+    train, again = _first(plain.train).inputs, _first(plain.train).inputs
+    assert train.shape == (8, 3, 12, 20) and torch.equal(train, again)
+    assert not torch.equal(train, as_is)
+    assert not torch.equal(train, _first(plain.train, epoch=1).inputs)
+    with caplog.at_level("INFO"):
+        pairs = _plain_loaders((_Images(as_dict=True), _Images(as_dict=True)), "augment=cifar")
+    assert "on the image input (input 'image')" in caplog.text
+    batch = _first(pairs.train).inputs
+    pairs_as_is = _plain_loaders((_Images(as_dict=True), _Images(as_dict=True)), "augment=none")
+    reference = _first(pairs_as_is.train).inputs
+    assert batch["image"].shape == (8, 3, 12, 20) and batch["image"].dtype == torch.float32
+    assert not torch.equal(batch["image"], reference["image"])
+    assert torch.equal(batch["features"], reference["features"])
+
+
+def test_mixup_mixes_a_single_image_input_and_is_refused_for_a_dict(caplog):
+    mixed = _first(_plain_loaders((_Images(), _Images()), "augment=mixup").train)
+    assert mixed.targets.shape == (8, 2) and mixed.targets.dtype == torch.float32
+    assert torch.allclose(mixed.targets.sum(1), torch.ones(8))  # class probabilities
+    with pytest.raises(Exception, match="mix one image input"):
+        _plain_loaders((_Images(as_dict=True), _Images(as_dict=True)), "augment=mixup")
+
+
+def test_augmenting_inputs_that_hold_no_image_says_so(train, project, caplog):
+    r = run(
+        train, project, "data=houses", "task=regression", "augment=random_erasing",
+        "trainer.max_steps=2",
+    )  # fmt: skip
+    assert "hold no image" in " ".join(r.output.split())
+    refused = run(train, project, "data=houses", "task=regression", "augment=mixup", expect=2)
+    assert "task=regression has other targets" in " ".join(refused.output.split())
+    assert "Traceback" not in refused.output

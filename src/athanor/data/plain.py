@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from athanor.data.base import DataBundle
-from athanor.data.loaders import Batch
+from athanor.data.loaders import Batch, DeviceBatches
 from athanor.data.options import DataOptions
 from athanor.data.order import Order
 from athanor.errors import ConfigError
@@ -118,6 +118,21 @@ def _describe_input(x: Any) -> str:
     )
 
 
+ImageKey = str | int | None  # where the image is in an input: a dict key, a tuple index, or itself
+
+
+def find_image(x: Any) -> tuple[bool, ImageKey]:
+    """(found, where) of the image in one item's input: the input itself when it is a [C, H, W]
+    tensor, else the first such entry of a tuple or dict. Batched augmentations apply there."""
+    if isinstance(x, torch.Tensor):
+        return x.ndim == 3, None
+    entries = x.items() if isinstance(x, dict) else enumerate(x)
+    for key, value in entries:
+        if isinstance(value, torch.Tensor) and value.ndim == 3:
+            return True, key
+    return False, None
+
+
 def target_info(split: PlainSplit, options: DataOptions, dataset: Dataset) -> TargetInfo:
     targets = split.targets()
     if not targets.is_floating_point():
@@ -162,7 +177,9 @@ def from_datasets(splits: tuple | list, options: DataOptions, *, seed: int = 0) 
     example, _ = train.dataset[0]
     single = isinstance(example, torch.Tensor)
     shape = tuple(example.shape) if single else ()
-    channels = shape[0] if len(shape) == 3 else 1
+    has_image, image_key = find_image(example)
+    image_shape = tuple(_entry(example, image_key).shape) if has_image else ()
+    channels = image_shape[0] if has_image else 1
     info = target_info(train, options, train_set)
     mean, std = _statistics(
         train, train_set, options, single, channels if len(shape) == 3 else None, seed
@@ -178,12 +195,14 @@ def from_datasets(splits: tuple | list, options: DataOptions, *, seed: int = 0) 
         test=test,  # type: ignore[arg-type]
         num_classes=int(width or 0),
         channels=channels,
-        image_size=shape[-1] if len(shape) >= 2 else (shape[0] if shape else 1),
+        image_size=_image_size(image_shape or shape),
         class_names=names,
         mean=mean,
         std=std,
         info={"inputs": _describe_input(example), "input_shape": shape, "targets": info},
     )
+    if has_image:
+        bundle.info["image"] = image_key
     targets = (
         f"{info.num_classes} classes" if info.integer else f"float targets of width {info.width}"
     )
@@ -195,6 +214,22 @@ def from_datasets(splits: tuple | list, options: DataOptions, *, seed: int = 0) 
         "" if not mean else f" (mean {_fmt(mean)}, std {_fmt(std)})",
     )
     return bundle
+
+
+def _image_size(shape: tuple[int, ...]) -> int:
+    return shape[-1] if len(shape) >= 2 else (shape[0] if shape else 1)
+
+
+def _entry(x: Any, key: ImageKey) -> Any:
+    return x if key is None else x[key]
+
+
+def _with_entry(x: Any, key: ImageKey, value: torch.Tensor) -> Any:
+    if key is None:
+        return value
+    if isinstance(x, dict):
+        return {**x, key: value}
+    return tuple(value if i == key else v for i, v in enumerate(x))
 
 
 def _fmt(values: list[float]) -> str:
@@ -233,7 +268,7 @@ def example_input(bundle: DataBundle) -> Any:
         return torch.zeros(1, bundle.channels, bundle.image_size, bundle.image_size)
     x, _ = bundle.train.dataset[0]
     normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info.get("input_shape", ()), "cpu")
-    return normalize(_batched(x))
+    return normalize.inputs(_batched(x))
 
 
 def _batched(x: Any) -> Any:
@@ -262,7 +297,9 @@ def to_device(x: Any, device: torch.device) -> Any:
 
 
 class PlainNormalize:
-    """uint8 -> float [0, 1]; then (x - mean) / std per channel (dim 1 of a batch) when given."""
+    """uint8 -> float [0, 1]; then (x - mean) / std per channel (dim 1 of a batch) when given.
+    Also what DeviceBatches calls ``normalize``: ``__call__`` scales an image batch (what batch
+    augmentations see) and ``standardize`` applies the statistics afterwards."""
 
     def __init__(self, mean: list[float], std: list[float], shape: tuple[int, ...], device):
         view = (1, -1, *([1] * max(len(shape) - 1, 0)))
@@ -274,13 +311,22 @@ class PlainNormalize:
             return {k: _scaled(v) if v.dtype == torch.uint8 else v for k, v in x.items()}
         if isinstance(x, tuple):
             return tuple(_scaled(v) if v.dtype == torch.uint8 else v for v in x)
-        x = _scaled(x)
+        return _scaled(x)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mean is None else (x - self.mean) / self.std
+
+    def inputs(self, x: Any) -> Any:
+        """A batch's inputs as the model sees them, without augmentation."""
+        x = self(x)
+        return self.standardize(x) if isinstance(x, torch.Tensor) else x
 
 
 class PlainLoader:
     """Batches of a user's Dataset read in DataLoader workers (default collate: tensors,
-    tuples and dicts), moved to the device, normalized, targets prepared for the loss."""
+    tuples and dicts), moved to the device, normalized, targets prepared for the loss. With
+    ``augment`` (training), the image input (``image``: where it is) goes through the batch
+    augmentations and mixing, drawn per (seed, epoch, batch) as on the image data paths."""
 
     path = "torch"
 
@@ -293,11 +339,14 @@ class PlainLoader:
         options: DataOptions,
         device: torch.device,
         seed: int,
+        augment: DeviceBatches | None = None,
+        image: ImageKey = None,
     ):
         from athanor.data.loaders import _EpochBatches, workers_leave_stops_to_the_run
 
         self.sampler, self.order = _EpochBatches(order), order
         self.normalize, self.loss_targets, self.device = normalize, loss_targets, device
+        self.augment, self.image = augment, image
         workers = options.workers() if len(split) >= 4096 else 0  # workers cost ~1 s to start
         self.loader = DataLoader(
             _Indexed(split.dataset),
@@ -313,12 +362,19 @@ class PlainLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         self.sampler.epoch, self.sampler.start = epoch, start
-        for inputs, targets in self.loader:
-            x = self.normalize(to_device(inputs, self.device))
+        for b, (inputs, targets) in enumerate(self.loader, start=start):
+            x = to_device(inputs, self.device)
             y = targets.to(self.device, non_blocking=True)
             if y.is_floating_point():
                 y = y.view(len(y), -1)  # [B, D] whatever the item's shape
-            yield Batch(x, self.loss_targets(y), y)
+            if self.augment is None:
+                yield Batch(self.normalize.inputs(x), self.loss_targets(y), y)
+                continue
+            rest = x if self.image is None else self.normalize(x)  # a tuple's other entries
+            image = self.augment(_entry(x, self.image), y, epoch, b, self.order.shard(b))
+            mixed = image.targets is not y  # mixup/cutmix: soft targets (one image input only)
+            targets = image.targets if mixed else self.loss_targets(y)
+            yield Batch(_with_entry(rest, self.image, image.inputs), targets, y)
 
 
 class _Indexed(Dataset):

@@ -72,7 +72,7 @@ def validate(config: dict[str, Any]) -> None:
     check_data(config["data"])
     check_soft_targets(config["loss"], mixing=options["augment"].enabled)
     check_class_lengths(config["loss"], config["data"].get("class_names"))
-    check_task(config)
+    check_task(config, mixing=options["augment"].enabled)
     ema = (config.get("trainer") or {}).get("ema") or {}
     check_monitor(config["scheduler"], ema=ema.get("decay") is not None)
 
@@ -83,10 +83,16 @@ def build_task(config: dict[str, Any]) -> Task:
     return TASKS.build(config["task"]).add_metrics(options.metrics or ())
 
 
-def check_task(config: dict[str, Any]) -> None:
+def check_task(config: dict[str, Any], *, mixing: bool = False) -> None:
     """Refuse, before any work, one of athanor's losses or metrics that does not fit the task
-    (a user's own is theirs to fit: athanor cannot know what it expects)."""
+    (a user's own is theirs to fit: athanor cannot know what it expects), and mixup/cutmix for
+    a task whose targets are not class labels."""
     task, loss = build_task(config), config["loss"]
+    if mixing and not task.mixes_labels:
+        raise ConfigError(
+            f"augment mixup/cutmix mix class labels, but task={task.name} has other targets; "
+            "turn mixing off (augment.mixup_alpha=0 augment.cutmix_alpha=0)."
+        )
     names = list(loss.get("terms") or {}) if loss["name"] == "terms" else [loss["name"]]
     check_penalties(loss)
     for name in set(names) - PENALTIES:  # a penalty term fits every task
@@ -174,6 +180,7 @@ def build_loaders(
             bundle,
             options,
             augmentation,
+            mixer,
             seed=seed,
             d=d,
             device=device,
@@ -254,6 +261,7 @@ def plain_loaders(
     bundle: DataBundle,
     options: DataOptions,
     augmentation: Augmentation,
+    mixer,
     *,
     seed: int,
     d: Dist,
@@ -261,29 +269,69 @@ def plain_loaders(
     task: Task | None,
     overfit_batches: int = 0,
 ) -> Loaders:
-    """The DataLoader path for plain Datasets (any input: tensors, tuples, dicts)."""
-    if augmentation.batch_ops or augmentation.normalized_ops or augmentation.sample_train:
-        log.warning(
-            "augment: not applied: the inputs come from plain Datasets (%s), not the image "
-            "pipeline; augment them in the Dataset, or use augment=none.",
-            bundle.info.get("inputs"),
-        )
+    """The DataLoader path for plain Datasets (any input: tensors, tuples, dicts). Training
+    batches' image input goes through the batch augmentations and mixing."""
     normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info.get("input_shape", ()), device)
     loss_targets = task.loss_targets if task is not None else (lambda t: t)
     train_split = bundle.train
-    if overfit_batches:  # a few fixed batches: the model must be able to memorize them
+    if overfit_batches:  # a few fixed batches, no augmentation: the model must memorize them
         train_split = train_split.subset(overfit_batches * options.batch_size)
+        augmentation, mixer = Augmentation(), None
     train_order = _train_order(train_split, options, seed, d, shuffle=not overfit_batches)
+    augment = _plain_augment(bundle, augmentation, mixer, normalize, seed=seed, device=device)
 
-    def loader(split, order):
-        return PlainLoader(split, order, normalize, loss_targets, options, device, seed)
+    def loader(split, order, augment=None):
+        image = bundle.info.get("image")
+        return PlainLoader(
+            split, order, normalize, loss_targets, options, device, seed, augment, image
+        )
 
     def evaluation(split):
         return loader(split, _eval_order(split, options, d))
 
     val = evaluation(bundle.val)
     test = evaluation(bundle.test) if bundle.test is not None else None
-    return Loaders(loader(train_split, train_order), val, "torch", test)
+    return Loaders(loader(train_split, train_order, augment), val, "torch", test)
+
+
+def _plain_augment(
+    bundle: DataBundle,
+    augmentation: Augmentation,
+    mixer,
+    normalize: PlainNormalize,
+    *,
+    seed: int,
+    device: torch.device,
+) -> DeviceBatches | None:
+    """The batch augmentations and mixing for a plain Dataset's image input ([C, H, W]: the
+    input itself, or the first such entry of a tuple or dict), saying what is not applied."""
+    inputs = bundle.info.get("inputs")
+    if augmentation.sample_train is not None:
+        log.warning(
+            "augment: %s runs per sample on the image pipeline, not on plain Datasets (%s); "
+            "apply it in the Dataset. The batch augmentations apply.",
+            augmentation.sample_train,
+            inputs,
+        )
+    wanted = bool(augmentation.batch_ops or augmentation.normalized_ops or mixer)
+    if not wanted:
+        return None
+    if "image" not in bundle.info:
+        log.warning(
+            "augment: not applied: the inputs (%s) hold no image ([C, H, W] tensor); augment "
+            "them in the Dataset, or use augment=none.",
+            inputs,
+        )
+        return None
+    if mixer is not None and bundle.info["image"] is not None:
+        raise ConfigError(
+            f"augment mixup/cutmix mix one image input, but these inputs are {inputs}: mixing the "
+            "image alone would pair it with another sample's other inputs. Turn mixing off "
+            "(augment.mixup_alpha=0 augment.cutmix_alpha=0)."
+        )
+    where = "" if bundle.info["image"] is None else f" (input {bundle.info['image']!r})"
+    log.info("augment: on the image input%s of the plain Datasets (%s)", where, inputs)
+    return DeviceBatches(normalize, augmentation, mixer, seed, device)  # type: ignore[arg-type]
 
 
 def _sample_weights(split) -> torch.Tensor:

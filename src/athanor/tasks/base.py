@@ -40,6 +40,7 @@ class Task:
     metrics: tuple[str, ...] = ()
     monitor, mode = "val/loss", "min"
     threshold = 0.5
+    mixes_labels = False  # mixup/cutmix can blend its targets (class labels)
 
     def __init__(self) -> None:
         self.metric_names = self.metrics

@@ -21,6 +21,7 @@ class Classification(Task):
     metrics = ("acc",)
     fitting_metrics = frozenset({"acc"})
     monitor, mode = "val/acc", "max"
+    mixes_labels = True
 
     def bind(self, info: TargetInfo) -> int:
         if not info.integer:
