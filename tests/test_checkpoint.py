@@ -53,8 +53,11 @@ def _position(ckpt: dict) -> tuple[int, int, int]:
 
 def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(run):
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert set(ckpt) == {"format_version", "config", "state"}
+    assert set(ckpt) == {"format_version", "config", "data", "state"}
     assert ckpt["format_version"] == checkpoint.FORMAT_VERSION == 2
+    # what evaluate/export need of the data: the input spec and the normalization used
+    assert ckpt["data"]["inputs"] == "uint8 3x32x32" and ckpt["data"]["outputs"] == 10  # fake
+    assert len(ckpt["data"]["mean"]) == len(ckpt["data"]["std"]) == 3
     state = ckpt["state"]
     # every part once, in restore order (progress first, RNG last); no epoch/step beside them
     assert list(state) == [
