@@ -3,6 +3,7 @@ stdout and a JSON file under outputs/bench/.
 
     PYTHONPATH=src python scripts/bench.py            # the full run (~5 minutes on 2 cores)
     PYTHONPATH=src python scripts/bench.py --quick    # every row shrunk to seconds (CI smoke)
+    PYTHONPATH=src python scripts/bench.py --rows mlp,checkpoint   # some rows only
 
 Rows: runner overhead, data path, time to first step, time to accuracy, checkpoint cost, peak
 memory. Targets are reported, never asserted: the table is evidence, not a test.
@@ -44,17 +45,32 @@ FULL = Sizes(5, 30, 1000, 10_000, 15, 0.97, "resnet50")
 QUICK = Sizes(1, 3, 10, 1024, 2, 0.5, "resnet18")
 
 
-def measure(s: Sizes, out_dir: Path) -> list[Row]:
+ROWS = ("cnn", "mlp", "data", "startup", "checkpoint")  # startup: first step, accuracy, RSS
+
+
+def measure(s: Sizes, out_dir: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
     cnn = ["model=simple_cnn", "data=fake", "data.num_train=2048", "data.batch_size=64"]
     mlp = ["model=mlp", "data=digits", "data.batch_size=64"]
-    rows = [
-        bench_rows.runner_overhead("simple_cnn, 3x32x32, batch 64", cnn, s.cnn_steps, s.reps),
-        bench_rows.runner_overhead("mlp, digits 8x8, batch 64", mlp, s.mlp_steps, s.reps),
-        bench_rows.data_path(s.data_images, 512, s.reps),
-    ]
-    startup, accuracy, memory = bench_rows.subprocess_rows(s.digits_epochs, s.threshold, s.reps)
-    checkpoint = bench_rows.checkpoint_cost(s.checkpoint_arch, s.reps, out_dir)
-    return [*rows, startup, accuracy, checkpoint, memory]
+    out: list[Row] = []
+    if "cnn" in rows:
+        out.append(
+            bench_rows.runner_overhead("simple_cnn, 3x32x32, batch 64", cnn, s.cnn_steps, s.reps)
+        )
+    if "mlp" in rows:
+        out.append(
+            bench_rows.runner_overhead("mlp, digits 8x8, batch 64", mlp, s.mlp_steps, s.reps)
+        )
+    if "data" in rows:
+        out.append(bench_rows.data_path(s.data_images, 512, s.reps))
+    startup = (
+        bench_rows.subprocess_rows(s.digits_epochs, s.threshold, s.reps)
+        if "startup" in rows
+        else []
+    )
+    out.extend(startup[:2])
+    if "checkpoint" in rows:
+        out.append(bench_rows.checkpoint_cost(s.checkpoint_arch, s.reps, out_dir))
+    return [*out, *startup[2:]]
 
 
 def table(rows: list[Row]) -> str:
@@ -81,12 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="athanor vs hand-written PyTorch")
     parser.add_argument("--quick", action="store_true", help="tiny workloads (CI smoke check)")
     parser.add_argument("--out", type=Path, help="JSON file (default outputs/bench/<time>.json)")
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help=f"comma-separated subset of {','.join(ROWS)} (default: all; startup runs the "
+        "first-step, time-to-accuracy and peak-RSS rows together)",
+    )
     args = parser.parse_args(argv)
+    rows_asked = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+    unknown = sorted(set(rows_asked) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
     out = args.out or Path("outputs/bench") / f"bench_{'quick_' if args.quick else ''}{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    rows = measure(QUICK if args.quick else FULL, out.parent)
+    rows = measure(QUICK if args.quick else FULL, out.parent, rows_asked)
     text = table(rows)
     print(text)
     record = {

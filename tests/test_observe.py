@@ -159,6 +159,29 @@ def test_reporter_logs_window_means_every_log_every_steps_and_the_last_step(repo
     assert any(line.startswith("epoch 1 step 2/3: loss 1.7500 acc 0.250") for line in lines)
 
 
+def top1_step(logits: torch.Tensor, labels: torch.Tensor) -> StepResult:
+    """A one-micro-batch step as the stepper returns it: its logits, counted by the reporter."""
+    return StepResult(torch.tensor(1.0), None, len(labels), None, top1=(logits, labels))
+
+
+@pytest.mark.parametrize("held_limit", [1 << 22, 7])  # 7: counted early, every step
+def test_train_acc_counted_per_window_equals_the_per_step_hits(tmp_path, monkeypatch, held_limit):
+    import athanor.observe.reporter as reporter_module
+
+    monkeypatch.setattr(reporter_module, "HELD_LOGITS", held_limit)
+    rep, tracker = make_reporter(tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    steps = [(torch.randn(5, 3, generator=gen), torch.randint(0, 3, (5,), generator=gen))]
+    steps.append((torch.randn(4, 3, generator=gen), torch.randint(0, 3, (4,), generator=gen)))
+    hits = sum(int((logits.argmax(1) == labels).sum()) for logits, labels in steps)
+    rep.train_step(P(0, 1), top1_step(*steps[0]))
+    assert len(rep.top1) == (1 if held_limit > 15 else 0)  # held, or counted at once
+    rep.train_step(P(0, 2), top1_step(*steps[1]))
+    ((_, logged, _),) = tracker.named("scalars")
+    assert logged["train/acc"] == hits / 9  # the same integers as counting every step
+    assert rep.top1 == [] and rep.hits == []  # the window holds no logits after its log step
+
+
 def test_reporter_writes_each_validation_and_the_figures_at_the_end(reporter, tmp_path):
     rep, tracker = reporter
     rep.train_step(P(0, 1), step(1.0, 1))

@@ -24,3 +24,15 @@ def test_writes_before_the_writer_opens_reach_the_event_file(tmp_path):
 def test_a_tracker_that_wrote_nothing_still_leaves_its_event_file(tmp_path):
     TensorBoardTracker(tmp_path / "tb").finish("completed")
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_the_import_thread_waits_for_the_first_write_after_start_up(tmp_path):
+    # the start-up image grid (step 0) is kept without starting the import: a thread importing
+    # beside the start-up would hold the GIL against it and delay the first optimizer step
+    tracker = TensorBoardTracker(tmp_path / "tb")
+    tracker.image("train/augmented_batch", torch.ones(3, 4, 4), 0)
+    assert tracker._importing.ident is None and len(tracker._pending) == 1
+    tracker.scalars({"train/loss": 1.5}, 10)  # the first log step starts it
+    assert tracker._importing.ident is not None
+    tracker.finish("completed")
+    assert tracker._pending == []

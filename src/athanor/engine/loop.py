@@ -121,7 +121,9 @@ class Loop:
         return bool(max_steps) and max_steps < self.settings.trainer.epochs * self.steps_per_epoch
 
     def _save(self, p: Progress, best: bool) -> None:
-        self.stepper.check_finite(weights=True)
+        # the weights are checked (a sync over every parameter) only where a file will hold
+        # them; with checkpoints off the losses and gradient norms are still checked
+        self.stepper.check_finite(weights=self.settings.checkpoint.enabled)
         self.save(p, best)
 
     def _should_stop(self, p: Progress, agree: bool) -> bool:

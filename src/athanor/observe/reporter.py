@@ -24,6 +24,9 @@ from athanor.observe.trackers import Tracker
 log = logging.getLogger("athanor")
 
 OVERFIT_TARGET = 0.99  # training accuracy debug=overfit must reach
+# logits elements a window keeps for its top-1 count before it counts them early (~16 MB of
+# float32: a huge log_every with many classes must not hold every step's logits)
+HELD_LOGITS = 1 << 22
 
 
 class Reporter:
@@ -60,6 +63,9 @@ class Reporter:
         # the steps' results (device tensors), summed once per window: no ops (and no sync) on
         # the other steps
         self.window: list = []
+        self.top1: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) not counted yet
+        self.held = 0  # logits elements in self.top1
+        self.hits: list[torch.Tensor] = []  # top-1 hits counted already (device tensors)
         self.steps = 0
         self.window_start = time.perf_counter()
 
@@ -92,6 +98,7 @@ class Reporter:
         """Keep the step's device tensors; sum and synchronize only every ``log_every`` steps."""
         if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
             self.window.append(result)  # its loss is detached already
+            self._keep_hits(result)
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -103,10 +110,10 @@ class Reporter:
         if self.window:
             weights = torch.tensor(counts, dtype=torch.float32, device=device)
             loss_sum = (torch.stack([r.loss for r in self.window]).float() * weights).sum()
-            hits = [r.correct for r in self.window if r.correct is not None]
-            correct = torch.stack(hits).sum() if hits else 0
+            self._count_held()
+            correct = torch.stack(self.hits).sum() if self.hits else 0
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
-        has_acc = result.correct is not None  # tasks without classes have no train/acc
+        has_acc = result.correct is not None or result.top1 is not None  # tasks with classes
         loss_sum, correct, count = sum_across_ranks(loss_sum, correct, sum(counts), device=device)
         scalars = {
             "train/loss": loss_sum / max(count, 1),
@@ -121,6 +128,28 @@ class Reporter:
         self.train_history.append({"step": p.step, **scalars})
         self._show(p, scalars)
         self._window_reset()
+
+    def _keep_hits(self, result) -> None:
+        """A step's top-1 hits, or its (logits, labels) to count with the window's others."""
+        if result.correct is not None:
+            self.hits.append(result.correct)
+        elif result.top1 is not None:
+            self.top1.append(result.top1)
+            self.held += result.top1[0].numel()
+            if self.held > HELD_LOGITS:
+                self._count_held()
+
+    def _count_held(self) -> None:
+        """Count the held steps' top-1 hits in one argmax (the same integers, fewer ops)."""
+        if not self.top1:
+            return
+        if len(self.top1) == 1:
+            logits, labels = self.top1[0]
+        else:
+            logits = torch.cat([logits for logits, _ in self.top1])
+            labels = torch.cat([labels for _, labels in self.top1])
+        self.hits.append((logits.argmax(1) == labels).sum())
+        self.top1, self.held = [], 0
 
     def grad_observer(self, step: int) -> Callable[[nn.Module], None] | None:
         """A callback for the gradients of optimizer step ``step`` (1-based), or None when

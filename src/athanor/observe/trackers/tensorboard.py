@@ -18,9 +18,15 @@ def _import_tensorboard() -> None:
 
 
 class TensorBoardTracker(NullTracker):
-    """The event file is opened on first use, and TensorBoard's modules are imported meanwhile
-    in a thread: neither stands between the process start and the first optimizer step. Writes
-    that come while the import still runs (the start-up image grid) are kept and replayed."""
+    """The event file is opened on first use, and TensorBoard's modules (~0.4 s of imports on
+    an idle 2-core machine, most of it fsspec) are imported meanwhile in a thread that starts
+    with the first write after the start-up (step >= 1, the first log step): a thread started
+    before the first optimizer step would hold the GIL against the run's own Python-heavy
+    start-up and delay that step by about its import time; during training the main thread
+    spends most of its time in torch ops, which release the GIL. Writes that come before the
+    import is done (the start-up image grid, the first log steps) are kept and replayed, in
+    order; anything that needs the file (a flush before a checkpoint, the HPARAMS entry, the
+    end) waits for it."""
 
     def __init__(
         self,
@@ -35,12 +41,16 @@ class TensorBoardTracker(NullTracker):
         self._writer = None
         self._pending: list[tuple[str, tuple]] = []  # (SummaryWriter method, arguments)
         self._importing = threading.Thread(target=_import_tensorboard, daemon=True)
-        self._importing.start()
+
+    def _start_import(self) -> None:
+        if self._importing.ident is None:  # not started yet
+            self._importing.start()
 
     @property
     def writer(self):
         """The SummaryWriter, opened now if need be (waiting for the import)."""
         if self._writer is None:
+            self._start_import()
             self._importing.join()
             from torch.utils.tensorboard import SummaryWriter  # raises here if the thread failed
 
@@ -53,27 +63,31 @@ class TensorBoardTracker(NullTracker):
             self._pending.clear()
         return self._writer
 
-    def _write(self, method: str, *args) -> None:
-        if self._writer is None and self._importing.is_alive():
-            self._pending.append((method, args))
-        else:
-            getattr(self.writer, method)(*args)
+    def _write(self, method: str, step: int, *args) -> None:
+        """``args`` end with ``step``; a write at step >= 1 starts the import."""
+        if self._writer is None:
+            if step >= 1:
+                self._start_import()
+            if self._importing.ident is None or self._importing.is_alive():
+                self._pending.append((method, args))
+                return
+        getattr(self.writer, method)(*args)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
-            self._write("add_scalar", tag, value, step)
+            self._write("add_scalar", step, tag, value, step)
 
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        self._write("add_image", tag, image, step)
+        self._write("add_image", step, tag, image, step)
 
     def figure(self, tag: str, figure: Any, step: int) -> None:
-        self._write("add_figure", tag, figure, step)
+        self._write("add_figure", step, tag, figure, step)
 
     def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        self._write("add_histogram", tag, values.detach().float().cpu(), step)
+        self._write("add_histogram", step, tag, values.detach().float().cpu(), step)
 
     def text(self, tag: str, text: str, step: int) -> None:
-        self._write("add_text", tag, text, step)
+        self._write("add_text", step, tag, text, step)
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """The swept keys and a few headline keys of the (nested) config, not all ~100: the
