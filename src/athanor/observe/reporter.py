@@ -177,14 +177,15 @@ class Reporter:
             self.tracker.image("train/augmented_batch", insight.image_grid(inputs), 0)
 
     def _loss_terms(self) -> dict[str, float]:
-        """loss=terms: each term's mean over the window (this rank's), as train/loss/<term>."""
+        """loss=terms: each term's mean over the window's steps of every rank (one collective,
+        like train/loss: each rank logs on the same steps), as train/loss/<term>."""
         steps = [r.terms for r in self.window if r.terms]
         if not steps:
             return {}
-        return {
-            f"train/loss/{name}": float(torch.stack([t[name] for t in steps]).float().mean())
-            for name in steps[0]
-        }
+        names = list(steps[0])
+        sums = [torch.stack([t[name] for t in steps]).double().sum() for name in names]
+        *totals, count = sum_across_ranks(*sums, float(len(steps)), device=sums[0].device)
+        return {f"train/loss/{name}": v / count for name, v in zip(names, totals, strict=True)}
 
     def _show(self, p, s: dict[str, float]) -> None:
         text = (
