@@ -32,6 +32,33 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)  # this worker's own in-process tests
 
 
+# test modules with a module-scoped fixture (a finished run, a sweep, a built wheel) that their
+# tests share, as rootdir-relative paths (the node ids' first part)
+SHARED_FIXTURE_MODULES = frozenset(
+    f"tests/{p.name}"
+    for p in Path(__file__).parent.glob("test_*.py")
+    if 'scope="module"' in p.read_text()
+)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist; absent with `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup``, and each module of SHARED_FIXTURE_MODULES runs whole on one worker,
+    so its fixture is built once, not once per worker; every other test goes to whichever worker
+    is free. (xdist 3.8 cannot read xdist_group marks under pytest 9: it renames the node ids
+    through ``item._nodeid``, which pytest 9 no longer reads, so the scope is chosen here.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SharedFixtureScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return module if module in SHARED_FIXTURE_MODULES else super()._split_scope(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
 @dataclass
 class CliResult:
     returncode: int
