@@ -59,6 +59,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return SharedFixtureScheduling(config, log)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist, the modules with slow tests go first and the quick ones fill the end, so no
+    worker is left alone with a minutes-long module at the end. A module's tests stay together
+    and in their order (a module-scoped fixture is built once); every worker sorts alike."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
 @dataclass
 class CliResult:
     returncode: int
