@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 README = ROOT / "README.md"
 MARKER = re.compile(r"^<!-- readme-test: (run|dry_run|fast|steps|skip)(?::\s*(.*?))?\s*-->$")
@@ -148,6 +148,9 @@ def environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
+    # a bare `torchrun` listens on 29500, which a block on another pytest worker (or another
+    # checkout's suite on this machine) may hold: torchrun reads its --master-port from here
+    env["PET_MASTER_PORT"] = str(free_port())
     return env
 
 

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from athanor.config.settings import LoggerSettings
 from athanor.observe.trackers import TRACKERS, NullTracker, open_trackers
 from athanor.observe.trackers.sweep import HEADLINE
-from conftest import cli
+from conftest import cli, free_port
 from test_checkpoint import TINY
 from test_resume import start, wait_for
 from test_train_cli import read_scalars
@@ -192,12 +191,6 @@ def test_sweep_in_the_default_local_mlflow_store_and_a_hparams_view_of_what_vari
         assert set(hparams_keys(job / "tb")) == {"optim.lr", *HEADLINE}
     lrs = sorted(float(by_id[r].data.params["optim.lr"]) for r in by_id)
     assert lrs == [1.0e-3, 3.0e-3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
