@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -113,8 +112,8 @@ def test_failed_save_keeps_earlier_checkpoints_and_stops_or_warns(
     ckpt.save(_saved(state, 2), step=2)
     before = _snapshot(tmp_path)
 
-    def disk_full(obj, f):  # torch.save by file name: the temp file, half written
-        Path(f).write_bytes(b"half a checkpoint")
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
