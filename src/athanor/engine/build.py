@@ -95,7 +95,7 @@ def check_task(config: dict[str, Any], *, mixing: bool = False) -> None:
         )
     names = list(loss.get("terms") or {}) if loss["name"] == "terms" else [loss["name"]]
     check_penalties(loss)
-    for name in set(names) - PENALTIES:  # a penalty term fits every task
+    for name in [n for n in names if n not in PENALTIES]:  # a penalty term fits every task
         task.check_loss(name, _athanors_own(LOSSES) - {"terms"})
     task.check_metrics(_athanors_own(METRICS))
 

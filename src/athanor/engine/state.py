@@ -3,9 +3,10 @@
 
 A checkpoint holds ``TrainState.state_dict()`` (one entry per part) beside the format version,
 the config and the data spec (``DataBundle.spec()``: inputs, outputs, the normalization used,
-read by evaluate and export; it is a fact of the run, not state to restore); resuming is ``TrainState.load_state_dict()``. Saving and restoring walk the list, so a
-new stateful part is one more entry where the run builds its ``TrainState``: checkpoint and resume
-code do not change. Parts are restored in the order listed: progress first (the schedule replays
+read by evaluate and export; a fact of the run, not state to restore). Resuming is
+``TrainState.load_state_dict()``. Saving and restoring walk the list, so a new stateful part
+is one more entry where the run builds its ``TrainState``: checkpoint and resume code do not
+change. Parts are restored in the order listed: progress first (the schedule replays
 from its step when the plan changed), RNG states last (nothing may draw after them).
 
 The data order has no state of its own: batches are a pure function of (seed, epoch, batch index)

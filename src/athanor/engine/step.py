@@ -17,6 +17,7 @@ from athanor.data.plain import call_model
 from athanor.engine.ema import Ema
 from athanor.errors import NonFiniteError
 from athanor.losses import WeightedSum
+from athanor.metrics.classification import top1_hits
 from athanor.observe.insight import check_initial_loss, report_unused
 from athanor.tasks import Task
 from athanor.tasks.builtin import Classification
@@ -100,12 +101,6 @@ class FiniteWatch:
         bad = self.first_bad()
         if bad is not None:
             raise nonfinite_error(*bad)
-
-
-def top1_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Top-1 hits of logits [N, K] (or [N, K, ...]) against labels [N] (device tensor, no sync;
-    argmax is an integer op: no graph to detach from)."""
-    return (logits.argmax(1) == labels).sum()
 
 
 def nonfinite_error(step: int, what: str) -> NonFiniteError:

@@ -12,6 +12,12 @@ import torch
 from athanor.metrics.base import METRICS, Metric, MetricSet
 
 
+def top1_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Top-1 hits of logits [N, K] (or [N, K, ...]) against labels [N] (device tensor, no sync;
+    argmax is an integer op: no graph to detach from)."""
+    return (logits.argmax(1) == labels).sum()
+
+
 class Accuracy(Metric):
     """Top-1/top-5 hits and the confusion matrix (rows = true class) of logits [B, K]."""
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from athanor.config.settings import LoggerSettings
 from athanor.distributed import sum_across_ranks
+from athanor.metrics.classification import top1_hits
 from athanor.observe import insight, plots
 from athanor.observe.trackers import Tracker
 
@@ -148,7 +149,7 @@ class Reporter:
         else:
             logits = torch.cat([logits for logits, _ in self.top1])
             labels = torch.cat([labels for _, labels in self.top1])
-        self.hits.append((logits.argmax(1) == labels).sum())
+        self.hits.append(top1_hits(logits, labels))
         self.top1, self.held = [], 0
 
     def grad_observer(self, step: int) -> Callable[[nn.Module], None] | None:
