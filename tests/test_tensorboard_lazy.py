@@ -26,13 +26,14 @@ def test_a_tracker_that_wrote_nothing_still_leaves_its_event_file(tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
-def test_the_import_thread_waits_for_the_first_write_after_start_up(tmp_path):
-    # the start-up image grid (step 0) is kept without starting the import: a thread importing
-    # beside the start-up would hold the GIL against it and delay the first optimizer step
+def test_start_up_writes_wait_and_the_first_log_step_opens_the_file(tmp_path):
+    # the start-up image grid (step 0) is held: TensorBoard's import before the first optimizer
+    # step would delay it; the first write after it opens the event file and replays the grid
     tracker = TensorBoardTracker(tmp_path / "tb")
     tracker.image("train/augmented_batch", torch.ones(3, 4, 4), 0)
-    assert tracker._importing.ident is None and len(tracker._pending) == 1
-    tracker.scalars({"train/loss": 1.5}, 10)  # the first log step starts it
-    assert tracker._importing.ident is not None
+    assert tracker._writer is None and len(tracker._pending) == 1
+    assert not (tmp_path / "tb").exists()
+    tracker.scalars({"train/loss": 1.5}, 10)  # the first log step
+    assert tracker._writer is not None and tracker._pending == []
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     tracker.finish("completed")
-    assert tracker._pending == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,14 @@ from athanor.observe.trackers.base import TRACKERS, NullTracker, RunInfo, Tracke
 from athanor.observe.trackers.sweep import hparam_view
 
 
-def _import_tensorboard() -> None:
-    import torch.utils.tensorboard  # noqa: F401  (~0.1-0.5 s of imports)
-
-
 class TensorBoardTracker(NullTracker):
-    """The event file is opened on first use, and TensorBoard's modules (~0.4 s of imports on
-    an idle 2-core machine, most of it fsspec) are imported meanwhile in a thread that starts
-    with the first write after the start-up (step >= 1, the first log step): a thread started
-    before the first optimizer step would hold the GIL against the run's own Python-heavy
-    start-up and delay that step by about its import time; during training the main thread
-    spends most of its time in torch ops, which release the GIL. Writes that come before the
-    import is done (the start-up image grid, the first log steps) are kept and replayed, in
-    order; anything that needs the file (a flush before a checkpoint, the HPARAMS entry, the
-    end) waits for it."""
+    """The event file is opened with the first write after the start-up (step >= 1, the first
+    log step), in the calling thread: importing TensorBoard's modules (~0.1 s on an idle 2-core
+    machine) before the first optimizer step would delay that step, and importing them in a
+    thread beside the training cost more: parts of the import hold the GIL, and a digits run
+    measured one ~0.5 s stall at that step and ~2 ms more per step for the next epochs. Writes of
+    the start-up (the image grid at step 0) are kept and replayed first, in order; anything that
+    needs the file (a flush before a checkpoint, the HPARAMS entry, the end) opens it."""
 
     def __init__(
         self,
@@ -40,19 +33,12 @@ class TensorBoardTracker(NullTracker):
         self.swept = run.swept if run is not None else ()
         self._writer = None
         self._pending: list[tuple[str, tuple]] = []  # (SummaryWriter method, arguments)
-        self._importing = threading.Thread(target=_import_tensorboard, daemon=True)
-
-    def _start_import(self) -> None:
-        if self._importing.ident is None:  # not started yet
-            self._importing.start()
 
     @property
     def writer(self):
-        """The SummaryWriter, opened now if need be (waiting for the import)."""
+        """The SummaryWriter, opened now if need be (replaying the start-up's writes)."""
         if self._writer is None:
-            self._start_import()
-            self._importing.join()
-            from torch.utils.tensorboard import SummaryWriter  # raises here if the thread failed
+            from torch.utils.tensorboard import SummaryWriter
 
             # purge_step: a resumed run drops events after its checkpoint, so no step appears twice
             self._writer = SummaryWriter(
@@ -64,13 +50,10 @@ class TensorBoardTracker(NullTracker):
         return self._writer
 
     def _write(self, method: str, step: int, *args) -> None:
-        """``args`` end with ``step``; a write at step >= 1 starts the import."""
-        if self._writer is None:
-            if step >= 1:
-                self._start_import()
-            if self._importing.ident is None or self._importing.is_alive():
-                self._pending.append((method, args))
-                return
+        """``args`` end with ``step``; a write at step 0 waits for the first one after it."""
+        if self._writer is None and step < 1:
+            self._pending.append((method, args))
+            return
         getattr(self.writer, method)(*args)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
