@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
 from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, report, run_task
-from athanor.cli.resume_config import resumed_config
+from athanor.engine import collector
 from athanor.engine.signals import StopSignals
 from athanor.errors import EXIT_USER_ERROR
 from athanor.record.scratch import remove_scratch
@@ -30,12 +30,15 @@ def _train_task(cfg) -> Any:
         config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
 
     def task(c: dict[str, Any], d: Path) -> Any:
+        from athanor.cli.resume_config import resumed_config
+
         c = resumed_config(c, d)  # resume=: the run's own config + the command line's changes
         return launch(c, d) if wants_launch(c) else train_run(c, d)
 
     try:
         return run_task(task, config, run_dir)
     finally:
+        collector.start_up_done()  # also after a job that failed before its first step
         remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
 
 
@@ -89,6 +92,7 @@ def train() -> NoReturn:
     """The `train` command (console script, ``python -m athanor.train``): the run, then
     :func:`exit_at_once` with its exit status. An escaping exception (a traceback) or a Ctrl-C
     takes the interpreter's usual way out."""
+    collector.pause_for_start_up()  # before torch is imported: engine/collector.py
     try:
         _train_command()
     except SystemExit as done:

@@ -18,6 +18,7 @@ from typing import Any
 from athanor import distributed, plugins
 from athanor.config.settings import RunSettings, run_settings
 from athanor.distributed import Dist
+from athanor.engine import collector
 from athanor.engine import dry_run as preflight
 from athanor.engine.build import validate
 from athanor.engine.parts import build_parts
@@ -101,6 +102,7 @@ def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float
         status, error = "failed", None
         try:
             job.check_disk()
+            collector.start_up_done()  # built: the collector resumes, blind to what exists
             with signals.escalating(when=job.has_checkpoint):  # may cut a step, never a save
                 job.fit(signals)
             status = "completed"
