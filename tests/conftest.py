@@ -23,6 +23,13 @@ def pytest_configure(config: pytest.Config) -> None:
     two workers each run a training: measured on 2 cores, two such runs side by side took 118 s
     each against 25 s alone, and 33 s each with one thread per worker.
     """
+    if sys.dont_write_bytecode and "PYTEST_XDIST_WORKER" not in os.environ:
+        # PYTHONDONTWRITEBYTECODE (as on this project's CI image) would make every `train`
+        # the tests start compile athanor's ~200 modules from source, ~0.4 s a process; an
+        # installed athanor has its bytecode from pip. Written once, by the controller.
+        import compileall
+
+        compileall.compile_dir(str(ROOT / "src"), quiet=1)
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "OMP_NUM_THREADS" not in os.environ:  # a user's own setting wins
         threads = max(1, (os.cpu_count() or 1) // int(workers))
