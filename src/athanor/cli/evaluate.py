@@ -52,6 +52,9 @@ def evaluate_config(argv: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any
 def evaluate(argv: list[str] | None = None) -> None:
     """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]` (key=value
     arguments over conf/evaluate.yaml; no run folder is created)."""
+    from athanor.engine import collector
+
+    collector.pause_for_start_up()  # before torch is imported, as `train` does
     from athanor.engine.evaluate_checkpoint import evaluate_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -15,6 +15,7 @@ import torch
 from athanor import plugins
 from athanor.data import DataBundle, DataOptions
 from athanor.distributed import Dist, resolve_device
+from athanor.engine import collector
 from athanor.engine.build import build_data, build_model, evaluation_loaders, validate
 from athanor.engine.evaluate import evaluate, validation_loss
 from athanor.engine.parts import bind_task
@@ -140,6 +141,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     model = build_model(config, bundle)
     load_model_state(model, model_weights(state, str(options.get("weights", "model")), path), path)
     model.to(device)
+    collector.start_up_done()  # built: the pass collects as usual (engine/collector.py)
     counts = evaluate(
         model,
         loaders.val.epoch(0),
