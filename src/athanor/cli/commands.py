@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from athanor.engine import collector
+
 
 def registries() -> dict:
     from athanor.engine.build import REGISTRIES
@@ -126,6 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from athanor.engine.export import export
     from athanor.errors import ConfigError
 
+    collector.start_up_done()  # imported: the export's tracing collects as usual
     try:
         result = export(args.ckpt, Path(args.out), args.format, ema=args.ema)
     except ConfigError as err:
@@ -201,5 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    collector.pause_for_start_up()  # as `train` does (engine/collector.py): list, report and
+    args = build_parser().parse_args(argv)  # init end soon after their imports
     sys.exit(args.func(args))
