@@ -177,6 +177,10 @@ def runner_overhead(label: str, overrides: list[str], steps: int, reps: int) -> 
     # medians: a ~1 ms step on a shared 2-core VM swings by 30% between repetitions, and the
     # best of each side rewards whichever side got the luckiest slot
     details = {"steps": steps, "overrides": overrides, "athanor": a[1:], "hand_loop": h[1:]}
+    # each pair ran back to back, so its ratio holds when the machine's speed drifts between pairs
+    details["pair_ratio_median"] = statistics.median(
+        x / y for x, y in zip(a[1:], h[1:], strict=True)
+    )
     a, h = statistics.median(a[1:]), statistics.median(h[1:])
     name = f"runner overhead ({label})"
     return compare(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,10 @@ def test_bench_quick_writes_table_and_json(tmp_path: Path) -> None:
     by_name = {row["name"]: row for row in record["rows"]}
     startup = next(r for n, r in by_name.items() if n.startswith("time to first step"))
     assert startup["details"]["excess_s"] == pytest.approx(startup["ours"] - startup["baseline"])
+    for overhead in (r for n, r in by_name.items() if n.startswith("runner overhead")):
+        d = overhead["details"]
+        pairs = [a / h for a, h in zip(d["athanor"], d["hand_loop"], strict=True)]
+        assert d["pair_ratio_median"] == pytest.approx(statistics.median(pairs))
     # memory is in MB and both processes import torch: hundreds of MB, not bytes or terabytes
     rss = next(r for n, r in by_name.items() if n.startswith("peak RSS"))
     assert 50 < rss["baseline"] < 100_000 and 50 < rss["ours"] < 100_000
