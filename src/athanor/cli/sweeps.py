@@ -22,6 +22,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from athanor.cli.outcome import report
+from athanor.engine import collector
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError
 from athanor.record.folder import RunDir
 from athanor.sweep.manifest import FAILED, Entry, Manifest, finished
@@ -179,6 +180,7 @@ class PoolLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        collector.start_up_done()  # from here this process only starts and waits for jobs
         runner = PoolRunner(self.hydra_context, self.config, self.settings)
         indices = range(initial_job_idx, initial_job_idx + len(job_overrides))
         entries = _guarded(runner.run, job_overrides, indices)

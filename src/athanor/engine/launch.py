@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from athanor.engine import collector
 from athanor.engine.signals import StopSignals, signal_name
 from athanor.errors import (
     ERROR_KINDS,
@@ -76,6 +77,7 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
 
     settings = run_settings(config)  # user errors surface here, once, before any process starts
     validate(config)
+    collector.start_up_done()  # from here this process only waits for its workers
     nproc = settings.distributed.nproc_per_node
     log.info("launching %d worker processes (torch elastic, standalone rendezvous)", nproc)
     with (
