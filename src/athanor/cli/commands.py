@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    collector.pause_for_start_up()  # as `train` does (engine/collector.py): list, report and
-    args = build_parser().parse_args(argv)  # init end soon after their imports
+    # as `train` does (engine/collector.py); list, report and init end soon after their
+    # imports, export resumes the collector before its tracing
+    collector.pause_for_start_up()
+    args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
