@@ -16,10 +16,10 @@ class TensorBoardTracker(NullTracker):
     """The event file is opened with the first write after the start-up (step >= 1, the first
     log step), in the calling thread: importing TensorBoard's modules (~0.1 s on an idle 2-core
     machine) before the first optimizer step would delay that step, and importing them in a
-    thread beside the training cost more: parts of the import hold the GIL, and a digits run
-    measured one ~0.5 s stall at that step and ~2 ms more per step for the next epochs. Writes of
-    the start-up (the image grid at step 0) are kept and replayed first, in order; anything that
-    needs the file (a flush before a checkpoint, the HPARAMS entry, the end) opens it."""
+    thread beside the training cost more: a digits run measured one ~0.5 s stall at that step
+    and ~2 ms more per step for the next epochs. Writes of the start-up (the image grid at step
+    0) are kept and replayed first, in order; anything that needs the file (a flush before a
+    checkpoint, the HPARAMS entry, the end) opens it."""
 
     def __init__(
         self,
