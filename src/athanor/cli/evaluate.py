@@ -12,6 +12,7 @@ from typing import Any
 from athanor.cli.compose import CONF_DIR
 from athanor.cli.help import evaluate_help, print_help_if_asked
 from athanor.cli.outcome import DEBUG_ENV, report, report_user_code
+from athanor.engine import collector
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError, UserCodeError
 
 
@@ -52,8 +53,6 @@ def evaluate_config(argv: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any
 def evaluate(argv: list[str] | None = None) -> None:
     """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]` (key=value
     arguments over conf/evaluate.yaml; no run folder is created)."""
-    from athanor.engine import collector
-
     collector.pause_for_start_up()  # before torch is imported, as `train` does
     from athanor.engine.evaluate_checkpoint import evaluate_checkpoint
 
