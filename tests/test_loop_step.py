@@ -15,7 +15,7 @@ from athanor.config.settings import EmaSettings, TrainerSettings
 from athanor.data.loaders import Batch
 from athanor.engine.ema import Ema
 from athanor.engine.speed import CompiledOrEager
-from athanor.engine.step import Stepper, warn_precision
+from athanor.engine.step import FiniteWatch, Stepper, warn_precision
 from athanor.errors import ConfigError, NonFiniteError
 
 
@@ -210,6 +210,18 @@ def test_nonfinite_loss_is_found_at_the_next_check_naming_its_step():
     with pytest.raises(NonFiniteError, match="loss became NaN/Inf at optimizer step 2"):
         stepper.check_finite()
     stepper.check_finite()  # the window was consumed: the next check starts afresh
+
+
+def test_finite_values_whose_sum_overflows_are_no_error_and_a_nan_among_them_is_named():
+    # the watch judges a window by one sum: a float32 overflow must fall back to each value
+    watch = FiniteWatch()
+    for step, value in enumerate([3e38, 3e38, 1.0], start=1):
+        watch.add(step, torch.tensor(value), None)
+    assert watch.first_bad() is None
+    for step, value in enumerate([3e38, 3e38, float("nan"), float("-inf")], start=7):
+        watch.add(step, torch.tensor(value), torch.tensor(1.0))
+    assert watch.first_bad() == (9, "loss")
+    assert watch.first_bad() is None and watch.pending == []  # consumed
 
 
 def test_first_step_reports_unused_parameters_and_a_far_initial_loss(caplog):

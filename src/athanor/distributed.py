@@ -168,6 +168,8 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def sum_across_ranks(*values: torch.Tensor | float, device: torch.device) -> list[float]:
     """Global sums of a few scalars (e.g. a logging window's loss sum and sample count)."""
+    if not is_distributed():  # alone: read each value (a tensor -> one tiny copy), no packing
+        return [float(v) for v in values]
     packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
     return all_reduce_sum(packed).tolist()
 

@@ -75,7 +75,7 @@ class TrainerSettings:
     epochs: int = 10
     max_steps: int | None = None  # cap on optimizer steps
     val_every: int = 1  # in epochs
-    log_every: int = 20  # in optimizer steps
+    log_every: int = 50  # in optimizer steps
     precision: int | str = 32  # 32 | bf16 | fp16
     accumulate: int = 1  # micro-batches per optimizer step
     grad_clip: float | None = None

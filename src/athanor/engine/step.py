@@ -90,8 +90,11 @@ class FiniteWatch:
         if not self.pending:
             return None
         values = torch.stack([v for _, _, v in self.pending]).float()  # stack promotes dtypes
-        finite = torch.isfinite(values).tolist()  # the one sync
         pending, self.pending = self.pending, []
+        if math.isfinite(values.sum().item()):  # the one sync; NaN or Inf anywhere spoils the sum
+            return None
+        # a bad value, or finite ones whose sum overflowed: find which, if any
+        finite = torch.isfinite(values).tolist()
         return next(
             ((step, what) for (step, what, _), ok in zip(pending, finite, strict=True) if not ok),
             None,
@@ -139,6 +142,7 @@ class Stepper:
         self.scaled = fp16
         self.fp32 = settings.precision == "32"
         self.clip_norm = settings.grad_clip is not None and settings.grad_clip_mode == "norm"
+        self.touches_grads = fp16 or settings.grad_clip is not None  # unscales or clips each step
         self.nonfinite_skipped = 0
         self.first_step_checked = False
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -185,7 +189,8 @@ class Stepper:
             ) from err
         # one micro-batch: its (logits, labels), counted by the reporter; several: hits counted
         correct, top1 = (None, hits) if isinstance(hits, tuple) else (hits, None)
-        grad_norm = self._unscale_and_clip(measure or self.check_every_step)
+        measure = measure or self.check_every_step
+        grad_norm = self._unscale_and_clip(measure) if measure or self.touches_grads else None
         # fp16: inf gradients are the GradScaler's business (it skips the step itself)
         self.watch.add(step + 1, loss, None if self.scaled else grad_norm)
         if self.check_every_step and self._skip_nonfinite():

@@ -109,10 +109,9 @@ class Reporter:
         device = result.loss.device
         loss_sum, correct, counts = 0.0, 0, [r.count for r in self.window]
         if self.window:
-            weights = torch.tensor(counts, dtype=torch.float32, device=device)
-            loss_sum = (torch.stack([r.loss for r in self.window]).float() * weights).sum()
+            loss_sum = self._loss_sum(counts)
             self._count_held()
-            correct = torch.stack(self.hits).sum() if self.hits else 0
+            correct = _total(self.hits)
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
         has_acc = result.correct is not None or result.top1 is not None  # tasks with classes
         loss_sum, correct, count = sum_across_ranks(loss_sum, correct, sum(counts), device=device)
@@ -129,6 +128,13 @@ class Reporter:
         self.train_history.append({"step": p.step, **scalars})
         self._show(p, scalars)
         self._window_reset()
+
+    def _loss_sum(self, counts: list[int]) -> torch.Tensor:
+        """The window's loss summed over its samples (each step's loss is a mean over its own)."""
+        losses = torch.stack([r.loss for r in self.window]).float()
+        if len(set(counts)) == 1:  # equal batches (the usual case): one op less, no host copy
+            return losses.sum() * counts[0]
+        return (losses * torch.tensor(counts, dtype=losses.dtype, device=losses.device)).sum()
 
     def _keep_hits(self, result) -> None:
         """A step's top-1 hits, or its (logits, labels) to count with the window's others."""
@@ -272,6 +278,13 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _total(counts: list[torch.Tensor]) -> torch.Tensor | int:
+    """The sum of a few device scalars: no op for one (the usual window), one stack for more."""
+    if len(counts) <= 1:
+        return counts[0] if counts else 0
+    return torch.stack(counts).sum()
 
 
 def _terms_text(scalars: dict[str, float]) -> str:
