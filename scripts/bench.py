@@ -35,14 +35,15 @@ class Sizes:
     reps: int
     cnn_steps: int
     mlp_steps: int
+    mlp_reps: int  # more, shorter pairs: a ~1 ms step swings by ±30% between repetitions
     data_images: int
     digits_epochs: int
     threshold: float
     checkpoint_arch: str
 
 
-FULL = Sizes(5, 30, 1000, 10_000, 15, 0.97, "resnet50")
-QUICK = Sizes(1, 3, 10, 1024, 2, 0.5, "resnet18")
+FULL = Sizes(5, 30, 500, 11, 10_000, 15, 0.97, "resnet50")
+QUICK = Sizes(1, 3, 10, 1, 1024, 2, 0.5, "resnet18")
 
 
 ROWS = ("cnn", "mlp", "data", "startup", "checkpoint")  # startup: first step, accuracy, RSS
@@ -61,7 +62,7 @@ def measure(s: Sizes, out_dir: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
         )
     if "mlp" in rows:
         out.append(
-            bench_rows.runner_overhead("mlp, digits 8x8, batch 64", mlp, s.mlp_steps, s.reps)
+            bench_rows.runner_overhead("mlp, digits 8x8, batch 64", mlp, s.mlp_steps, s.mlp_reps)
         )
     if "data" in rows:
         out.append(bench_rows.data_path(s.data_images, 512, s.reps))
@@ -77,11 +78,17 @@ def measure(s: Sizes, out_dir: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
 
 
 def _target_note(details: dict) -> str:
-    """What the target column adds: the first step's excess, the overhead rows' pair ratio."""
+    """What the target column adds: the first step's excess; the overhead rows' pair ratio and
+    the aten ops and Python calls of one step, athanor's vs the hand loop's."""
     if "excess_s" in details:
         return f" ({details['excess_s']:+.2f} s)"
     if "pair_ratio_median" in details:
-        return f" (pairs {details['pair_ratio_median']:.3f})"
+        work = details["work_per_step"]
+        ours, hand = work["athanor"], work["hand_loop"]
+        return (
+            f" (pairs {details['pair_ratio_median']:.3f}; per step {ours['ops']:.1f} ops,"
+            f" {ours['calls']:.0f} calls vs {hand['ops']:.1f}, {hand['calls']:.0f})"
+        )
     return ""
 
 

@@ -15,10 +15,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -68,12 +69,57 @@ def compare(
 
 
 def best_of(reps: int, *measures: Callable[[], float]) -> list[list[float]]:
-    """Run the measures alternately ``reps`` times (A B A B ...) -> one list of figures each."""
+    """Run the measures alternately ``reps`` times, the order reversed every other time (A B,
+    B A, A B, ...: a side never always goes first) -> one list of figures each."""
     out: list[list[float]] = [[] for _ in measures]
-    for _ in range(reps):
-        for figures, measure in zip(out, measures, strict=True):
+    for rep in range(reps):
+        order = list(zip(out, measures, strict=True))
+        for figures, measure in order if rep % 2 == 0 else reversed(order):
             figures.append(measure())
     return out
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched while active (each one, forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_and_calls(run: Callable[[], object]) -> tuple[int, int]:
+    """(aten ops dispatched, Python and builtin calls made) by ``run()``, in two passes: the
+    op counter's own Python calls must not be counted."""
+    with _OpCounter() as counter:
+        run()
+    calls = 0
+
+    def count(frame, event, arg) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return counter.ops, calls
+
+
+def work_per_step(run: Callable[[int], object], short: int, long: int) -> dict[str, float]:
+    """The aten ops and Python calls of one optimizer step of ``run(steps)``: a long and a short
+    run counted, the difference divided by the steps between them, so that fixed costs (set-up,
+    the final validation) cancel. Counts do not swing with the machine as a ~1 ms step's time
+    does (by ±30% on a shared VM), so they show a few ops of per-step bookkeeping plainly."""
+    (ops_short, calls_short), (ops_long, calls_long) = (
+        _ops_and_calls(lambda n=n: run(n)) for n in (short, long)
+    )
+    steps = long - short
+    return {"ops": (ops_long - ops_short) / steps, "calls": (calls_long - calls_short) / steps}
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -151,15 +197,17 @@ def runner_overhead(
         )
         split, bundle = parts.bundle.train, parts.bundle
 
-        def ours() -> float:
+        def fit(n: int) -> float:
+            """athanor's fit of ``n`` steps from a fresh start -> seconds taken by fit()."""
             with StopSignals() as signals:
-                job = TrainingRun(config, parts, RunDir(Path(tmp)), Dist())  # a fresh start
-                return steps / _timed(lambda: job.fit(signals))
+                job = TrainingRun(config, replace(parts, total_steps=n), RunDir(Path(tmp)), Dist())
+                return _timed(lambda: job.fit(signals))
 
         batch_size = config["data"]["batch_size"]
         val_images, val_labels = bundle.val.images[:batch_size], bundle.val.labels[:batch_size]
 
-        def train_then_validate() -> None:  # the same work as fit(): steps, then one val batch
+        def train_then_validate(n: int) -> float:  # the work of fit(): steps, one val batch
+            start = time.perf_counter()
             bench_handloop.train_steps(
                 model,
                 optimizer,
@@ -168,17 +216,29 @@ def runner_overhead(
                 mean=bundle.mean,
                 std=bundle.std,
                 batch_size=batch_size,
-                steps=steps,
+                steps=n,
             )
             bench_handloop.accuracy(model, val_images, val_labels, bundle.mean, bundle.std)
+            return time.perf_counter() - start
 
-        def hand() -> float:
-            return steps / _timed(train_then_validate)
-
-        a, h = best_of(reps + 1, ours, hand)  # the first pair warms up caches and allocators
+        # the first pair warms up caches and allocators
+        a, h = best_of(
+            reps + 1, lambda: steps / fit(steps), lambda: steps / train_then_validate(steps)
+        )
+        short = max(1, steps // 10)
+        work = {
+            side: work_per_step(run, short, 2 * short)
+            for side, run in (("athanor", fit), ("hand_loop", train_then_validate))
+        }
     # medians: a ~1 ms step on a shared 2-core VM swings by 30% between repetitions, and the
     # best of each side rewards whichever side got the luckiest slot
-    details = {"steps": steps, "overrides": overrides, "athanor": a[1:], "hand_loop": h[1:]}
+    details = {
+        "steps": steps,
+        "overrides": overrides,
+        "athanor": a[1:],
+        "hand_loop": h[1:],
+        "work_per_step": work,
+    }
     # each pair ran back to back, so its ratio holds when the machine's speed drifts between pairs
     details["pair_ratio_median"] = statistics.median(
         x / y for x, y in zip(a[1:], h[1:], strict=True)

@@ -64,6 +64,13 @@ def test_bench_quick_writes_table_and_json(tmp_path: Path) -> None:
         d = overhead["details"]
         pairs = [a / h for a, h in zip(d["athanor"], d["hand_loop"], strict=True)]
         assert d["pair_ratio_median"] == pytest.approx(statistics.median(pairs))
+        # the hot path's bookkeeping, counted (deterministic where timings are not): athanor's
+        # step dispatches 4 ops more than the hand loop's 82 on the mlp (the detaches of its
+        # loss and logits; here, where a 2-step run's window is compared with a 1-step run's,
+        # the window's concatenation of logits and labels): a change adding per-step work fails
+        ours, hand = d["work_per_step"]["athanor"], d["work_per_step"]["hand_loop"]
+        assert hand["ops"] > 10 and hand["calls"] > 100, d["work_per_step"]
+        assert ours["ops"] <= hand["ops"] + 5, (overhead["name"], d["work_per_step"])
     # memory is in MB and both processes import torch: hundreds of MB, not bytes or terabytes
     rss = next(r for n, r in by_name.items() if n.startswith("peak RSS"))
     assert 50 < rss["baseline"] < 100_000 and 50 < rss["ours"] < 100_000
