@@ -206,8 +206,7 @@ def runner_overhead(
         batch_size = config["data"]["batch_size"]
         val_images, val_labels = bundle.val.images[:batch_size], bundle.val.labels[:batch_size]
 
-        def train_then_validate(n: int) -> float:  # the work of fit(): steps, one val batch
-            start = time.perf_counter()
+        def train_then_validate(n: int) -> None:  # the work of fit(): steps, one val batch
             bench_handloop.train_steps(
                 model,
                 optimizer,
@@ -219,12 +218,12 @@ def runner_overhead(
                 steps=n,
             )
             bench_handloop.accuracy(model, val_images, val_labels, bundle.mean, bundle.std)
-            return time.perf_counter() - start
+
+        def hand(n: int) -> float:
+            return _timed(lambda: train_then_validate(n))
 
         # the first pair warms up caches and allocators
-        a, h = best_of(
-            reps + 1, lambda: steps / fit(steps), lambda: steps / train_then_validate(steps)
-        )
+        a, h = best_of(reps + 1, lambda: steps / fit(steps), lambda: steps / hand(steps))
         short = max(1, steps // 10)
         work = {
             side: work_per_step(run, short, 2 * short)
