@@ -44,6 +44,8 @@ class Normalize:
     def __init__(self, mean: list[float], std: list[float], device: torch.device):
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std as (x - 255 mean) / (255 std): see inputs()
+        self.mean_255, self.std_255 = self.mean * 255.0, self.std * 255.0
 
     def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return x_uint8.float().div_(255.0)
@@ -52,6 +54,11 @@ class Normalize:
         # in place: x is this batch's own float copy (from __call__ or a batch op), and two
         # fresh [B, C, H, W] buffers per batch cost more than the arithmetic on CPU
         return x.sub_(self.mean).div_(self.std)
+
+    def inputs(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch as the model sees it, when no batch op comes between scaling and
+        standardizing: two ops instead of four (the subtraction promotes uint8 to float)."""
+        return x_uint8.sub(self.mean_255).div_(self.std_255)
 
 
 Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -91,9 +98,9 @@ class DeviceBatches:
         if images.device != self.device:  # the memory path's batches are already there
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-        x, y = self.normalize(images), labels
         if not self.draws_random:
-            return Batch(self.normalize.standardize(x), y, y)
+            return Batch(self.normalize.inputs(images), labels, labels)
+        x, y = self.normalize(images), labels
         draws = self.draws(epoch, b, shard)
         if self.augmentation is not None:
             x = self.augmentation.apply_batch(x, draws)  # float [B, C, H, W] in [0, 1]

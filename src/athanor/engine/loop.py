@@ -71,6 +71,8 @@ class Loop:
         self.last_metrics: dict[str, float] = {}
         self.stepped = False
         self.distributed = is_distributed()  # the process group exists before the loop does
+        # alone and without a time budget, only a stop signal ends a run early: one call a step
+        self.budgeted = self.distributed or settings.trainer.max_time is not None
 
     def fit(self, p: Progress) -> dict[str, float]:
         t, ckpt = self.settings.trainer, self.settings.checkpoint
@@ -79,7 +81,8 @@ class Loop:
             for micro in chunks(self.loaders.train.epoch(p.epoch, start=p.batch), t.accumulate):
                 if p.batch // t.accumulate >= self.steps_per_epoch or len(micro) < t.accumulate:
                     break  # leftover micro-batches that cannot fill an optimizer step
-                on_grads = self.reporter.grad_observer(p.step + 1)
+                observes = self.reporter.observes_grads  # off by default: no call a step
+                on_grads = self.reporter.grad_observer(p.step + 1) if observes else None
                 log_step = self.reporter.logs_at(p.step + 1)  # the loop's only per-window sync
                 result = self.stepper.step(micro, p.step, on_grads=on_grads, measure=log_step)
                 p.step += 1
@@ -89,7 +92,7 @@ class Loop:
                     log.info("first optimizer step %.2f s after process start", process_age())
                 if log_step:
                     self.stepper.check_finite()
-                self.reporter.train_step(p, result)
+                self.reporter.train_step(p, result, log_step)
                 if p.step >= self.total_steps:
                     p.stop_reason = "max_steps" if self._capped_by_max_steps() else None
                     break
@@ -97,7 +100,9 @@ class Loop:
                 epoch_end = p.batch // t.accumulate >= self.steps_per_epoch
                 if ckpt.every_steps and p.step % ckpt.every_steps == 0 and not epoch_end:
                     self._save(p, best=False)
-                if self._should_stop(p, agree=log_step or epoch_end):
+                if (self.budgeted or self.stop_requested()) and self._should_stop(
+                    p, agree=log_step or epoch_end
+                ):
                     break
             self.stepper.check_finite()  # never validate or save weights a NaN step produced
             epoch_done = p.stop_reason is None or p.stop_reason == "max_steps"
@@ -135,7 +140,7 @@ class Loop:
         out_of_time = budget is not None and time.monotonic() - self.started >= budget
         stop = self.stop_requested()
         if not (self.distributed or stop or out_of_time):
-            return False  # alone and nothing to stop for: the per-step case, kept cheap
+            return False
         stop, timeout = any_rank_each([stop, out_of_time], self.device)
         if stop:
             p.stop_reason = "interrupted"

@@ -177,7 +177,9 @@ class Stepper:
             if self.settings.detect_anomaly:
                 with torch.autograd.set_detect_anomaly(True):
                     loss, hits, count = self._forward_backward(micro_batches, step)
-            else:  # no null context on the hot path
+            elif self.fp32 and len(micro_batches) == 1:  # the common case: no contexts
+                loss, hits, count = self._micro_batch(micro_batches[0], step == 0, 1)
+            else:
                 loss, hits, count = self._forward_backward(micro_batches, step)
         except RuntimeError as err:
             if not self.settings.detect_anomaly or "nan" not in str(err).lower():
@@ -227,8 +229,6 @@ class Stepper:
 
     def _forward_backward(self, micro_batches: Sequence[Batch], step: int):
         n = len(micro_batches)
-        if n == 1 and self.fp32:  # the common case: no contexts, no extra ops
-            return self._micro_batch(micro_batches[0], step == 0, 1)
         losses, hits = [], []
         count = 0
         for i, batch in enumerate(micro_batches):

@@ -51,6 +51,8 @@ class Reporter:
         self.log_every, self.steps_per_epoch = log_every, steps_per_epoch
         self.total_steps, self.epochs = total_steps, epochs
         self.active = active
+        # whether grad_observer() can return a callback: the loop skips the call otherwise
+        self.observes_grads = active and bool(logger.grad_stats_every or logger.histograms_every)
         mode = logger.progress
         if mode == "auto":  # CI logs and redirected output want lines, not a redrawn bar
             mode = "bar" if sys.stderr.isatty() and not os.environ.get("CI") else "plain"
@@ -95,15 +97,22 @@ class Reporter:
                 dynamic_ncols=True,
             )
 
-    def train_step(self, p, result) -> None:
-        """Keep the step's device tensors; sum and synchronize only every ``log_every`` steps."""
+    def train_step(self, p, result, log_step: bool | None = None) -> None:
+        """Keep the step's device tensors; sum and synchronize only every ``log_every`` steps.
+        ``log_step``: ``logs_at(p.step)``, when the caller knows it already."""
         if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
             self.window.append(result)  # its loss is detached already
-            self._keep_hits(result)
+            if result.top1 is not None:  # the usual case: logits held, counted per window
+                self.top1.append(result.top1)
+                self.held += result.top1[0].numel()
+                if self.held > HELD_LOGITS:
+                    self._count_held()
+            elif result.correct is not None:
+                self.hits.append(result.correct)
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
-        if not self.logs_at(p.step):
+        if not (self.logs_at(p.step) if log_step is None else log_step):
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         device = result.loss.device
@@ -135,16 +144,6 @@ class Reporter:
         if len(set(counts)) == 1:  # equal batches (the usual case): one op less, no host copy
             return losses.sum() * counts[0]
         return (losses * torch.tensor(counts, dtype=losses.dtype, device=losses.device)).sum()
-
-    def _keep_hits(self, result) -> None:
-        """A step's top-1 hits, or its (logits, labels) to count with the window's others."""
-        if result.correct is not None:
-            self.hits.append(result.correct)
-        elif result.top1 is not None:
-            self.top1.append(result.top1)
-            self.held += result.top1[0].numel()
-            if self.held > HELD_LOGITS:
-                self._count_held()
 
     def _count_held(self) -> None:
         """Count the held steps' top-1 hits in one argmax (the same integers, fewer ops)."""
