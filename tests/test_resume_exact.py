@@ -57,8 +57,8 @@ def newest_step(checkpoints: Path) -> int:
 
 
 def run_and_kill(cwd: Path, overrides: tuple[str, ...], after_step: int, delay: float) -> bool:
-    """Start the run, SIGKILL it ``delay`` seconds after a checkpoint of ``after_step`` or later
-    appeared. Returns whether it was still running when killed."""
+    """Start the run, SIGKILL it ``delay`` seconds after it wrote a checkpoint of ``after_step``
+    or later. Returns whether it was still running when killed."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "athanor.train", *overrides, "resume=auto"],
         cwd=cwd,
@@ -66,8 +66,11 @@ def run_and_kill(cwd: Path, overrides: tuple[str, ...], after_step: int, delay: 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    checkpoints = cwd / "run" / "checkpoints"
+    # newer than any already there: the process killed before it may have got past after_step
+    wanted = max(after_step, newest_step(checkpoints) + 1)
     try:
-        while newest_step(cwd / "run" / "checkpoints") < after_step and proc.poll() is None:
+        while newest_step(checkpoints) < wanted and proc.poll() is None:
             time.sleep(0.002)
         time.sleep(delay)
         alive = proc.poll() is None
