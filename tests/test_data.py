@@ -12,6 +12,7 @@ import torch
 
 from athanor.augment import Augmentation
 from athanor.augment.mixing import build_mixer
+from athanor.data import loaders as loaders_module
 from athanor.data import DataBundle, DataOptions, TensorSplit
 from athanor.distributed import Dist
 from athanor.engine.build import build_augmentation, build_data, build_loaders, validate
@@ -55,6 +56,28 @@ def test_dataloader_path_matches_the_memory_path_batch_for_batch():
     for epoch in (0, 1):
         assert same(batches(memory.train, epoch), batches(torch_path.train, epoch))
     assert same(batches(memory.val, 0), batches(torch_path.val, 0))
+
+
+def test_memory_path_standardizes_once_what_no_batch_op_draws_for(monkeypatch):
+    # augment=none: a batch is a gather from the split standardized up front, the same values
+    # as normalizing each batch (the dataloader path does), batch for batch
+    plain = loaders("augment=none")
+    assert plain.train.standardized is not None and plain.val.standardized is not None
+    per_batch = loaders("augment=none", "data.loader=torch")
+    for epoch in (0, 1):
+        assert same(batches(plain.train, epoch), batches(per_batch.train, epoch))
+    assert same(batches(plain.val, 0), batches(per_batch.val, 0))
+    # random batch ops keep the per-batch path for training (validation draws nothing)
+    augmented = loaders("augment=cifar", "augment.padding=2")
+    assert augmented.train.standardized is None and augmented.val.standardized is not None
+    # a split whose float copy is over the budget is normalized batch by batch, to the same values
+    # a split whose float copy is over data.memory_budget_mb (or the cap) is normalized batch by
+    # batch, to the same values; the uint8 splits alone (27 KB here) still fit the budget
+    over = loaders("augment=none", "data.memory_budget_mb=0.05")
+    assert over.path == "memory" and over.train.standardized is None
+    assert same(batches(over.train, 0), batches(plain.train, 0))
+    monkeypatch.setattr(loaders_module, "STANDARDIZED_MB", 0.02)
+    assert loaders("augment=none").train.standardized is None
 
 
 def test_two_workers_give_the_same_batches_as_none():

@@ -202,7 +202,7 @@ def build_loaders(
     normalize = Normalize(bundle.mean, bundle.std, device)
     train_batches = DeviceBatches(normalize, augmentation, mixer, seed, device)
     if path == "memory":
-        train = MemoryLoader(train_split, train_order, train_batches)
+        train = MemoryLoader(train_split, train_order, train_batches, options.memory_budget_mb)
     else:
         samples = _SeededSamples(train_split, augmentation.sample_train, bundle.image_size, seed)
         train = TorchLoader(samples, train_order, train_batches, options)
@@ -211,7 +211,7 @@ def build_loaders(
         order = _eval_order(split, options, d)
         batches = DeviceBatches(normalize, None, None, seed, device)
         if path == "memory":
-            return MemoryLoader(split, order, batches)
+            return MemoryLoader(split, order, batches, options.memory_budget_mb)
         samples = _SeededSamples(split, augmentation.sample_val, bundle.image_size, seed)
         return TorchLoader(samples, order, batches, options)
 
