@@ -12,8 +12,8 @@ import torch
 
 from athanor.augment import Augmentation
 from athanor.augment.mixing import build_mixer
-from athanor.data import loaders as loaders_module
 from athanor.data import DataBundle, DataOptions, TensorSplit
+from athanor.data import loaders as loaders_module
 from athanor.distributed import Dist
 from athanor.engine.build import build_augmentation, build_data, build_loaders, validate
 from athanor.errors import ConfigError
