@@ -72,7 +72,7 @@ class EarlyStopping:
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    epochs: int = 10
+    epochs: int = 20
     max_steps: int | None = None  # cap on optimizer steps
     val_every: int = 1  # in epochs
     log_every: int = 50  # in optimizer steps
