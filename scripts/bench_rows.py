@@ -68,7 +68,7 @@ def compare(
     return Row(name, unit, baseline_label, baseline, ours, target, ok, higher, details)
 
 
-def best_of(reps: int, *measures: Callable[[], float]) -> list[list[float]]:
+def alternating(reps: int, *measures: Callable[[], float]) -> list[list[float]]:
     """Run the measures alternately ``reps`` times, the order reversed every other time (A B,
     B A, A B, ...: a side never always goes first) -> one list of figures each."""
     out: list[list[float]] = [[] for _ in measures]
@@ -223,7 +223,7 @@ def runner_overhead(
             return _timed(lambda: train_then_validate(n))
 
         # the first pair warms up caches and allocators
-        a, h = best_of(reps + 1, lambda: steps / fit(steps), lambda: steps / hand(steps))
+        a, h = alternating(reps + 1, lambda: steps / fit(steps), lambda: steps / hand(steps))
         short = max(1, steps // 10)
         work = {
             side: work_per_step(run, short, 2 * short)
@@ -326,7 +326,7 @@ def data_path(n: int, batch_size: int, reps: int) -> Row:
             count += len(x)
         return count / (time.perf_counter() - start)
 
-    a, b = best_of(reps + 1, ours, baseline)  # the first epoch starts the workers
+    a, b = alternating(reps + 1, ours, baseline)  # the first epoch starts the workers
     a, b = max(a[1:]), max(b[1:])
     details = {"images": n, "batch_size": batch_size, "cores": cores, "ops": aug_label}
     name, label = (
@@ -515,7 +515,7 @@ def checkpoint_cost(arch: str, reps: int, folder: Path) -> Row:
 
             return _timed(save_load)
 
-        a, b = best_of(reps + 1, ours, baseline)
+        a, b = alternating(reps + 1, ours, baseline)
     a, b = min(a[1:]), min(b[1:])
     name, details = (
         f"checkpoint save+load ({arch} + SGD momentum)",

@@ -71,8 +71,9 @@ class Loop:
         self.last_metrics: dict[str, float] = {}
         self.stepped = False
         self.distributed = is_distributed()  # the process group exists before the loop does
-        # alone and without a time budget, only a stop signal ends a run early: one call a step
-        self.budgeted = self.distributed or settings.trainer.max_time is not None
+        # a time budget, or ranks that must agree, can stop the run; otherwise only a stop signal
+        # can, and the loop asks for one with one call a step
+        self.timed_or_shared = self.distributed or settings.trainer.max_time is not None
 
     def fit(self, p: Progress) -> dict[str, float]:
         t, ckpt = self.settings.trainer, self.settings.checkpoint
@@ -100,7 +101,7 @@ class Loop:
                 epoch_end = p.batch // t.accumulate >= self.steps_per_epoch
                 if ckpt.every_steps and p.step % ckpt.every_steps == 0 and not epoch_end:
                     self._save(p, best=False)
-                if (self.budgeted or self.stop_requested()) and self._should_stop(
+                if (self.timed_or_shared or self.stop_requested()) and self._should_stop(
                     p, agree=log_step or epoch_end
                 ):
                     break
