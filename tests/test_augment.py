@@ -132,6 +132,35 @@ def test_padded_crop_shifts_the_content(mode):
     assert (2, 2) in shifts or len(shifts) < 25  # the unshifted window is one of the options
 
 
+@pytest.mark.parametrize("mode", ["zero", "reflect"])
+def test_one_gather_crops_and_flips_as_the_two_ops_do_on_any_dtype(mode):
+    x = torch.randint(0, 256, (32, 3, 9, 7), dtype=torch.uint8)
+    fused = RandomCrop(3, mode, flip=0.5)(x, draws(4))
+    both = draws(4)  # the fused op draws the offsets, then the flips, from one stream
+    assert torch.equal(fused, HorizontalFlip(0.5)(RandomCrop(3, mode)(x, both), both))
+    assert fused.dtype == torch.uint8
+    # crop and flip only move pixels: uint8 in, the float images' values out
+    assert torch.equal(fused.float(), RandomCrop(3, mode, flip=0.5)(x.float(), draws(4)))
+    assert torch.equal(
+        HorizontalFlip(0.5)(x, draws(1)).float(), HorizontalFlip(0.5)(x.float(), draws(1))
+    )
+
+
+def test_geometric_training_batches_match_the_float_pipeline():
+    # augment=cifar crops and flips uint8 images, then standardizes: the values of cropping
+    # and flipping the [0, 1] floats and standardizing those, to float rounding
+    bundle, built = loaders("augment=cifar", "augment.padding=2", seed=2)
+    assert built.train.device_batches.augmentation.geometric
+    batch = first(built.train)
+    idx = next(iter(built.train.order.batches(0)))
+    ops = built.train.device_batches.augmentation
+    crop = ops.apply_batch(
+        bundle.train.images[idx].float() / 255, built.train.device_batches.draws(0, 0, (0, 0))
+    )
+    expected = (crop - 0.5) / 0.25  # fake: mean 0.5, std 0.25
+    assert torch.allclose(batch.inputs, expected, atol=1e-6)
+
+
 def test_erasing_and_cutout_set_boxes_to_the_value():
     x = torch.rand(16, 3, 12, 12) + 1  # > 1 everywhere: erased pixels are the only zeros
     erased = RandomErasing(p=1.0)(x, draws(0))

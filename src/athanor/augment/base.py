@@ -37,7 +37,8 @@ class Augmentation:
     """What one `augment` config does. Training batches go through, in order:
 
     sample_train (per image, uint8 CHW, DataLoader workers) -> to the device -> batch_ops (float
-    in [0, 1]) -> normalize -> normalized_ops (e.g. erasing to the mean colour) -> mixup/cutmix.
+    in [0, 1]; the uint8 images when every op is ``geometric``) -> normalize -> normalized_ops
+    (e.g. erasing to the mean colour) -> mixup/cutmix.
     Validation sees only sample_val (resize / centre crop), never the random ops."""
 
     batch_ops: list[BatchOp] = field(default_factory=list)
@@ -49,6 +50,12 @@ class Augmentation:
     def batchable(self) -> bool:
         """True when training needs no per-sample transform (the memory path can run it)."""
         return self.sample_train is None
+
+    @property
+    def geometric(self) -> bool:
+        """True when every batch op only moves pixels (crop, flip): they give the same images
+        on uint8 as on float, so they can run before the conversion, on a quarter of the bytes."""
+        return all(getattr(op, "geometric", False) for op in self.batch_ops)
 
     @property
     def random(self) -> bool:

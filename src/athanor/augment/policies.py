@@ -42,8 +42,9 @@ def crop_flip(image_size: int, padding: int, pad_mode: PadMode, flip: bool) -> l
             100 * padding // image_size,
             max(1, image_size // 8),
         )
-    ops: list[BatchOp] = [RandomCrop(padding, pad_mode)] if padding else []
-    return ops + ([HorizontalFlip()] if flip else [])
+    if padding:  # one gather for both (the same images as the two ops in turn)
+        return [RandomCrop(padding, pad_mode, flip=0.5 if flip else 0.0)]
+    return [HorizontalFlip()] if flip else []
 
 
 class PerSample:
