@@ -70,7 +70,6 @@ def test_memory_path_standardizes_once_what_no_batch_op_draws_for(monkeypatch):
     # random batch ops keep the per-batch path for training (validation draws nothing)
     augmented = loaders("augment=cifar", "augment.padding=2")
     assert augmented.train.standardized is None and augmented.val.standardized is not None
-    # a split whose float copy is over the budget is normalized batch by batch, to the same values
     # a split whose float copy is over data.memory_budget_mb (or the cap) is normalized batch by
     # batch, to the same values; the uint8 splits alone (27 KB here) still fit the budget
     over = loaders("augment=none", "data.memory_budget_mb=0.05")
