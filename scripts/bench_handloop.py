@@ -65,7 +65,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
 def digits_run(epochs: int = 15, batch_size: int = 64, lr: float = 3.0e-3, seed: int = 0) -> None:
     """The digits_quick recipe by hand: MLP 64-256-128-10, AdamW, per-step cosine, 15 epochs."""
     from athanor.data.builtin import digits  # the same bytes athanor trains on
-    from athanor.engine.clock import process_age
+    from athanor.process.clock import process_age
 
     torch.manual_seed(seed)
     data = digits(val_split=0.2)

@@ -167,8 +167,8 @@ def runner_overhead(
     from athanor.config.settings import run_settings
     from athanor.distributed import Dist
     from athanor.engine.parts import build_parts
-    from athanor.engine.signals import StopSignals
-    from athanor.engine.training import TrainingRun
+    from athanor.engine.session import TrainingRun
+    from athanor.process.signals import StopSignals
     from athanor.record.folder import RunDir
 
     config = compose(
@@ -278,8 +278,8 @@ def data_path(n: int, batch_size: int, reps: int) -> Row:
 
     from athanor.data import DataBundle, TensorSplit
     from athanor.data.options import data_options
+    from athanor.data.pipeline import build_loaders
     from athanor.distributed import Dist
-    from athanor.engine.build import build_loaders
 
     cores = len(os.sched_getaffinity(0))
     gen = torch.Generator().manual_seed(0)
@@ -420,7 +420,7 @@ def _figures(child: Child, first: float, records: list[dict], threshold: float) 
 
 IMPORT_TORCH = (
     "import time, torch, torchvision; t = time.clock_gettime(time.CLOCK_BOOTTIME); "
-    "from athanor.engine.clock import process_start; print(t - process_start())"
+    "from athanor.process.clock import process_start; print(t - process_start())"
 )
 
 

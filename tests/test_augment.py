@@ -13,8 +13,9 @@ from athanor.augment import AUGMENTS
 from athanor.augment.base import Draws, MixOptions
 from athanor.augment.batch_ops import ColorJitter, Cutout, HorizontalFlip, RandomCrop, RandomErasing
 from athanor.augment.mixing import build_mixer
+from athanor.data.pipeline import build_loaders
 from athanor.distributed import Dist
-from athanor.engine.build import build_augmentation, build_data, build_loaders
+from athanor.engine.build import build_augmentation, build_data
 from athanor.errors import ConfigError
 from conftest import FAST, compose
 

@@ -1,4 +1,4 @@
-"""The garbage collector around `train`'s start-up (engine/collector.py): paused while torch,
+"""The garbage collector around `train`'s start-up (process/collector.py): paused while torch,
 Hydra and the run are built, resumed before the first step with the start-up's objects frozen."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import json
 
-from athanor.engine import collector
+from athanor.process import collector
 from conftest import FAST
 
 PROBE = '''

@@ -14,8 +14,9 @@ from athanor.augment import Augmentation
 from athanor.augment.mixing import build_mixer
 from athanor.data import DataBundle, DataOptions, TensorSplit
 from athanor.data import loaders as loaders_module
+from athanor.data.pipeline import build_loaders
 from athanor.distributed import Dist
-from athanor.engine.build import build_augmentation, build_data, build_loaders, validate
+from athanor.engine.build import build_augmentation, build_data, validate
 from athanor.errors import ConfigError
 from conftest import FAST, compose
 from test_data_formats import write_cifar10, write_png_tree

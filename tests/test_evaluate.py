@@ -60,8 +60,8 @@ def test_evaluate_bad_input_is_a_config_error(run, tmp_path):
     assert "neither a checkpoint file nor a run folder" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     from athanor.cli.evaluate import evaluate_config
-    from athanor.engine.evaluate_checkpoint import evaluate_checkpoint
     from athanor.errors import ConfigError
+    from athanor.offline.checkpoint_eval import evaluate_checkpoint
 
     with pytest.raises(ConfigError, match="Did you mean 'split'"):
         evaluate_config([f"ckpt={run}", "splt=test"])

@@ -108,7 +108,7 @@ def test_ema_weights_export_and_differ_from_the_model(tmp_path):
 
 
 def test_an_export_that_does_not_reproduce_the_outputs_is_refused(run, tmp_path, monkeypatch):
-    from athanor.engine import export as export_module
+    from athanor.offline import export as export_module
 
     real_load = torch.load
 

@@ -11,8 +11,8 @@ import yaml
 
 from athanor.cli.outcome import run_task
 from athanor.config.groups import COMPONENT_GROUPS
-from athanor.engine.launch import _outcome, _root_cause
 from athanor.errors import ERROR_KINDS, EXIT_INTERRUPTED
+from athanor.launch.workers import _outcome, _root_cause
 from conftest import CONF, FAST, compose
 
 GROUP_FILES = [(g, p) for g in COMPONENT_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]

@@ -1,4 +1,4 @@
-"""The DDP launcher's error mapping (engine/launch.py): a worker's failure becomes an outcome file
+"""The DDP launcher's error mapping (launch/workers.py): a worker's failure becomes an outcome file
 and an exit code (_outcome), and the parent raises the first real one again (_root_cause), so
 `train distributed.nproc_per_node=N` ends like a single-process run: the same kind of error, the
 same message, the same exit code, and summary.json says which rank failed."""
@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from athanor.cli.outcome import run_task
-from athanor.engine.launch import _outcome, _root_cause
 from athanor.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -21,6 +20,7 @@ from athanor.errors import (
     NonFiniteError,
     PeerFailed,
 )
+from athanor.launch.workers import _outcome, _root_cause
 from athanor.metrics.monitor import Monitor
 from athanor.record.checkpoints import CheckpointSaveError
 from athanor.record.folder import RunDir

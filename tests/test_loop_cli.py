@@ -76,7 +76,7 @@ def test_tensorboard_has_every_insight_tag(insight_run):
 def test_hparams_tab_holds_the_headline_keys_and_final_metrics(insight_run):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from athanor.observe.trackers.sweep import HEADLINE
+    from athanor.observe.trackers.swept_keys import HEADLINE
 
     acc = events(insight_run.run_dir / "tb")
     content = acc.PluginTagToContent("hparams")

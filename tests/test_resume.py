@@ -133,7 +133,7 @@ def like_a_terminal() -> None:
 
 SECOND_CTRL_C = """
 import os, signal, time
-from athanor.engine.signals import StopSignals
+from athanor.process.signals import StopSignals
 
 assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 with StopSignals() as signals:
@@ -199,7 +199,7 @@ def test_sigusr1_reaches_the_handler_it_replaced_after_the_checkpoint(tmp_path):
 
 
 def test_sigint_is_never_forwarded_and_sigterm_reaches_a_python_handler():
-    from athanor.engine.signals import StopSignals
+    from athanor.process.signals import StopSignals
 
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))

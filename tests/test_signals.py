@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from athanor.engine.signals import StopSignals
+from athanor.process.signals import StopSignals
 from conftest import ROOT
 from test_checkpoint import TINY
 

@@ -14,10 +14,10 @@ from athanor.config.settings import run_settings
 from athanor.distributed import Dist
 from athanor.engine.parts import build_parts, train_state
 from athanor.engine.run import find_resume, train_run
-from athanor.engine.signals import StopSignals
-from athanor.engine.training import TrainingRun
+from athanor.engine.session import TrainingRun
 from athanor.errors import NonFiniteError
 from athanor.metrics.monitor import Monitor, is_better
+from athanor.process.signals import StopSignals
 from athanor.record.folder import RunDir
 from athanor.record.record import MetricsLog, RunRecord
 from conftest import compose

@@ -181,7 +181,7 @@ def test_a_restarted_sweep_skips_completed_jobs_and_reruns_failed_ones(pool_swee
 def test_an_interrupted_job_resumes_in_its_folder(tmp_path):
     """The manifest says running (the sweep was killed): the job runs again with resume=auto in
     the same folder, which continues from its last checkpoint."""
-    from athanor.cli.sweeps import job_argv
+    from athanor.cli.sweep_plugins import job_argv
 
     argv = job_argv(["optim.lr=0.1"], tmp_path / "0_optim.lr=0.1", 1)
     assert argv[:3] == [sys.executable, "-m", "athanor.train"]
@@ -307,7 +307,7 @@ def test_the_pruner_stops_a_trial_worse_than_the_median(tmp_path):
 def test_a_pruned_job_is_stopped_and_marked_pruned(tmp_path):
     """The pool stops a job its watcher prunes (SIGTERM: the run stops after its step), and both
     the manifest and the run's summary.json say pruned."""
-    from athanor.cli.sweeps import job_argv
+    from athanor.cli.sweep_plugins import job_argv
     from athanor.sweep.manifest import PRUNED, Entry, Manifest
     from athanor.sweep.pool import Job, Pool
     from athanor.sweep.slots import Slot
@@ -359,7 +359,7 @@ def test_an_out_of_memory_job_is_retried_once_with_the_retry_overrides(tmp_path)
 def test_the_oom_retry_halves_the_batch_and_doubles_accumulation():
     from omegaconf import OmegaConf
 
-    from athanor.cli.sweeps import halved_batch
+    from athanor.cli.sweep_plugins import halved_batch
 
     cfg = OmegaConf.create({"data": {"batch_size": 64}, "trainer": {"accumulate": 2}})
     assert halved_batch(cfg) == ["data.batch_size=32", "trainer.accumulate=4"]
@@ -410,7 +410,7 @@ def test_the_search_space_reads_hydra_sweep_syntax():
     """What conf/hparams_search/ writes (and sweeps on the command line) as Optuna distributions."""
     import optuna
 
-    from athanor.cli.sweeps import _is_sweep, search_space
+    from athanor.cli.sweep_plugins import _is_sweep, search_space
     from athanor.sweep.study import distribution
 
     space = search_space(

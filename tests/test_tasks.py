@@ -315,9 +315,10 @@ def _plain_loaders(splits, *overrides: str):
     """The real build path of a run's data: plain Datasets -> bundle -> augment -> loaders."""
     from athanor.augment.mixing import build_mixer
     from athanor.data.options import data_options
+    from athanor.data.pipeline import build_loaders
     from athanor.data.prepare import apply_data_options
     from athanor.distributed import Dist
-    from athanor.engine.build import build_augmentation, build_loaders
+    from athanor.engine.build import build_augmentation
     from conftest import compose
 
     config = compose(*overrides)

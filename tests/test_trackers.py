@@ -18,7 +18,7 @@ import pytest
 
 from athanor.config.settings import LoggerSettings
 from athanor.observe.trackers import TRACKERS, NullTracker, open_trackers
-from athanor.observe.trackers.sweep import HEADLINE
+from athanor.observe.trackers.swept_keys import HEADLINE
 from conftest import cli, free_port
 from test_checkpoint import TINY
 from test_resume import start, wait_for

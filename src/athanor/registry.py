@@ -123,23 +123,20 @@ class Registry(Generic[T]):
     def build(self, spec: Mapping[str, Any], **runtime: Any) -> T:
         """Call the builder with the config's kwargs and the runtime arguments it names.
 
-        A ConfigError from the builder stays a config error, and so does a ValueError/TypeError
-        from athanor's own builders (torch refusing a value the config gave, e.g. lr=-1). Anything
-        else, and anything a user's builder raises, is a bug in that builder: re-raised as
-        BuilderError (its traceback kept) naming the builder."""
+        Only validation makes config errors: the config was checked against the builder's typed
+        signature before this call, so a ConfigError the builder raises stays one and anything
+        else is a bug. A bug in athanor's own builder propagates as it is (its traceback, exit
+        1); one in a user's builder is re-raised as BuilderError naming the builder, with the
+        user's traceback kept."""
         entry, kwargs, _ = self.split(spec)
         wanted = self.runtime_for(entry, runtime)
         try:
             return entry.builder(**wanted, **kwargs)
         except ConfigError:
             raise
-        except (ValueError, TypeError) as err:
-            if not entry.origin.startswith("athanor."):
-                raise BuilderError(self._failed(entry, err)) from err
-            raise ConfigError(
-                f"{self.group} '{entry.name}' rejected its arguments {kwargs}: {err}"
-            ) from err
         except Exception as err:
+            if entry.origin.startswith("athanor."):
+                raise
             raise BuilderError(self._failed(entry, err)) from err
 
     def _failed(self, entry: Entry, err: Exception) -> str:

@@ -1,14 +1,8 @@
-"""Augmentations: the AUGMENTS registry. A builder returns an ``Augmentation``: tensor ops run on
-whole batches on the device, plus optional per-sample torchvision transforms (DataLoader path).
-Batch-level mixing (mixup/cutmix) is configured by the group-wide keys in ``MixOptions``."""
+"""Augmentations: the AUGMENTS registry (augment/registry.py) with athanor's policies registered
+in it."""
 
-from __future__ import annotations
-
+from athanor.augment import policies  # noqa: F401  (registers them)
 from athanor.augment.base import Augmentation, MixOptions
-from athanor.registry import Registry
-
-AUGMENTS: Registry = Registry("augment", runtime=("image_size", "channels"), options=MixOptions)
-
-from athanor.augment import policies  # noqa: E402,F401  (registers the builders)
+from athanor.augment.registry import AUGMENTS
 
 __all__ = ["AUGMENTS", "Augmentation", "MixOptions"]

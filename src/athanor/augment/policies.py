@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from athanor.augment import AUGMENTS
 from athanor.augment.base import Augmentation, BatchOp
 from athanor.augment.batch_ops import (
     ColorJitter,
@@ -18,6 +17,7 @@ from athanor.augment.batch_ops import (
     RandomCrop,
     RandomErasing,
 )
+from athanor.augment.registry import AUGMENTS
 from athanor.errors import ConfigError
 
 log = logging.getLogger(__name__)

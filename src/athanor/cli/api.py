@@ -52,8 +52,8 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
     A bad config raises ``athanor.ConfigError`` (nothing calls sys.exit)."""
     from omegaconf import OmegaConf
 
-    from athanor.engine.launch import launch, wants_launch
     from athanor.engine.run import train_run
+    from athanor.launch.workers import launch, wants_launch
     from athanor.record.folder import RunDir
     from athanor.record.scratch import remove_scratch
 

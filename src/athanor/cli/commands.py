@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from athanor.engine import collector
+from athanor.process import collector
 
 
 def registries() -> dict:
@@ -125,8 +125,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """The model as a state_dict, safetensors, ONNX or torch.export file, checked against the
     checkpoint's own outputs on a validation batch."""
-    from athanor.engine.export import export
     from athanor.errors import ConfigError
+    from athanor.offline.export import export
 
     collector.start_up_done()  # imported: the export's tracing collects as usual
     try:
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # as `train` does (engine/collector.py); list, report and init end soon after their
+    # as `train` does (process/collector.py); list, report and init end soon after their
     # imports, export resumes the collector before its tracing
     collector.pause_for_start_up()
     args = build_parser().parse_args(argv)

@@ -1,5 +1,5 @@
 """The `evaluate` command: key=value arguments over conf/evaluate.yaml (no Hydra app, no run
-folder), then ``engine.evaluate_checkpoint``."""
+folder), then ``offline.checkpoint_eval``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 from athanor.cli.compose import CONF_DIR
 from athanor.cli.help import evaluate_help, print_help_if_asked
 from athanor.cli.outcome import DEBUG_ENV, report, report_user_code
-from athanor.engine import collector
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError, UserCodeError
+from athanor.process import collector
 
 
 def evaluate_config(argv: list[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def evaluate(argv: list[str] | None = None) -> None:
     """`evaluate ckpt=<run folder or .pt> [split=val|test] [data.* overrides]` (key=value
     arguments over conf/evaluate.yaml; no run folder is created)."""
     collector.pause_for_start_up()  # before torch is imported, as `train` does
-    from athanor.engine.evaluate_checkpoint import evaluate_checkpoint
+    from athanor.offline.checkpoint_eval import evaluate_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = sys.argv[1:] if argv is None else argv

@@ -13,17 +13,17 @@ from typing import Any, NoReturn
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
 from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, report, run_task
-from athanor.engine import collector
-from athanor.engine.signals import StopSignals
 from athanor.errors import EXIT_USER_ERROR
+from athanor.process import collector
+from athanor.process.signals import StopSignals
 from athanor.record.scratch import remove_scratch
 
 
 def _train_task(cfg) -> Any:
     """One run (or one sweep job): in this process, or in a worker group it launches itself.
     Returns the monitored metric's best value, which Hydra's sweepers optimize."""
-    from athanor.engine.launch import launch, wants_launch
     from athanor.engine.run import train_run
+    from athanor.launch.workers import launch, wants_launch
 
     config, run_dir = to_plain(cfg), output_dir()
     if is_multirun() and config.get("logger", {}).get("progress") == "auto":
@@ -92,7 +92,7 @@ def train() -> NoReturn:
     """The `train` command (console script, ``python -m athanor.train``): the run, then
     :func:`exit_at_once` with its exit status. An escaping exception (a traceback) or a Ctrl-C
     takes the interpreter's usual way out."""
-    collector.pause_for_start_up()  # before torch is imported: engine/collector.py
+    collector.pause_for_start_up()  # before torch is imported: process/collector.py
     try:
         _train_command()
     except SystemExit as done:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from athanor.data import DATASETS
 from athanor.data.base import DataBundle, TensorSplit
+from athanor.data.registry import DATASETS
 from athanor.data.split import holdout
 from athanor.data.verify import check_classes
 

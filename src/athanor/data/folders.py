@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from athanor.data import DATASETS
 from athanor.data.base import DataBundle, DatasetSplit
+from athanor.data.registry import DATASETS
 from athanor.data.split import holdout
 from athanor.data.verify import (
     BadDataError,

@@ -166,7 +166,7 @@ class MemoryLoader:
             yield batches(self.images.index_select(0, idx), labels, epoch, b, shard)
 
 
-class _SeededSamples(Dataset):
+class SeededSamples(Dataset):
     """Reads sample ``i`` of ``epoch`` and applies the per-sample transform under a seed derived
     from (seed, epoch, i): independent of worker count and of where a resumed epoch starts."""
 
@@ -232,7 +232,7 @@ class TorchLoader:
 
     def __init__(
         self,
-        samples: _SeededSamples,
+        samples: SeededSamples,
         order: Order,
         device_batches: DeviceBatches,
         options: DataOptions,
@@ -273,7 +273,7 @@ def load_into_memory(split: Split, image_size: int, options: DataOptions) -> Ten
     started = time.perf_counter()
     keys = [(0, i) for i in range(len(split))]
     loader = DataLoader(
-        _SeededSamples(split, None, image_size, seed=0),
+        SeededSamples(split, None, image_size, seed=0),
         batch_size=256,
         sampler=keys,
         num_workers=options.workers() if len(keys) >= 2048 else 0,  # workers cost ~1 s to start

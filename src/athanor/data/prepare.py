@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from athanor.data import DATASETS
 from athanor.data.base import DataBundle, Split, TensorSplit
 from athanor.data.options import DataOptions, data_options
 from athanor.data.plain import AUTO_SAMPLES, _fmt, from_datasets, is_plain
+from athanor.data.registry import DATASETS
 from athanor.errors import ConfigError
 from athanor.tasks.base import TargetInfo
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from athanor.data import DATASETS
+from athanor.data.registry import DATASETS
 from athanor.data.split import SPLIT_SEED
 from athanor.errors import ConfigError
 from athanor.registry import closest

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from athanor.data import DATASETS
 from athanor.data.base import DataBundle, Split, TensorSplit
+from athanor.data.registry import DATASETS
 from athanor.data.split import train_val_test
 from athanor.data.verify import BadDataError, check_classes, load_pickle, read_idx
 from athanor.errors import ConfigError

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from athanor.config.groups import COMPONENT_GROUPS
-from athanor.engine.evaluate import evaluate
+from athanor.engine.eval_pass import evaluate
 from athanor.models import model_label
 from athanor.observe.insight import peak_memory
 from athanor.observe.model_summary import format_summary

@@ -16,12 +16,12 @@ from torch import nn
 from athanor.config.settings import RunSettings
 from athanor.data.loaders import Batch
 from athanor.distributed import any_rank_each, is_distributed
-from athanor.engine.clock import process_age
-from athanor.engine.evaluate import evaluate
+from athanor.engine.eval_pass import evaluate
 from athanor.engine.state import Progress
 from athanor.engine.step import Stepper
 from athanor.errors import InterruptedRun, NonFiniteError
 from athanor.metrics.monitor import Monitor, is_finite
+from athanor.process.clock import process_age
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from athanor.config.settings import RunSettings, TrainerSettings
+from athanor.data.pipeline import build_loaders
 from athanor.data.plain import example_input, to_device
 from athanor.distributed import Dist
 from athanor.engine.build import (
     build_augmentation,
     build_data,
-    build_loaders,
     build_loss,
     build_model,
     build_optimizer,
@@ -29,7 +29,7 @@ from athanor.engine.build import (
     plan_steps,
 )
 from athanor.engine.ema import Ema
-from athanor.engine.evaluate import validation_loss
+from athanor.engine.eval_pass import validation_loss
 from athanor.engine.speed import CompiledOrEager, to_channels_last
 from athanor.engine.state import (
     Counter,

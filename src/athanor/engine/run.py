@@ -1,7 +1,7 @@
 """One training run: find the checkpoint to resume -> build (seeded) -> start the record (the
 run folder's summary) -> restore the train state -> loop -> close.
 
-``train_run`` is the orchestration; ``TrainingRun`` (engine/training.py) holds a built run
+``train_run`` is the orchestration; ``TrainingRun`` (engine/session.py) holds a built run
 (engine/parts.py), its train state (engine/state.py), its run record (record/record.py) and its
 observers. Whatever
 happens once the run has started, the observers are closed, the record says how the run ended
@@ -18,15 +18,15 @@ from typing import Any
 from athanor import distributed, plugins
 from athanor.config.settings import RunSettings, run_settings
 from athanor.distributed import Dist
-from athanor.engine import collector
 from athanor.engine import dry_run as preflight
 from athanor.engine.build import validate
 from athanor.engine.parts import build_parts
-from athanor.engine.signals import StopSignals
-from athanor.engine.training import TrainingRun
+from athanor.engine.session import TrainingRun
 from athanor.errors import ConfigError, InterruptedRun, PeerFailed
 from athanor.metrics.monitor import is_finite
 from athanor.observe.trackers import check_trackers
+from athanor.process import collector
+from athanor.process.signals import StopSignals
 from athanor.record import resume
 from athanor.record.folder import RunDir
 from athanor.record.scratch import remove_scratch

@@ -74,6 +74,3 @@ def build_metrics(
         for name in names
     }
     return MetricSet(built)
-
-
-from athanor.metrics import classification, multilabel, regression  # noqa: E402,F401,I001

@@ -1,26 +1,6 @@
-"""Models: the MODELS registry. Builders receive the data's shape at run time:
-``builder(*, num_classes, in_channels, image_size, **config kwargs) -> nn.Module``; a builder
-that names ``input_shape`` also gets one item's shape (plain Datasets; None for built-in sets)."""
+"""Models: the MODELS registry (models/registry.py) with athanor's builders registered in it."""
 
-from __future__ import annotations
-
-from athanor.config.groups import ModelOptions
-from athanor.registry import Registry
-
-MODELS: Registry = Registry(
-    "model",
-    runtime=("num_classes", "in_channels", "image_size", "input_shape"),
-    options=ModelOptions,
-)
-
-
-def model_label(spec: dict) -> str:
-    """How logs name a model: its arch for the zoo wrappers (`convnext_tiny (timm)`), else its
-    registered name. The run folder's name uses the same arch (conf/train.yaml `name:`)."""
-    arch = spec.get("arch")
-    return f"{arch} ({spec['name']})" if arch else str(spec["name"])
-
-
-from athanor.models import airbench, cifar, simple, timm_models, vision  # noqa: E402,F401  (registers the builders)
+from athanor.models import airbench, cifar, simple, timm_models, vision  # noqa: F401  (registers them)
+from athanor.models.registry import MODELS, model_label
 
 __all__ = ["MODELS", "model_label"]

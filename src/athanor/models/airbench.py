@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from athanor.models import MODELS
+from athanor.models.registry import MODELS
 
 
 class Conv(nn.Conv2d):

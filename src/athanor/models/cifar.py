@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from athanor.models import MODELS
+from athanor.models.registry import MODELS
 
 
 def cifar_stem(model: nn.Module, in_channels: int) -> nn.Module:

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from athanor.models import MODELS
+from athanor.models.registry import MODELS
 
 
 @MODELS.register("mlp")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from torch import nn
 
 from athanor.errors import ConfigError
-from athanor.models import MODELS
+from athanor.models.registry import MODELS
 from athanor.registry import closest
 from athanor.typecheck import Fraction
 

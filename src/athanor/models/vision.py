@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from athanor.errors import ConfigError
-from athanor.models import MODELS
+from athanor.models.registry import MODELS
 
 # Archs with a first-class registered name and conf/model/<name>.yaml.
 FIRST_CLASS = (

@@ -1,22 +1,7 @@
-"""Optimizers and learning-rate schedules: the OPTIMIZERS and SCHEDULERS registries.
+"""Optimizers and learning-rate schedules: the OPTIMIZERS and SCHEDULERS registries
+(optim/registry.py) with athanor's builders registered in them."""
 
-Optimizer builders receive parameter groups at run time: ``builder(params, *, lr, ...)``.
-Schedule builders receive ``optimizer`` and a ``StepPlan`` (the run's length in optimizer steps)
-and return a torch LR scheduler stepped once per optimizer step; warmup wraps any of them.
-"""
-
-from __future__ import annotations
-
-from athanor.config.groups import ParamGroupOptions, WarmupOptions
-from athanor.registry import Registry
-
-OPTIMIZERS: Registry = Registry("optim", runtime=("params",), options=ParamGroupOptions)
-SCHEDULERS: Registry = Registry(
-    "scheduler",
-    runtime=("optimizer", "plan"),
-    options=WarmupOptions,
-)
-
-from athanor.optim import optimizers, schedulers, timm_optim  # noqa: E402,F401  (registers the builders)
+from athanor.optim import optimizers, schedulers, timm_optim  # noqa: F401  (registers them)
+from athanor.optim.registry import OPTIMIZERS, SCHEDULERS
 
 __all__ = ["OPTIMIZERS", "SCHEDULERS"]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import torch
 
-from athanor.optim import OPTIMIZERS
+from athanor.optim.registry import OPTIMIZERS
 from athanor.typecheck import Fraction, NonNegative, Positive, Range
 
 LearningRate = Annotated[float, Range(0, low_open=True, what="a learning rate")]  # per step

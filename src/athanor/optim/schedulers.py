@@ -31,7 +31,7 @@ from torch.optim.lr_scheduler import (
 from athanor.config.groups import WarmupOptions
 from athanor.errors import ConfigError
 from athanor.metrics.monitor import check_monitors, is_better
-from athanor.optim import SCHEDULERS
+from athanor.optim.registry import SCHEDULERS
 from athanor.typecheck import Fraction, NonNegative, Positive, Range
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from athanor.errors import ConfigError
-from athanor.optim import OPTIMIZERS
 from athanor.optim.optimizers import LearningRate, Optimizer
+from athanor.optim.registry import OPTIMIZERS
 from athanor.registry import closest
 from athanor.typecheck import Fraction, NonNegative
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import torch
 
 from athanor.errors import ConfigError
-from athanor.tasks import TASKS
 from athanor.tasks.base import TargetInfo, Task
+from athanor.tasks.registry import TASKS
 from athanor.typecheck import Range
 
 

@@ -2,7 +2,7 @@
 
 Hydra imports every module of that namespace on each start (plain runs, ``--help`` and
 ``athanor list`` included), so these classes are shims that import nothing of athanor: the real
-launcher and sweeper (athanor.cli.sweeps, which imports the sweep pool, the run record and torch)
+launcher and sweeper (athanor.cli.sweep_plugins, which imports the sweep pool, the run record and torch)
 are imported only when Hydra builds one, and that object is what Hydra gets. Hydra accepts only
 plugin classes defined under hydra_plugins, hence the shims rather than a re-export."""
 
@@ -14,7 +14,7 @@ class PoolLauncher(Launcher):
     """``hydra/launcher=pool`` (conf/hydra/launcher/pool.yaml)."""
 
     def __new__(cls, *args, **kwargs):
-        from athanor.cli.sweeps import PoolLauncher as Real
+        from athanor.cli.sweep_plugins import PoolLauncher as Real
 
         return Real(*args, **kwargs)
 
@@ -29,7 +29,7 @@ class OptunaSweeper(Sweeper):
     """``hydra/sweeper=optuna_tpe``, chosen by conf/hparams_search/ presets."""
 
     def __new__(cls, *args, **kwargs):
-        from athanor.cli.sweeps import OptunaSweeper as Real
+        from athanor.cli.sweep_plugins import OptunaSweeper as Real
 
         return Real(*args, **kwargs)
 

@@ -17,7 +17,7 @@ from athanor.config.flatten import flatten
 from athanor.config.settings import LoggerSettings
 from athanor.errors import ConfigError
 from athanor.observe.trackers.base import TRACKERS, NullTracker, RunInfo, TrackerContext
-from athanor.observe.trackers.sweep import flat_keys, params_order, swept_keys
+from athanor.observe.trackers.swept_keys import flat_keys, params_order, swept_keys
 from athanor.record.folder import write_json_atomic
 from athanor.registry import closest
 

@@ -9,7 +9,7 @@ import torch
 
 from athanor.config.flatten import flatten
 from athanor.observe.trackers.base import TRACKERS, NullTracker, RunInfo, TrackerContext
-from athanor.observe.trackers.sweep import hparam_view
+from athanor.observe.trackers.swept_keys import hparam_view
 
 
 class TensorBoardTracker(NullTracker):

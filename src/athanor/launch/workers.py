@@ -29,8 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from athanor.engine import collector
-from athanor.engine.signals import StopSignals, signal_name
 from athanor.errors import (
     ERROR_KINDS,
     EXIT_FAILED,
@@ -40,6 +38,8 @@ from athanor.errors import (
     PeerFailed,
     kind_of,
 )
+from athanor.process import collector
+from athanor.process.signals import StopSignals, signal_name
 from athanor.record.folder import RunDir
 
 log = logging.getLogger("athanor")

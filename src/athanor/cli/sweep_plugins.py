@@ -22,8 +22,8 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from athanor.cli.outcome import report
-from athanor.engine import collector
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError
+from athanor.process import collector
 from athanor.record.folder import RunDir
 from athanor.sweep.manifest import FAILED, Entry, Manifest, finished
 from athanor.sweep.pool import Job, Pool, Watch

@@ -12,11 +12,11 @@ import torch
 from athanor.distributed import Dist
 from athanor.engine.loop import Loop
 from athanor.engine.parts import Parts, train_state
-from athanor.engine.signals import StopSignals, signal_name
 from athanor.engine.state import Progress
 from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
 from athanor.observe.trackers import NullTracker, open_trackers
+from athanor.process.signals import StopSignals, signal_name
 from athanor.record import resume
 from athanor.record.checkpoints import (
     Checkpointer,

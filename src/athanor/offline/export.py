@@ -18,14 +18,15 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from athanor.engine.build import build_model, evaluation_loaders
-from athanor.engine.evaluate_checkpoint import (
+from athanor.data.pipeline import evaluation_loaders
+from athanor.engine.build import build_model
+from athanor.errors import ConfigError
+from athanor.offline.checkpoint_eval import (
     load_for_evaluation,
     model_weights,
     saved_config,
     saved_run_data,
 )
-from athanor.errors import ConfigError
 from athanor.record.checkpoints import save_atomic, saved_step
 from athanor.record.resume import load_model_state
 

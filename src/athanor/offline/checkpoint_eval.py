@@ -14,13 +14,14 @@ import torch
 
 from athanor import plugins
 from athanor.data import DataBundle, DataOptions
+from athanor.data.pipeline import evaluation_loaders
 from athanor.distributed import Dist, resolve_device
-from athanor.engine import collector
-from athanor.engine.build import build_data, build_model, evaluation_loaders, validate
-from athanor.engine.evaluate import evaluate, validation_loss
+from athanor.engine.build import build_data, build_model, validate
+from athanor.engine.eval_pass import evaluate, validation_loss
 from athanor.engine.parts import bind_task
 from athanor.errors import ConfigError
 from athanor.metrics.classification import MetricCounts
+from athanor.process import collector
 from athanor.record.checkpoints import load_file, saved_progress
 from athanor.record.folder import write_json_atomic
 from athanor.record.resume import find, load_model_state, without_weights
@@ -141,7 +142,7 @@ def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:
     model = build_model(config, bundle)
     load_model_state(model, model_weights(state, str(options.get("weights", "model")), path), path)
     model.to(device)
-    collector.start_up_done()  # built: the pass collects as usual (engine/collector.py)
+    collector.start_up_done()  # built: the pass collects as usual (process/collector.py)
     counts = evaluate(
         model,
         loaders.val.epoch(0),
