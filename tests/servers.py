@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -210,9 +211,11 @@ def postgres_unavailable() -> str | None:
 class Postgres:
     """A throwaway PostgreSQL on 127.0.0.1, run as the ``postgres`` user; ``url(db)``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root, self.port, self.pid = root, free_port(), None
-        self.data = root / "pgdata"
+    def __init__(self) -> None:
+        # not under pytest's temp folder: that is private to root, and the server runs as postgres
+        self.root = Path(tempfile.mkdtemp(prefix="athanor-pg-"))
+        self.port, self.pid = free_port(), None
+        self.data = self.root / "pgdata"
 
     def _as_postgres(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
         user = pwd.getpwnam("postgres")
@@ -222,12 +225,17 @@ class Postgres:
             os.setuid(user.pw_uid)
 
         return subprocess.run(
-            list(argv), preexec_fn=demote, capture_output=True, text=True, timeout=60, **kwargs
+            list(argv),
+            preexec_fn=demote,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **kwargs,
         )
 
     def start(self) -> Postgres:
         user = pwd.getpwnam("postgres")
-        self.root.mkdir(parents=True, exist_ok=True)
         os.chown(self.root, user.pw_uid, user.pw_gid)
         bin_dir = postgres_bin()
         init = self._as_postgres(
@@ -236,12 +244,11 @@ class Postgres:
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr}")
         log = self.root / "postgres.log"
-        user_fn = pwd.getpwnam("postgres")
 
         def demote() -> None:
             os.setsid()  # our signals do not reach it; we stop it by PID
-            os.setgid(user_fn.pw_gid)
-            os.setuid(user_fn.pw_uid)
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
 
         with open(log, "ab") as out:
             proc = subprocess.Popen(
@@ -284,5 +291,6 @@ class Postgres:
 
     def stop(self) -> None:
         if self.pid is not None:
-            _stop(self.pid)
+            _stop(self.pid)  # SIGTERM: PostgreSQL's "smart" shutdown
             self.pid = None
+        shutil.rmtree(self.root, ignore_errors=True)
