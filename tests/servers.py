@@ -239,7 +239,7 @@ class Postgres:
         os.chown(self.root, user.pw_uid, user.pw_gid)
         bin_dir = postgres_bin()
         init = self._as_postgres(
-            str(bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
+            str(bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N"
         )
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr}")
