@@ -12,6 +12,7 @@ checkpoints and writes its summary, then submitit's handler requeues the job.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from athanor.cli.outcome import report
 from athanor.errors import EXIT_USER_ERROR, ConfigError
 from athanor.sweep import slurm
+
+log = logging.getLogger("athanor.sweep")
 
 
 def _use_athanor_stop_signal() -> None:
@@ -46,6 +49,13 @@ class SlurmLauncher(Submitit):
         except ConfigError as err:
             report("Config error", str(err))
             sys.exit(EXIT_USER_ERROR)
+        if int(self.params["timeout_min"]) < 60:
+            log.warning(
+                "hydra.launcher.timeout_min=%s is under 60: submitit then counts every preemption "
+                "as a time-out, and requeues at most max_num_timeout=%s times in all",
+                self.params["timeout_min"],
+                self.params.get("max_num_timeout"),
+            )
         _use_athanor_stop_signal()
         with_resume = [
             [*o, "resume=auto"] if not any(a.startswith("resume=") for a in o) else list(o)
