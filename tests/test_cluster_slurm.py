@@ -155,6 +155,22 @@ def test_requeued_and_timed_out_jobs_resume_in_their_folders_under_their_ids(clu
     assert "#SBATCH --signal=USR1@120" in script and "#SBATCH --ntasks-per-node=1" in script
 
 
+@pytest.mark.slow
+def test_a_job_killed_without_a_result_ends_the_sweep_naming_it(cluster, tmp_path):
+    """No accounting, so no sacct: the job's end is read from squeue. Before, a job that died
+    without a result (SIGKILL here: the OOM killer, a lost node) left the sweep waiting forever."""
+    proc = start_sweep(cluster, tmp_path, *LONG)
+    (job,) = wait_for_epochs(tmp_path, proc, jobs=1)
+    job_id = summary(job)["slurm"]["job_id"]
+    cluster.command("scancel", "--signal=KILL", job_id)
+    assert proc.wait(timeout=120) == 1, (tmp_path / "sweep.txt").read_text()[-3000:]
+    said = (tmp_path / "sweep.txt").read_text()
+    assert re.search(
+        f"Sweep failed: SLURM job {job_id} ended \\(CANCELLED\\) without a result", said
+    )
+    assert "Traceback" not in said
+
+
 @pytest.mark.parametrize(
     ("override", "said"),
     [
