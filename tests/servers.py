@@ -41,10 +41,10 @@ def slurm_unavailable() -> str | None:
     return None
 
 
-def _stop(pid: int, wait_s: float = 10.0) -> None:
-    """SIGTERM to one process we started, then SIGKILL if it is still there."""
+def _stop(pid: int, wait_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """``sig`` to one process we started, then SIGKILL if it is still there."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
@@ -291,6 +291,6 @@ class Postgres:
 
     def stop(self) -> None:
         if self.pid is not None:
-            _stop(self.pid)  # SIGTERM: PostgreSQL's "smart" shutdown
+            _stop(self.pid, sig=signal.SIGINT)  # "fast" shutdown: it ends open sessions too
             self.pid = None
         shutil.rmtree(self.root, ignore_errors=True)

@@ -68,13 +68,20 @@ def start_sweep(cluster: Slurm, cwd: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def wait_for_epochs(cwd: Path, proc: subprocess.Popen, jobs: int, timeout_s: float = 120):
-    """The job folders once each has its first epoch in metrics.jsonl (a checkpoint exists)."""
+def wait_for_epochs(
+    cwd: Path,
+    proc: subprocess.Popen,
+    jobs: int,
+    file: str = "metrics.jsonl",
+    timeout_s: float = 120,
+):
+    """The job folders once each has ``file`` with something in it (metrics.jsonl: its first
+    epoch, so a checkpoint exists; summary.json: its run started)."""
     deadline = time.monotonic() + timeout_s
     while True:
         assert proc.poll() is None, (cwd / "sweep.txt").read_text()[-3000:]
         assert time.monotonic() < deadline, (cwd / "sweep.txt").read_text()[-3000:]
-        found = [p for p in (cwd / "outputs").rglob("metrics.jsonl") if p.read_text().strip()]
+        found = [p for p in (cwd / "outputs").rglob(file) if p.read_text().strip()]
         if len(found) == jobs:
             return sorted((p.parent for p in found), key=lambda p: int(p.name.split("_")[0]))
         time.sleep(0.2)
@@ -160,7 +167,7 @@ def test_a_job_killed_without_a_result_ends_the_sweep_naming_it(cluster, tmp_pat
     """No accounting, so no sacct: the job's end is read from squeue. Before, a job that died
     without a result (SIGKILL here: the OOM killer, a lost node) left the sweep waiting forever."""
     proc = start_sweep(cluster, tmp_path, *LONG)
-    (job,) = wait_for_epochs(tmp_path, proc, jobs=1)
+    (job,) = wait_for_epochs(tmp_path, proc, jobs=1, file="summary.json")
     job_id = summary(job)["slurm"]["job_id"]
     cluster.command("scancel", "--signal=KILL", job_id)
     assert proc.wait(timeout=120) == 1, (tmp_path / "sweep.txt").read_text()[-3000:]

@@ -96,7 +96,7 @@ class SlurmLauncher(Submitit):
         from omegaconf import OmegaConf
         from submitit.slurm.slurm import SlurmJob
 
-        SlurmJob.watcher = QueueWatcher(delay_s=60)  # shared by the jobs of this process
+        SlurmJob.watcher = QueueWatcher(delay_s=30)  # one squeue for all jobs, 30 s apart at most
         params = dict(self.params)
         executor = submitit.AutoExecutor(
             cluster="slurm",
