@@ -184,6 +184,7 @@ def test_a_job_killed_without_a_result_ends_the_sweep_naming_it(cluster, tmp_pat
         ("hydra.launcher.cpus_per_task=64", "64 CPUs"),
         ("hydra.launcher.mem_gb=64", "mem_gb=64"),
         ("hydra.launcher.partition=nosuch", "nosuch"),
+        ("hydra.launcher.constraint=bigmem", "SLURM refused the sweep's jobs (sbatch: error:"),
     ],
 )
 def test_what_no_node_can_hold_is_refused_before_any_job(cluster, tmp_path, override, said):
@@ -192,6 +193,16 @@ def test_what_no_node_can_hold_is_refused_before_any_job(cluster, tmp_path, over
     assert "Config error" in result.stderr and said in result.stderr, result.output
     assert "Traceback" not in result.output
     assert set(cluster.command("squeue", "-h", "-o", "%i").split()) <= before  # none submitted
+
+
+def test_without_slurm_on_this_machine_the_sweep_says_where_to_start_it(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    no_slurm = {"PATH": str(Path(sys.executable).parent)}  # python and nothing of SLURM's
+    result = cli("athanor.train", *SWEEP, cwd=tmp_path, env=no_slurm, expect=2)
+    assert "Config error: hydra/launcher=slurm submits with SLURM's sbatch and srun" in (
+        result.stderr
+    )
+    assert "login node" in result.stderr and "Traceback" not in result.output
 
 
 def test_tasks_and_cpus_follow_what_the_job_asks_for():

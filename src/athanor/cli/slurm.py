@@ -53,6 +53,7 @@ class SlurmLauncher(Submitit):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         try:
+            slurm.check_slurm_here()
             slurm.check_settings(self.params)
             slurm.check_fits(self.params, slurm.partition_nodes(self.params.get("partition")))
         except ConfigError as err:
@@ -74,8 +75,8 @@ class SlurmLauncher(Submitit):
 
         try:
             returns = self._submit_and_wait(with_resume, initial_job_idx)
-        except (FailedJobError, FileNotFoundError) as err:
-            if isinstance(err, FailedJobError) and not str(err).startswith("sbatch"):
+        except FailedJobError as err:
+            if not str(err).startswith("sbatch"):
                 raise  # a job's own failure, not the submission's
             report("Config error", str(slurm.refused(err, self.params)))
             sys.exit(EXIT_USER_ERROR)

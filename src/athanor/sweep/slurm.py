@@ -44,6 +44,17 @@ _COUNTS = {  # key: smallest valid value (None allowed where SLURM has a default
 }
 
 
+def check_slurm_here() -> None:
+    """The SLURM commands submitit runs, on this machine's PATH."""
+    missing = [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
+    if missing:
+        raise ConfigError(
+            f"hydra/launcher=slurm submits with SLURM's {' and '.join(missing)}, not found here "
+            "(PATH): start the sweep on a SLURM login node, or use hydra/launcher=pool on this "
+            "machine."
+        )
+
+
 def check_settings(settings: Mapping[str, Any]) -> None:
     """The launcher's keys, before any job is submitted: whole numbers in range, memory in GB,
     a signal that comes before the time limit."""
@@ -138,11 +149,6 @@ def check_fits(settings: Mapping[str, Any], nodes: list[dict[str, Any]] | None) 
 
 def refused(error: BaseException, settings: Mapping[str, Any]) -> ConfigError:
     """SLURM refused the submission (sbatch's message): one paragraph naming it and the keys."""
-    if isinstance(error, FileNotFoundError):
-        return ConfigError(
-            "hydra/launcher=slurm submits with `sbatch`, which is not installed here: start the "
-            "sweep on a SLURM login node (or use hydra/launcher=pool on this machine)."
-        )
     said = " ".join(str(error).split())  # submitit's error is sbatch's stderr
     keys = ", ".join(f"{k}={settings.get(k)}" for k in RESOURCE_KEYS)
     return ConfigError(
