@@ -123,6 +123,7 @@ class Slurm:
         _wait_for(sock.exists, "munged", munge / "munged.out")
         host = socket.gethostname().split(".")[0]
         cpus = os.cpu_count() or 1
+        memory_mb = min(2000, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**21)
         ctld, slurmd = free_port(), free_port()
         log = self.root / "log"
         self.conf.write_text(
@@ -156,7 +157,9 @@ class Slurm:
                     "AccountingStorageType=accounting_storage/none",  # no sacct: athanor needs none
                     "KillWait=30",
                     "SchedulerParameters=sched_interval=1",
-                    f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 State=UNKNOWN",
+                    # less than the machine has, or slurmd drains the node ("Low RealMemory")
+                    f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} "
+                    "State=UNKNOWN",
                     "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
                     "",
                 ]
