@@ -26,9 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import submitit
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as Submitit
-from submitit.slurm.slurm import SlurmInfoWatcher
+from omegaconf import OmegaConf
+from submitit.core.utils import FailedJobError, UncompletedJobError
+from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 from athanor.cli.outcome import report
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError
@@ -41,9 +46,7 @@ def _use_athanor_stop_signal() -> None:
     """submitit reads its requeue signal from the environment when it is imported, here and in
     the job (sbatch passes the environment on)."""
     os.environ["SUBMITIT_PREEMPT_SIGNAL"] = slurm.PREEMPT_SIGNAL
-    from submitit.core.job_environment import JobEnvironment
-
-    JobEnvironment.USR_SIG = slurm.PREEMPT_SIGNAL
+    submitit.JobEnvironment.USR_SIG = slurm.PREEMPT_SIGNAL
 
 
 class SlurmLauncher(Submitit):
@@ -71,8 +74,6 @@ class SlurmLauncher(Submitit):
             [*o, "resume=auto"] if not any(a.startswith("resume=") for a in o) else list(o)
             for o in job_overrides
         ]
-        from submitit.core.utils import FailedJobError
-
         try:
             returns = self._submit_and_wait(with_resume, initial_job_idx)
         except FailedJobError as err:
@@ -91,12 +92,6 @@ class SlurmLauncher(Submitit):
     ) -> list[JobReturn]:
         """hydra-submitit-launcher's launch (one array of jobs), with job states from squeue
         and each job's result read on its own."""
-        import submitit
-        from hydra.core.singleton import Singleton
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-        from omegaconf import OmegaConf
-        from submitit.slurm.slurm import SlurmJob
-
         SlurmJob.watcher = QueueWatcher(delay_s=30)  # one squeue for all jobs, 30 s apart at most
         params = dict(self.params)
         executor = submitit.AutoExecutor(
@@ -139,8 +134,6 @@ class LostJob(JobReturn):
 
 def _results(job) -> list[Any]:
     """submitit's results of one SLURM job, or a LostJob saying how it ended without any."""
-    from submitit.core.utils import UncompletedJobError
-
     try:
         return job.results()
     except UncompletedJobError:
