@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as Submitit
 from omegaconf import OmegaConf
 from submitit.core.utils import FailedJobError, UncompletedJobError
-from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob, SlurmJobEnvironment
 
 from athanor.cli.outcome import report
 from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError
@@ -121,7 +122,21 @@ class SlurmLauncher(Submitit):
     def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
         """In the job's process, started by SLURM: it is the user's `train` command."""
         sys.argv = ["train", *sweep_overrides]
+        SlurmJobEnvironment._requeue = _requeue  # called by submitit's time-limit handler
         return super().__call__(sweep_overrides, *args)
+
+
+def _requeue(env: SlurmJobEnvironment, countdown: int) -> None:
+    """submitit's requeue, without the race it can lose: `scontrol requeue` makes SLURM send
+    SIGTERM to every process of the job step, scontrol included, sometimes before scontrol has
+    exited. Killed so, the requeue was made; submitit took it for a failure, and the job's
+    first start left an error as its result (seen on the test cluster under load)."""
+    try:
+        subprocess.check_call(["scontrol", "requeue", env.job_id], timeout=60)
+    except subprocess.CalledProcessError as err:
+        if err.returncode != -signal.SIGTERM:
+            raise
+    log.info("requeued SLURM job %s (%d time-outs left)", env.job_id, countdown)
 
 
 class LostJob(JobReturn):
