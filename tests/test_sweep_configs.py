@@ -40,7 +40,8 @@ def compose_hydra(*overrides: str) -> dict:
 def test_slurm_launcher_requeues_with_one_task_per_gpu():
     launcher = yaml.safe_load(SLURM.read_text())
     assert launcher["defaults"] == ["submitit_slurm"]
-    assert launcher["tasks_per_node"] == "${.gpus_per_node}"
+    assert launcher["tasks_per_node"] == "${athanor_slurm_tasks:${.gpus_per_node}}"
+    assert launcher["mem_gb"] is None  # the partition's default: small nodes take the job
     assert launcher["max_num_timeout"] > 0 and launcher["additional_parameters"]["requeue"]
     assert launcher["signal_delay_s"] > 0
 
@@ -49,8 +50,14 @@ def test_slurm_launcher_composes_with_the_plugin():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_hydra("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4")
     launcher = cfg["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["_target_"] == "hydra_plugins.athanor_sweeps.SlurmLauncher"
     assert launcher["tasks_per_node"] == 4 and launcher["max_num_timeout"] == 3
+    cpu = compose_hydra("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0")["hydra"]
+    assert cpu["launcher"]["tasks_per_node"] == 1  # a CPU partition: one task, not zero
+    workers = compose_hydra(
+        "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "data.num_workers=3"
+    )
+    assert workers["hydra"]["launcher"]["cpus_per_task"] == 4  # the process and its 3 workers
 
 
 def test_optuna_search_space_names_real_keys_and_options():

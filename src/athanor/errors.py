@@ -1,5 +1,5 @@
 """User-facing errors and how each ends a command: one table, used by `train`, `evaluate` and the
-DDP launcher alike (cli/outcome.py reports, engine/launch.py carries a worker's error home)."""
+DDP launcher alike (cli/outcome.py reports, launch/workers.py carries a worker's error home)."""
 
 from __future__ import annotations
 

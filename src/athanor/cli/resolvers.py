@@ -29,6 +29,7 @@ from athanor.record.folder import check_folder, claim_new
 from athanor.record.lock import RunLock
 from athanor.record.names import safe_name
 from athanor.record.scratch import scratch_dir
+from athanor.sweep import slurm
 
 RUN_DIR_RESOLVER = "${athanor_run_dir:"
 SWEEP_DIR_RESOLVER = "${athanor_unique:"
@@ -138,3 +139,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("athanor_hydra_subdir", hydra_subdir, replace=True)
     OmegaConf.register_new_resolver("athanor_slug", slug, replace=True)
     OmegaConf.register_new_resolver("athanor_name", safe_name, replace=True, use_cache=True)
+    # hydra/launcher=slurm: SLURM's tasks and CPUs from what the job asks for
+    OmegaConf.register_new_resolver("athanor_slurm_tasks", slurm.tasks_per_node, replace=True)
+    OmegaConf.register_new_resolver("athanor_slurm_cpus", slurm.cpus_per_task, replace=True)

@@ -26,7 +26,7 @@ from athanor.record.checkpoints import (
     state_bytes,
 )
 from athanor.record.folder import RunDir
-from athanor.record.provenance import provenance
+from athanor.record.provenance import describe_slurm_job, provenance
 from athanor.record.record import MetricsLog, RunRecord
 
 log = logging.getLogger("athanor")
@@ -56,6 +56,8 @@ class TrainingRun:
         """The run starts: its record (and folder), and the saved state when resuming."""
         # the files data.on_bad_file=skip left out are part of what this run trained on
         fields = {**provenance(), "skipped_files": getattr(self.parts.bundle, "skipped_files", [])}
+        if fields["slurm"] and self.d.is_main:
+            log.info("%s", describe_slurm_job(fields["slurm"]))
         if resumed is None:
             self.record.start(**fields)
             return

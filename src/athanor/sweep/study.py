@@ -23,6 +23,7 @@ import optuna
 from athanor.errors import ConfigError
 from athanor.sweep.manifest import COMPLETED, PRUNED, Entry
 from athanor.sweep.pool import Job, Watch
+from athanor.sweep.storage import check_same_search, open_study
 
 log = logging.getLogger("athanor.sweep")
 
@@ -90,10 +91,10 @@ class StudyDriver:
             raise ConfigError(
                 f"hydra.sweeper.direction={direction!r}: valid directions are maximize, minimize."
             )
-        name, storage = settings.get("study_name") or "athanor", settings.get("storage")
-        self.study = optuna.create_study(
-            study_name=name, storage=storage, direction=direction, load_if_exists=True
-        )  # the same storage and name: the study continues
+        name, url = settings.get("study_name") or "athanor", settings.get("storage")
+        # the same storage and name: the study continues, if it searches the same way
+        self.study = open_study(url, name, direction)
+        check_same_search(self.study, direction, self.distributions, url)
         # a seeded sampler starts again from the same draws: offset the seed by the trials the
         # study has, so a continued study proposes new points, not its first ones again
         sampler = dict(settings.get("sampler") or {})

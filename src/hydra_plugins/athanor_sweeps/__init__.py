@@ -6,35 +6,47 @@ launcher and sweeper (athanor.cli.sweep_plugins, which imports the sweep pool, t
 are imported only when Hydra builds one, and that object is what Hydra gets. Hydra accepts only
 plugin classes defined under hydra_plugins, hence the shims rather than a re-export."""
 
+from importlib import import_module
+
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 
 
-class PoolLauncher(Launcher):
+class _Shim:
+    """Builds the real plugin, ``real`` (``module:Class``), imported only now. Hydra registers
+    concrete plugin classes only: the abstract methods are stubs, never called, since
+    ``__new__`` returns the real object."""
+
+    real = ""
+
+    def __new__(cls, *args, **kwargs):
+        module, _, name = cls.real.partition(":")
+        return getattr(import_module(module), name)(*args, **kwargs)
+
+    def setup(self, **kwargs) -> None:
+        raise NotImplementedError
+
+    def launch(self, job_overrides, initial_job_idx):
+        raise NotImplementedError
+
+    def sweep(self, arguments):
+        raise NotImplementedError
+
+
+class PoolLauncher(_Shim, Launcher):
     """``hydra/launcher=pool`` (conf/hydra/launcher/pool.yaml)."""
 
-    def __new__(cls, *args, **kwargs):
-        from athanor.cli.sweep_plugins import PoolLauncher as Real
-
-        return Real(*args, **kwargs)
-
-    def setup(self, **kwargs) -> None:  # never called: __new__ returns the real launcher
-        raise NotImplementedError
-
-    def launch(self, job_overrides, initial_job_idx):  # idem
-        raise NotImplementedError
+    real = "athanor.cli.sweep_plugins:PoolLauncher"
 
 
-class OptunaSweeper(Sweeper):
+class OptunaSweeper(_Shim, Sweeper):
     """``hydra/sweeper=optuna_tpe``, chosen by conf/hparams_search/ presets."""
 
-    def __new__(cls, *args, **kwargs):
-        from athanor.cli.sweep_plugins import OptunaSweeper as Real
+    real = "athanor.cli.sweep_plugins:OptunaSweeper"
 
-        return Real(*args, **kwargs)
 
-    def setup(self, **kwargs) -> None:  # never called: __new__ returns the real sweeper
-        raise NotImplementedError
+class SlurmLauncher(_Shim, Launcher):
+    """``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml): submitit's, with athanor's
+    checks and job layout (athanor.cli.slurm)."""
 
-    def sweep(self, arguments):  # idem
-        raise NotImplementedError
+    real = "athanor.cli.slurm:SlurmLauncher"
