@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="athanor",
-        description="athanor utilities: list the registered names, export weights, tabulate runs",
+        description=(
+            "athanor utilities: list the registered names, the reference of every key, export "
+            "weights, tabulate runs"
+        ),
         epilog=athanor_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -38,6 +38,7 @@ EVALUATE_EXAMPLES = """\
 ATHANOR_EXAMPLES = """\
   athanor list                       # every config group and its registered names
   athanor list model                 # one group (models include the torchvision archs)
+  athanor help trainer               # a group's keys (default, type, range) and names
   athanor export outputs/<date>/<time>_mlp_digits model.pt
   athanor report outputs --plot      # a table of every run, best first, and their curves"""
 
@@ -80,7 +81,8 @@ Config groups (pick one file with group=option, change a key with group.key=valu
 {groups_text()}
 
 Top-level keys: seed, device (auto|cpu|cuda), name, resume (a run folder, a .pt or auto), dry_run.
-More: `athanor list [group]` (registered names), `train --cfg job` (the composed config),
+More: `athanor list [group]` (registered names), `athanor help <group>` (every key with its
+default and range), `train --cfg job` (the composed config),
 `train --hydra-help` (Hydra's own options), README.md (the user's guide)."""
 
 
@@ -166,8 +168,10 @@ def group_reference(group: str) -> str:
             described = entry.description.replace("|", "\\|")
             rows.append(f"| `{entry.name}` | {_builder_arguments(registry, entry)} | {described} |")
     keys = keys_table(COMPONENT_GROUPS[group], group)
+    runtime = ", ".join(f"`{name}`" for name in sorted(registry.runtime)) or "none"
     return (
         f"## {group}\n\nGroup-wide keys (any `{group}=<name>`; config/groups.py):\n\n{keys}\n\n"
+        f"Runtime arguments athanor passes to a builder that names them: {runtime}.\n\n"
         f"Registered names (`{group}=<name>`; each builder's own arguments):\n\n"
         + "\n".join(rows)
         + "\n"
@@ -264,5 +268,5 @@ def cmd_help(group: str | None, *, write: bool) -> int:
 
         print(f"Unknown group {group!r}.{closest(group, groups)} Groups: {', '.join(groups)}.")
         return 2
-    print(group_reference(group))
+    print(group_reference(group).replace("\\|", "|"))  # Markdown's escaped bars, for a terminal
     return 0

@@ -101,10 +101,8 @@ def fields_table() -> str:
     for f in dataclasses.fields(Summary):
         kind = _type_name(hints[f.name])
         rows.append(f"| `{f.name}` | {kind} | {_cell(f.metadata['doc'])} |")
-    seg_hints = typing.get_type_hints(Segment)
-    for f in dataclasses.fields(Segment):
-        kind = _type_name(seg_hints[f.name])
-        rows.append(f"| `segments[].{f.name}` | {kind} | {_cell(f.metadata['doc'])} |")
+    each = "; ".join(f"`{f.name}`: {f.metadata['doc']}" for f in dataclasses.fields(Segment))
+    rows.append(f"| `segments[]` | Segment | {_cell(each)} |")
     return "\n".join(rows)
 
 
