@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-from pathlib import Path
 
 from athanor.record.folder import RunDir
 from athanor.record.record import RunRecord, correct_outcome
@@ -56,11 +55,3 @@ def test_only_the_run_record_writes_summary_json():
 def _writes(call: ast.Call) -> bool:
     name = ast.unparse(call.func)
     return name.endswith(("write_json_atomic", "write_text", "json.dump", "write_bytes"))
-
-
-def test_the_readme_table_is_the_schema():
-    from athanor.record.summary import fields_table
-
-    assert fields_table() in Path(ROOT / "README.md").read_text(), (
-        "README.md's summary.json table is out of date: run `athanor help --write-reference`"
-    )
