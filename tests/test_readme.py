@@ -190,3 +190,25 @@ def test_the_room_table_names_every_room_and_base_module():
     modules = [f"`{p.name}`" for p in package.glob("*.py")]
     missing = [name for name in rooms + modules if name not in table]
     assert not missing, f"README's room table lacks {missing}"
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_contents_link_every_section_and_nothing_else():
+    """The README is a guide: every `##` section is reachable from the table of contents, and
+    every link there lands on a heading (a new section needs its line in the contents)."""
+    text, fenced, headings = README.read_text(), False, []
+    for line in text.splitlines():
+        fenced = fenced != line.startswith("```")
+        if not fenced and re.match(r"#{1,2} ", line):
+            headings.append(line.lstrip("#").strip())
+    contents = text[text.index("## Contents") :].split("\n\n", 2)[1]
+    links = set(re.findall(r"\]\(#([^)]+)\)", contents))
+    anchors = {anchor(h) for h in headings}
+    assert links <= anchors, f"contents links without a heading: {sorted(links - anchors)}"
+    sections = {anchor(h) for h in headings if f"## {h}" in text.splitlines()} - {"contents"}
+    assert sections <= links, f"sections missing from the contents: {sorted(sections - links)}"

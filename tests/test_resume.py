@@ -70,6 +70,11 @@ def test_resume_with_more_epochs_continues_in_the_same_folder(finished, tmp_path
     assert summary["status"] == "completed" and summary["epochs"] == 3 and summary["steps"] == 24
     assert summary["resumes"][0]["step"] == 16
     assert summary["resumes"][0]["changes"] == ["trainer.epochs: 2 -> 3"]
+    # the run's time is the sum of its two processes' segments, each with its steps
+    first, second = summary["segments"]
+    assert (first["start_step"], first["end_step"], second["start_step"]) == (0, 16, 16)
+    assert second["end_step"] == 24 and first["seconds"] > 0 and second["seconds"] > 0
+    assert summary["wall_time_s"] == pytest.approx(first["seconds"] + second["seconds"], abs=0.02)
     assert [m["epoch"] for m in RunDir(work).read_metrics()] == [1, 2, 3]
     steps = [e.step for e in read_scalars(work / "tb")["train/loss"]]
     assert steps == list(range(1, 25))

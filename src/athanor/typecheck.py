@@ -156,3 +156,10 @@ def check_value(key: str, value: Any, hint: Any) -> None:
             raise ConfigError(
                 f"{key}={value!r} is out of range: {bounds.what} must be {bounds.describe()}."
             )
+
+
+def describe(hint: Any) -> str:
+    """A hint in words, with its range: ``int | None, > 0`` (the reference's type column)."""
+    bounds = range_of(hint)
+    text = _describe(hint)
+    return f"{text}, {bounds.describe()}" if bounds is not None else text

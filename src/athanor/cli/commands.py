@@ -1,4 +1,4 @@
-"""The `athanor` utility command: `athanor list [group]`, `athanor export <ckpt> <out> [--format]`,
+"""The `athanor` utility command: `athanor list [group]`, `athanor help [group]`, `athanor export <ckpt> <out> [--format]`,
 `athanor report <folder> [--plot]`, `athanor init NAME` (more subcommands join here)."""
 
 from __future__ import annotations
@@ -122,6 +122,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_help(args: argparse.Namespace) -> int:
+    from athanor.cli.help import cmd_help as help_page
+
+    return help_page(args.group, write=args.write_reference)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """The model as a state_dict, safetensors, ONNX or torch.export file, checked against the
     checkpoint's own outputs on a validation batch."""
@@ -173,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="athanor",
-        description="athanor utilities: list the registered names, export weights, tabulate runs",
+        description=(
+            "athanor utilities: list the registered names, the reference of every key, export "
+            "weights, tabulate runs"
+        ),
         epilog=athanor_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -183,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         "group", nargs="?", help="model, data, optim, scheduler, augment, loss or experiment"
     )
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("help", help="every key of a group (default, type, range) and its names")
+    p.add_argument("group", nargs="?", help="model, data, ..., trainer, checkpoint, logger, ...")
+    p.add_argument(
+        "--write-reference",
+        action="store_true",
+        help="rewrite REFERENCE.md and the files generated from the settings (in a checkout)",
+    )
+    p.set_defaults(func=cmd_help)
     p = sub.add_parser("export", help="write a checkpoint's model (state_dict, ONNX, ...), checked")
     p.add_argument("ckpt", help="a .pt checkpoint or a run folder (best.pt, else last.pt)")
     p.add_argument("out", help="the file to write, e.g. model.pt, model.onnx, model.pt2")

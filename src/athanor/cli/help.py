@@ -38,6 +38,7 @@ EVALUATE_EXAMPLES = """\
 ATHANOR_EXAMPLES = """\
   athanor list                       # every config group and its registered names
   athanor list model                 # one group (models include the torchvision archs)
+  athanor help trainer               # a group's keys (default, type, range) and names
   athanor export outputs/<date>/<time>_mlp_digits model.pt
   athanor report outputs --plot      # a table of every run, best first, and their curves"""
 
@@ -80,7 +81,8 @@ Config groups (pick one file with group=option, change a key with group.key=valu
 {groups_text()}
 
 Top-level keys: seed, device (auto|cpu|cuda), name, resume (a run folder, a .pt or auto), dry_run.
-More: `athanor list [group]` (registered names), `train --cfg job` (the composed config),
+More: `athanor list [group]` (registered names), `athanor help <group>` (every key with its
+default and range), `train --cfg job` (the composed config),
 `train --hydra-help` (Hydra's own options), README.md (the user's guide)."""
 
 
@@ -125,3 +127,146 @@ def print_help_if_asked(page, argv: list[str] | None = None) -> None:
     if any(arg in HELP_FLAGS for arg in argv):
         print(page())
         sys.exit(0)
+
+
+# ---- the reference: every key of every group, every registered name, generated ---------------
+
+REFERENCE = Path(__file__).resolve().parent.parent / "REFERENCE.md"
+# the repository's README (absent in an installed wheel): its summary.json table is generated
+README = Path(__file__).resolve().parents[3] / "README.md"
+SUMMARY_BEGIN, SUMMARY_END = "<!-- summary-fields: begin -->", "<!-- summary-fields: end -->"
+WRITE_COMMAND = "athanor help --write-reference"
+
+
+def _builder_arguments(registry, entry) -> str:
+    """A builder's configurable arguments with their defaults: `lr=0.001, momentum=0.9`."""
+    import inspect
+
+    params = inspect.signature(entry.builder).parameters.values()
+    args = []
+    for p in params:
+        if p.name in registry.runtime or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        args.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    return ", ".join(f"`{a}`" for a in args) or "(none)"
+
+
+def group_reference(group: str) -> str:
+    """One group's Markdown section: its keys (default, type and range, meaning) and, for a
+    component group, every registered name of athanor's with its builder's arguments."""
+    from athanor.config.groups import COMPONENT_GROUPS
+    from athanor.config.reference import SETTINGS_GROUPS, keys_table
+    from athanor.engine.build import REGISTRIES
+
+    if group in SETTINGS_GROUPS:
+        source = f"conf/{group}/default.yaml, generated from config/settings.py"
+        return f"## {group}\n\nKeys ({source}):\n\n{keys_table(SETTINGS_GROUPS[group], group)}\n"
+    registry = REGISTRIES[group]
+    rows = ["| name | arguments (`group.<argument>=value`) | what it is |", "|---|---|---|"]
+    for entry in registry.entries():
+        if entry.origin.startswith("athanor."):  # a user's own are listed by `athanor list`
+            described = entry.description.replace("|", "\\|")
+            rows.append(f"| `{entry.name}` | {_builder_arguments(registry, entry)} | {described} |")
+    keys = keys_table(COMPONENT_GROUPS[group], group)
+    runtime = ", ".join(f"`{name}`" for name in sorted(registry.runtime)) or "none"
+    return (
+        f"## {group}\n\nGroup-wide keys (any `{group}=<name>`; config/groups.py):\n\n{keys}\n\n"
+        f"Runtime arguments athanor passes to a builder that names them: {runtime}.\n\n"
+        f"Registered names (`{group}=<name>`; each builder's own arguments):\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
+def reference_groups() -> list[str]:
+    from athanor.config.reference import SETTINGS_GROUPS
+    from athanor.engine.build import REGISTRIES
+
+    return [*REGISTRIES, *SETTINGS_GROUPS]
+
+
+def reference_text() -> str:
+    """REFERENCE.md: the top-level keys, every group, summary.json's fields."""
+    from athanor.config.reference import keys_table
+    from athanor.config.settings import RunSettings
+    from athanor.record.summary import fields_table
+
+    groups = reference_groups()
+    toc = "\n".join(f"- [{g}](#{g})" for g in groups) + "\n- [summary.json](#summaryjson)"
+    top = keys_table(RunSettings, "").replace("`.", "`").splitlines()
+    top = [row for row in top if "`trainer." not in row and not _nested(row, groups)]
+    sections = "\n".join(group_reference(g) for g in groups)
+    return f"""\
+# athanor reference
+
+Generated from the typed settings, the option classes and the registries: do not edit, run
+`{WRITE_COMMAND}`. `athanor help <group>` prints one section; README.md is the guide.
+
+{toc}
+
+## Top-level keys
+
+{chr(10).join(top)}
+
+{sections}
+## summary.json
+
+Every run folder's summary.json (record/summary.py):
+
+{fields_table()}
+"""
+
+
+def _nested(row: str, groups: list[str]) -> bool:
+    return any(row.startswith(f"| `{g}.") for g in groups)
+
+
+def readme_with_summary_table(readme: str) -> str:
+    """The README with its summary.json table (between the markers) regenerated."""
+    from athanor.record.summary import fields_table
+
+    head, _, rest = readme.partition(SUMMARY_BEGIN)
+    _, _, tail = rest.partition(SUMMARY_END)
+    return f"{head}{SUMMARY_BEGIN}\n{fields_table()}\n{SUMMARY_END}{tail}"
+
+
+def generated_files() -> dict[Path, str]:
+    """{path: the text it must hold}: REFERENCE.md, the settings groups' default.yaml and (in a
+    checkout) the README's summary.json table."""
+    from athanor.config.reference import SETTINGS_GROUPS, settings_yaml
+
+    header = "# generated from config/settings.py: edit the class, then `{}`\n"
+    files = {REFERENCE: reference_text()}
+    for group, cls in SETTINGS_GROUPS.items():
+        text = header.format(WRITE_COMMAND) + settings_yaml(cls) + "\n"
+        files[CONF_DIR / group / "default.yaml"] = text
+    if README.is_file():
+        files[README] = readme_with_summary_table(README.read_text())
+    return files
+
+
+def stale_files() -> list[Path]:
+    """The generated files whose text is not what the schema and registries give today."""
+    return [p for p, text in generated_files().items() if not p.is_file() or p.read_text() != text]
+
+
+def cmd_help(group: str | None, *, write: bool) -> int:
+    """`athanor help [group]`: one group's reference, or the list of groups; `--write-reference`
+    rewrites every generated file."""
+    if write:
+        for path, text in generated_files().items():
+            if not path.is_file() or path.read_text() != text:
+                path.write_text(text)
+                print(f"wrote {path}")
+        return 0
+    groups = reference_groups()
+    if group is None:
+        print(f"athanor help <group>: one of {', '.join(groups)}. Everything: {REFERENCE}")
+        return 0
+    if group not in groups:
+        from athanor.registry import closest
+
+        print(f"Unknown group {group!r}.{closest(group, groups)} Groups: {', '.join(groups)}.")
+        return 2
+    print(group_reference(group).replace("\\|", "|"))  # Markdown's escaped bars, for a terminal
+    return 0

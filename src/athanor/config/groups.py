@@ -44,16 +44,17 @@ class DataOptions(GroupOptions):
     loader: Literal["auto", "memory", "torch"] = "auto"  # auto: memory when the split is a tensor
     root: str = "data"  # where file-based data sets look
     download: bool = False  # fetch the archive into data.root first (data sets that can)
+    # share of the training split held out for validation (data sets without a val split)
     val_split: Annotated[float, Range(0, 1, low_open=True, high_open=True)] | None = None
     subset: Annotated[int, Positive] | None = None  # first N samples of each split
     sampler: Literal["random", "weighted"] = "random"  # weighted: inverse class frequency
     drop_last: bool = True  # training batches only; keeps every step the same size
     memory_budget_mb: Annotated[float, Positive] = 4096.0  # memory path falls back above this
     pin_memory: bool = True  # CUDA only
-    persistent_workers: bool = True
+    persistent_workers: bool = True  # keep DataLoader workers alive between epochs
     prefetch_factor: Annotated[int, Positive] = 2  # batches read ahead per worker
     mean: Annotated[list[float], Range()] | None = None  # normalization; None: the data set's
-    std: Annotated[list[float], Positive] | None = None
+    std: Annotated[list[float], Positive] | None = None  # one per channel, as data.mean
     image_size: Annotated[int, Positive] | None = None  # None: the data set's own
     class_names: list[str] | None = None  # None: from the data set
     num_classes: Annotated[int, Positive] | None = None  # None: from the data (classes / targets)
@@ -142,7 +143,7 @@ class MixOptions(GroupOptions):
     """`augment.*` batch-level mixing, usable with any augment: `augment.mixup_alpha=0.2`."""
 
     mixup_alpha: Annotated[float, NonNegative] = 0.0  # Beta(alpha, alpha) weight; 0 = off
-    cutmix_alpha: Annotated[float, NonNegative] = 0.0
+    cutmix_alpha: Annotated[float, NonNegative] = 0.0  # Beta(alpha, alpha) box area; 0 = off
     mix_prob: Annotated[float, Fraction] = 1.0  # probability that a batch is mixed at all
     switch_prob: Annotated[float, Fraction] = 0.5  # both alphas > 0: P(cutmix instead of mixup)
 

@@ -1,5 +1,10 @@
 """Typed, frozen settings for everything that is not a registered component.
 
+Each default and its meaning are written here once: the field's default, and its comment (the
+comment lines above it, then the one at the end of its line). conf/<group>/default.yaml of the
+trainer, checkpoint, logger and distributed groups and the reference are generated from these
+classes (config/reference.py; ``athanor help --write-reference`` rewrites them).
+
 The CLI hands plain dicts; ``parse(cls, dict, prefix)`` (config/schema.py) refuses unknown keys,
 wrong types and out-of-range numbers, and each class's ``__post_init__`` refuses impossible
 combinations, so mistakes surface before any work. The component groups' own keys are in
@@ -47,9 +52,9 @@ def parse_duration(value: float | str | None) -> float | None:
 
 @dataclass(frozen=True)
 class EmaSettings:
-    decay: float | None = None  # e.g. 0.999; None disables EMA
+    decay: float | None = None  # e.g. 0.999: evaluate an EMA of the weights as val_ema/*
     every: int = 1  # update every N optimizer steps
-    warmup: bool = True  # decay ramps up as min(decay, (1+t)/(10+t)) early in training
+    warmup: bool = True  # decay ramps up as min(decay, (1+n)/(10+n))
 
     def __post_init__(self) -> None:
         if self.decay is not None:
@@ -59,10 +64,10 @@ class EmaSettings:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    monitor: str | None = None  # e.g. val/loss; None disables early stopping
-    patience: int = 5  # in validations without improvement
-    mode: Literal["min", "max"] = "max"
-    min_delta: Annotated[float, NonNegative] = 0.0  # smallest change that counts as better
+    monitor: str | None = None  # e.g. val/loss (with mode: min); any val/* or val_ema/* metric
+    patience: int = 5  # validations without improvement before stopping
+    mode: Literal["min", "max"] = "max"  # min | max: which way `monitor` improves
+    min_delta: Annotated[float, NonNegative] = 0.0  # smaller changes do not count as improvement
 
     def __post_init__(self) -> None:
         _require(
@@ -72,27 +77,33 @@ class EarlyStopping:
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    epochs: int = 20
+    epochs: int = 20  # passes over the training data
     max_steps: int | None = None  # cap on optimizer steps
     val_every: int = 1  # in epochs
-    log_every: int = 50  # in optimizer steps
-    precision: int | str = 32  # 32 | bf16 | fp16
-    accumulate: int = 1  # micro-batches per optimizer step
+    # in optimizer steps: train/* scalars and progress lines (each one syncs the device)
+    log_every: int = 50
+    precision: int | str = 32  # 32 | bf16 | fp16 (autocast; fp16 uses a GradScaler)
+    # micro-batches per optimizer step (same gradients as one N x bigger batch)
+    accumulate: int = 1
+    # max gradient norm (or value, see grad_clip_mode); train/grad_norm is pre-clip
     grad_clip: float | None = None
-    grad_clip_mode: Literal["norm", "value"] = "norm"
+    grad_clip_mode: Literal["norm", "value"] = "norm"  # norm | value
+    # NHWC weights and inputs (faster convolutions on recent GPUs/CPUs)
     channels_last: bool = False
-    compile: bool = False
-    deterministic: bool = False
+    compile: bool = False  # torch.compile (falls back to eager with a message if it fails)
+    deterministic: bool = False  # torch deterministic algorithms (cuDNN benchmark off)
     ema: EmaSettings = field(default_factory=EmaSettings)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    max_time: float | str | None = None  # wall-clock budget
+    # wall-clock budget: seconds or "HH:MM:SS" (validates, saves, stops)
+    max_time: float | str | None = None
     skip_nonfinite: int = 0  # NaN/Inf steps to skip before failing
+    # autograd anomaly mode: names the op that produced a NaN (slow)
     detect_anomaly: bool = False
-    sync_bn: bool = False
+    sync_bn: bool = False  # DDP: BatchNorm statistics over all ranks
     overfit_batches: int = 0  # >0: train on this many fixed batches, no augmentation
     limit_train_batches: int | None = None  # per epoch
-    limit_val_batches: int | None = None
-    tta_flip: bool = False  # average predictions over the image and its mirror at evaluation
+    limit_val_batches: int | None = None  # per validation
+    tta_flip: bool = False  # evaluate on the image and its mirror
 
     def __post_init__(self) -> None:
         _require(
@@ -124,14 +135,15 @@ class TrainerSettings:
 @dataclass(frozen=True)
 class CheckpointSettings:
     enabled: bool = True  # false: write no checkpoint files (debug=fast)
-    every_epochs: int | None = 1
-    every_steps: int | None = None  # mid-epoch checkpoints
-    keep_steps: int = 2  # newest periodic step_*.pt files kept (last.pt is a link to the newest)
-    best_weights_only: bool = True  # best.pt: model (+EMA) weights only; resume uses last.pt
-    monitor: str = "val/acc"  # metric deciding best.pt; val_ema/acc follows the EMA weights
-    mode: Literal["min", "max"] = "max"
-    save_last: bool = True
-    on_error: Literal["stop", "warn"] = "stop"
+    every_epochs: int | None = 1  # in epochs
+    every_steps: int | None = None  # mid-epoch checkpoints every N optimizer steps
+    keep_steps: int = 2  # newest periodic step_*.pt files kept (last.pt links the newest)
+    # best.pt holds the model (+EMA) weights only; resume uses last.pt
+    best_weights_only: bool = True
+    monitor: str = "val/acc"  # best.pt follows this metric (val_ema/acc follows the EMA)
+    mode: Literal["min", "max"] = "max"  # min | max: which way `monitor` improves
+    save_last: bool = True  # last.pt: the newest checkpoint, what resume reads
+    on_error: Literal["stop", "warn"] = "stop"  # stop | warn when a save fails (e.g. disk full)
 
     def __post_init__(self) -> None:
         _positive("checkpoint.every_epochs", self.every_epochs)
@@ -145,30 +157,38 @@ class CheckpointSettings:
 
 @dataclass(frozen=True)
 class MlflowSettings:
-    tracking_uri: str | None = None  # None: the local store ./mlruns beside outputs/ (no server)
-    experiment: str = "athanor"  # MLflow experiment name (created when missing)
-    log_checkpoint: Literal["best", "last", "none"] = "none"  # a checkpoint as an artifact
-
-
-@dataclass(frozen=True)
-class WandbSettings:
-    project: str = "athanor"
-    entity: str | None = None  # team or user; None: the logged-in default
-    mode: Literal["online", "offline", "disabled"] = "online"  # offline: `wandb sync` later
-    dir: str | None = None  # None: <run>/wandb
+    # null: the local store ./mlruns beside outputs/; or http://host:5000, sqlite:///m.db
+    tracking_uri: str | None = None
+    experiment: str = "athanor"  # MLflow experiment (created when missing)
+    # best | last | none: a checkpoint as an artifact at the end
     log_checkpoint: Literal["best", "last", "none"] = "none"
 
 
 @dataclass(frozen=True)
+class WandbSettings:
+    project: str = "athanor"  # W&B project
+    entity: str | None = None  # team or user (null: your default)
+    # online | offline (no network; `wandb sync <run>/wandb/offline-run-*` later) | disabled
+    mode: Literal["online", "offline", "disabled"] = "online"
+    dir: str | None = None  # null: <run>/wandb
+    log_checkpoint: Literal["best", "last", "none"] = "none"  # best | last | none
+
+
+@dataclass(frozen=True)
 class LoggerSettings:
-    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # observe/trackers/
-    tensorboard: bool = True  # false drops "tensorboard" from logger.trackers (a shorthand)
+    # any of: tensorboard, mlflow, wandb, none (+ registered ones); the run fans out to all;
+    # [] = none
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # <run>/tb: scalars, images, histograms, HPARAMS (false: drop it from trackers)
+    tensorboard: bool = True
+    # auto: a bar on a TTY, plain log lines otherwise (CI, multirun) | bar | plain | none
     progress: Literal["auto", "bar", "plain", "none"] = "auto"
-    grad_stats_every: int = 0  # per-layer |grad|/|weight| ratios every N steps; 0 = off
-    histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = off
-    image_grid: bool = True  # a grid of augmented training images at the start
-    plots: bool = True  # PNG curves and confusion matrix in the run folder
-    flush_secs: Annotated[int, Positive] = 30  # TensorBoard writes at least this often
+    # per-layer mean|grad|/mean|weight| every N optimizer steps (0 = off)
+    grad_stats_every: int = 0
+    histograms_every: int = 0  # weight/gradient histograms every N optimizer steps (0 = off)
+    image_grid: bool = True  # the first augmented training batch as a TensorBoard image
+    plots: bool = True  # <run>/plots: curves.png and confusion_val.png (+ TensorBoard image)
+    flush_secs: Annotated[int, Positive] = 30  # in seconds: TensorBoard writes at least this often
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
 
@@ -188,9 +208,9 @@ class LoggerSettings:
 
 @dataclass(frozen=True)
 class DistributedSettings:
-    nproc_per_node: int = 1  # >1: `train` launches a worker group itself (torch elastic launcher)
-    backend: Literal["auto", "nccl", "gloo"] = "auto"
-    timeout_s: int = 120  # collective timeout: a dead peer ends the group instead of hanging
+    nproc_per_node: int = 1  # >1: `train` launches N worker processes itself
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    timeout_s: int = 120  # collective timeout: a dead rank ends the group, no 30-min hang
 
     def __post_init__(self) -> None:
         _positive("distributed.nproc_per_node", self.nproc_per_node)
@@ -201,11 +221,11 @@ class DistributedSettings:
 class RunSettings:
     """Top-level keys of the composed config plus the parsed non-component groups."""
 
-    seed: int = 0
-    device: str = "auto"
-    name: str = "run"
-    resume: str | None = None
-    dry_run: bool = False
+    seed: int = 0  # seeds python, numpy and torch; the data order is a function of it
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    name: str = "run"  # the run's name, in its folder's name
+    resume: str | None = None  # a run folder, a .pt checkpoint or auto: continue that run
+    dry_run: bool = False  # build, time a few steps, estimate the run, write nothing
     imports: list[str] = field(default_factory=list)  # the user's modules (athanor.plugins)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)

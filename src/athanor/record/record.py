@@ -2,8 +2,9 @@
 
 ``RunRecord`` writes the summary at the start (status ``running``, provenance), at a resume (the
 ``resumes`` list), after every evaluation (a line of metrics.jsonl) and at the end (completed /
-failed / interrupted, with best and final results). It keeps the summary in memory: nobody reads,
-patches and rewrites summary.json. Best and final come from its ``MetricsLog``, a part of the
+failed / interrupted, with best and final results), and takes a parent's correction of how a
+dead run ended (``correct_outcome``). It keeps the summary in memory as one typed ``Summary``
+(record/summary.py, the schema): no other module writes summary.json. Best and final come from its ``MetricsLog``, a part of the
 train state (saved in every checkpoint), so a resumed run goes on from the checkpoint's own best,
 not from whatever a killed process appended to metrics.jsonl later.
 
@@ -13,12 +14,14 @@ Every JSON file is strict JSON: a non-finite number is written as ``null`` and n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
 
 from athanor.metrics.monitor import Monitor
 from athanor.record.folder import RunDir, strict_record, write_json_atomic
+from athanor.record.summary import Segment, Summary
 
 
 class MetricsLog:
@@ -51,33 +54,42 @@ class MetricsLog:
 
 class RunRecord:
     """summary.json and metrics.jsonl of one run. ``active``: this process writes (rank 0);
-    the others keep the metrics log only (best/final agree across ranks)."""
+    the others keep the metrics log only (best/final agree across ranks). The summary is a
+    ``Summary`` (record/summary.py), written whole."""
 
-    def __init__(self, run: RunDir, log: MetricsLog, *, active: bool = True):
+    def __init__(self, run: RunDir, log: MetricsLog | None = None, *, active: bool = True):
         self.run, self.log, self.active = run, log, active
-        self.summary: dict[str, Any] = {}
-        self.started = time.time()
+        self.summary = Summary()
+        self.clock = time.monotonic()
 
     def _write(self) -> None:
         if self.active:
-            write_json_atomic(self.run.summary, self.summary)
+            write_json_atomic(self.run.summary, self.summary.to_json())
+
+    def _open_segment(self, step: int) -> None:
+        self.clock = time.monotonic()
+        self.summary.segments.append(Segment(started=_now(), start_step=step))
 
     def start(self, **fields: Any) -> None:
         """A new run: the folder, and a summary saying it runs."""
         if not self.active:
             return
         self.run.path.mkdir(parents=True, exist_ok=True)
-        self.summary = {"status": "running", "started": _now(), **fields}
+        self.summary = Summary(started=_now(), **fields)
+        self._open_segment(step=0)
         self._write()
 
     def resume(self, entry: dict[str, Any], after_step: int, **fields: Any) -> None:
-        """A resumed run: keep the earlier summary (read once), append to ``resumes``, and drop
-        the metrics a killed process logged after the checkpoint (they come again)."""
+        """A resumed run: keep the earlier summary (read once), append to ``resumes`` and a new
+        segment, and drop the metrics a killed process logged after the checkpoint (they come
+        again)."""
         if not self.active:
             return
-        self.summary = self.run.read_summary()
-        resumes = [*self.summary.get("resumes", []), entry]
-        self.summary.update(status="running", resumes=resumes, **fields)
+        self.summary = dataclasses.replace(
+            Summary.from_json(self.run.read_summary()), status="running", **fields
+        )
+        self.summary.resumes.append(entry)
+        self._open_segment(step=after_step)
         self.run.truncate_metrics(after_step=after_step)
         self._write()
 
@@ -92,20 +104,44 @@ class RunRecord:
                 f.flush()
         return improved
 
-    def finish(self, status: str, error: str | None = None, **fields: Any) -> dict[str, Any]:
-        """How the run ended, with best and final results; returns the summary."""
-        self.summary.update(
+    def finish(
+        self,
+        status: str,
+        error: str | None = None,
+        *,
+        epochs: int | None = None,
+        steps: int | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """How the run ended, with best and final results; closes this process's segment and
+        sums the run's wall time over every segment. Returns the summary as written."""
+        segment = self.summary.segment if self.summary.segments else None
+        if segment is not None:
+            segment.ended, segment.end_step = _now(), steps
+            segment.seconds = round(time.monotonic() - self.clock, 2)
+        self.summary = dataclasses.replace(
+            self.summary,
             status=status,
             error=error,
-            wall_time_s=round(time.time() - self.started, 2),
+            wall_time_s=round(sum(s.seconds for s in self.summary.segments), 2),
             monitor=self.log.monitor.name,
             mode=self.log.monitor.mode,
             best=self.log.best,
             final=self.log.final,
+            epochs=epochs,
+            steps=steps,
             **fields,
         )
         self._write()
-        return self.summary
+        return self.summary.to_json()
+
+    def correct(self, status: str, error: str) -> None:
+        """A word from outside the run on how it ended (see ``correct_outcome``)."""
+        if not self.run.started():
+            return
+        self.summary = Summary.from_json(self.run.read_summary())
+        self.summary.status, self.summary.error = status, error
+        self._write()
 
 
 def _now() -> str:
@@ -116,8 +152,4 @@ def correct_outcome(run: RunDir, status: str, error: str) -> None:
     """A word from outside the run on how it ended: the DDP launcher's root cause of a failed
     worker group (rank 0's record may only say that another rank failed), or the sweep pool's
     `pruned`. Nothing is written for a run that never started (no record)."""
-    if not run.started():
-        return
-    summary = run.read_summary()
-    summary.update(status=status, error=error)
-    write_json_atomic(run.summary, summary)
+    RunRecord(run).correct(status, error)

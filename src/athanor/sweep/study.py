@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from athanor.errors import ConfigError
+from athanor.record.folder import RunDir
 from athanor.sweep.manifest import COMPLETED, PRUNED, Entry
 from athanor.sweep.pool import Job, Watch
 from athanor.sweep.storage import check_same_search, open_study
@@ -179,10 +180,6 @@ class StudyDriver:
 
 
 def _best(folder: Path, monitor: str) -> float | None:
-    summary_path = folder / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError):
-        return None
+    summary = RunDir(folder).read_summary()
     value = (summary.get("best") or {}).get(summary.get("monitor") or monitor)
     return None if value is None else float(value)
