@@ -2,7 +2,8 @@
 
 ``RunRecord`` writes the summary at the start (status ``running``, provenance), at a resume (the
 ``resumes`` list), after every evaluation (a line of metrics.jsonl) and at the end (completed /
-failed / interrupted, with best and final results). It keeps the summary in memory: nobody reads,
+failed / interrupted, with best and final results); ``attach`` writes the files the summary
+names beside it (the patch, the data fingerprint, the resolved config). It keeps the summary in memory: nobody reads,
 patches and rewrites summary.json. Best and final come from its ``MetricsLog``, a part of the
 train state (saved in every checkpoint), so a resumed run goes on from the checkpoint's own best,
 not from whatever a killed process appended to metrics.jsonl later.
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from athanor.metrics.monitor import Monitor
-from athanor.record.folder import RunDir, strict_record, write_json_atomic
+from athanor.record.folder import RunDir, strict_record, write_json_atomic, write_text_atomic
 
 
 class MetricsLog:
@@ -69,6 +71,13 @@ class RunRecord:
         self.run.path.mkdir(parents=True, exist_ok=True)
         self.summary = {"status": "running", "started": _now(), **fields}
         self._write()
+
+    def attach(self, path: Path, text: str) -> str:
+        """A file beside the summary (the patch, the data fingerprint, ...): written, and its
+        name returned for the summary to name it."""
+        if self.active:
+            write_text_atomic(path, text)
+        return path.name
 
     def resume(self, entry: dict[str, Any], after_step: int, **fields: Any) -> None:
         """A resumed run: keep the earlier summary (read once), append to ``resumes``, and drop
