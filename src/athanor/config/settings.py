@@ -74,6 +74,7 @@ class EarlyStopping:
 class TrainerSettings:
     epochs: int = 20
     max_steps: int | None = None  # cap on optimizer steps
+    stop_at_step: int | None = None  # stop there, the schedule unchanged (reproduce --steps)
     val_every: int = 1  # in epochs
     log_every: int = 50  # in optimizer steps
     precision: int | str = 32  # 32 | bf16 | fp16
@@ -102,6 +103,7 @@ class TrainerSettings:
         )
         for key in (
             "max_steps",
+            "stop_at_step",
             "val_every",
             "log_every",
             "accumulate",

@@ -7,6 +7,7 @@ device and its threads, the seed and the determinism switches.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -53,7 +54,8 @@ def uncommitted_patch(cwd: Path | None = None) -> tuple[str, dict[str, Any]] | N
         text += f"\n# athanor: patch cut at {PATCH_LIMIT_BYTES} of {size} bytes\n"
     if untracked:  # named, not copied: they may be data or outputs
         text += "".join(f"# untracked: {name}\n" for name in untracked)
-    return text, {"bytes": size, "cut": cut, "untracked": len(untracked)}
+    meta = {"bytes": size, "cut": cut, "untracked": len(untracked)}
+    return text, {**meta, "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def package_versions() -> dict[str, str]:
