@@ -77,7 +77,10 @@ def verdict(diffs: list[MetricDiff], atol: float) -> tuple[bool, str]:
     """(within tolerance, the text that says how the re-run compares)."""
     compared = [d for d in diffs if d.points]
     if not compared:
-        return False, "nothing to compare: the runs share no logged step"
+        return False, (
+            "nothing to compare: the runs share no logged step (train/* are logged every "
+            "trainer.log_every steps, evaluations at epoch ends): give a larger --steps"
+        )
     points = sum(d.points for d in compared)
     if all(d.identical for d in diffs if d.points or d.missing):
         return True, f"identical: {len(compared)} metrics, {points} points, bitwise equal"
