@@ -106,29 +106,43 @@ def test_diff_of_two_sweep_jobs(tmp_path):
     assert list(data["metrics"])[0] == data["monitor"] == "val/acc"
     a, b = data["metrics"]["val/loss"]["final"]
     assert a != b
+    again = reproduce(jobs[1], cwd=tmp_path)  # a sweep job re-runs as one run, the same
+    command = next(line for line in again.stdout.splitlines() if line.startswith("reproduce:"))
+    assert "optim.lr=0.01" in command.split() and "-m" not in command.split()[3:], command
+    assert "identical: " in again.output, again.output
 
 
-def provenance_lines(result) -> dict[str, str]:
-    """key -> the source column of `--cfg job --provenance`."""
+def provenance_lines(text: str) -> dict[str, str]:
+    """key -> the value and source columns of `--cfg job --provenance`."""
     rows = {}
-    for line in result.stdout.splitlines():
+    for line in text.splitlines():
         key, _, rest = line.partition(" = ")
         rows[key.strip()] = rest
     return rows
 
 
-def test_provenance_names_project_files_presets_group_defaults_and_overrides(train, tmp_path):
+def test_provenance_names_project_files_presets_group_defaults_and_overrides(
+    train, tmp_path, monkeypatch, capsys
+):
     (tmp_path / "conf" / "optim").mkdir(parents=True)
     (tmp_path / "conf" / "optim" / "adamw.yaml").write_text("name: adamw\nlr: 1.23e-2\n")
     (tmp_path / "conf" / "experiment").mkdir()
     (tmp_path / "conf" / "experiment" / "small.yaml").write_text(
         "# @package _global_\ndata:\n  batch_size: 16\n"
     )
-    rows = provenance_lines(train("data.val_split=0.3", "--cfg", "job", "--provenance"))
+    rows = provenance_lines(train("data.val_split=0.3", "--cfg", "job", "--provenance").stdout)
     assert rows["optim.lr"].endswith("conf/optim/adamw.yaml (project)"), rows["optim.lr"]
     assert rows["data.batch_size"].endswith("group-wide default (src/athanor/config/groups.py)")
     assert rows["data.val_split"].endswith("command line (data.val_split=0.3)")
     assert rows["seed"].endswith("conf/train.yaml (athanor)")
-    preset = provenance_lines(train("experiment=small", "--cfg", "job", "--provenance"))
+    preset = provenance_lines(train("experiment=small", "--cfg", "job", "--provenance").stdout)
     assert "experiment preset conf/experiment/small.yaml (project)" in preset["data.batch_size"]
     assert preset["data.batch_size"].split()[0] == "16"
+
+    monkeypatch.chdir(tmp_path)  # athanor.compose reads the current folder's conf/ first
+    import athanor
+
+    config = athanor.compose(["experiment=small"], provenance=True)
+    assert config["data"]["batch_size"] == 16
+    printed = provenance_lines(capsys.readouterr().out)
+    assert printed["data.batch_size"] == preset["data.batch_size"]

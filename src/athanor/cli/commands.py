@@ -225,7 +225,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     result = diff.diff(a, b)
     print(json.dumps(result, indent=2, default=str) if args.json else diff.table(result), end="")
     if args.plot:
-        print(f"\nwrote {diff.plot(a, b, Path(args.plot))}" if not args.json else "")
+        written = diff.plot(a, b, Path(args.plot))
+        if not args.json:  # the JSON stays the whole of stdout
+            print(f"wrote {written}")
     return 0
 
 

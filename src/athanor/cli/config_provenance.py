@@ -16,17 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from athanor.cli.project import athanor_conf
+from athanor.config.flatten import flatten
 
 GROUP_DEFAULTS = "group-wide default (src/athanor/config/groups.py)"
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def _file_label(root: str, config_path: str) -> str:
@@ -83,7 +75,7 @@ def attribute(config_name: str, overrides: list[str]) -> dict[str, str]:
             continue
         node = OmegaConf.to_container(loaded.config, resolve=False)
         node.pop("hydra", None)
-        for key in [k for k in _flat(node) if not _in_defaults_list(k, default.package)]:
+        for key in [k for k in flatten(node) if not _in_defaults_list(k, default.package)]:
             _set(sources, key, label)
     for override in defaults.config_overrides:
         key = override.key_or_group
@@ -126,7 +118,7 @@ def provenance(
     """Every leaf of the (resolved) config: {"value", "from"}. A resumed run's values come from
     its saved config, except those its command line sets."""
     out = {}
-    for key, value in _flat(config).items():
+    for key, value in flatten(config).items():
         origin = source_of(key, sources)
         if resumed_from and not origin.startswith("command line"):
             origin = f"resume's saved config ({resumed_from})"

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from athanor.compare.runs import Run, flatten
+from athanor.compare.runs import Run
+from athanor.config.flatten import flatten
 
 # overrides of the original command line a single re-run leaves out: its folder, a resume (the
 # re-run starts from scratch) and the sweep machinery (a sweep job is re-run as one run)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from athanor.compare.runs import Run, environment_differences, flatten, numeric
+from athanor.compare.runs import Run, environment_differences, numeric
+from athanor.config.flatten import flatten
 
 WIDTH = 34  # a value's column: two of them and the key fit 100 columns
 

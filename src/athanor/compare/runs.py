@@ -12,21 +12,12 @@ from typing import Any
 
 import yaml
 
+from athanor.config.flatten import flatten
 from athanor.errors import ConfigError
 from athanor.record.folder import RunDir
 
 # scalars that measure the machine, not the training: never compared
 UNCOMPARED = ("time", "epoch", "step", "nonfinite", "train/samples_per_s", "sys/", "hparam/")
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are leaves."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def compared(name: str) -> bool:
