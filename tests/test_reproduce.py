@@ -146,3 +146,14 @@ def test_provenance_names_project_files_presets_group_defaults_and_overrides(
     assert config["data"]["batch_size"] == 16
     printed = provenance_lines(capsys.readouterr().out)
     assert printed["data.batch_size"] == preset["data.batch_size"]
+
+
+def test_a_resumed_runs_provenance_names_its_saved_config(train, tmp_path):
+    run = train(*TINY).run_dir
+    train(f"resume={run}", "trainer.max_steps=8", "logger.progress=plain")
+    provenance = yaml.safe_load((run / "provenance.yaml").read_text())
+    assert provenance["optim.lr"]["from"] == f"resume's saved config ({run})"
+    assert provenance["trainer.max_steps"] == {
+        "value": 8,
+        "from": "command line (trainer.max_steps=8)",
+    }

@@ -18,9 +18,13 @@ from athanor.errors import ConfigError
 
 
 def _hydra_compose(
-    overrides: list[str], config_dir: str | Path | None, config_name: str
-) -> tuple[Any, dict[str, str]]:
-    """Hydra's composed config (with its ``hydra`` node) and where each key came from."""
+    overrides: list[str],
+    config_dir: str | Path | None,
+    config_name: str,
+    sources: dict[str, str] | None = None,
+):
+    """Hydra's composed config (with its ``hydra`` node); ``sources``, when given, is filled
+    with where each key came from (cli/config_provenance.py), while Hydra is initialized."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -37,7 +41,9 @@ def _hydra_compose(
             cfg = hydra_compose(
                 config_name=config_name, overrides=overrides, return_hydra_config=True
             )
-            return cfg, attribute(config_name, overrides)
+            if sources is not None:
+                sources.update(attribute(config_name, overrides))
+            return cfg
     except HydraException as err:
         raise ConfigError(f"Could not compose the config: {err}") from err
     finally:
@@ -52,7 +58,10 @@ def compose(
 ) -> dict[str, Any]:
     """The composed config as plain data, exactly as ``train <overrides>`` would see it;
     ``provenance=True`` also prints every key with where its value came from."""
-    cfg, sources = _hydra_compose(list(overrides or []), config_dir, config_name)
+    sources: dict[str, str] = {}
+    cfg = _hydra_compose(
+        list(overrides or []), config_dir, config_name, sources if provenance else None
+    )
     config = job_config(cfg)
     if provenance:
         print(config_provenance.table(config_provenance.provenance(config, sources)), end="")
@@ -71,7 +80,8 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
 
     if not logging.getLogger().handlers:  # a notebook: show the run's lines as `train` would
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg, sources = _hydra_compose(list(overrides or []), config_dir, "train")
+    sources: dict[str, str] = {}
+    cfg = _hydra_compose(list(overrides or []), config_dir, "train", sources)
     # the resumed run's own config first (a refused change writes nothing), then the claim,
     # as `train` does when the run starts: checked, new, locked
     chosen = Path(OmegaConf.select(cfg, "hydra.run.dir"))  # choosing a folder has no side effects

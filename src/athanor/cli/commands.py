@@ -198,13 +198,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"the re-run failed (exit {code}); its folder: {target}", file=sys.stderr)
         return code or 1
     again = read_run(target)
-    for line in reproduce.data_warnings(original, again):
+    for line in reproduce.rerun_warnings(original, again):
         print(f"warning: {line}")
     atol = reproduce.default_atol(original) if args.atol is None else args.atol
     diffs = reproduce.compare_runs(original, again, args.steps)
     ok, text = reproduce.verdict(diffs, atol)
     print(f"{original.path.name} vs {target.name}:\n{text}")
-    comparison = {"atol": atol, "within": ok, "metrics": reproduce.summary_line(diffs)}
+    comparison = {"atol": atol, "within": ok, "metrics": reproduce.as_data(diffs)}
     (target / "reproduce.json").write_text(json.dumps(comparison, indent=2) + "\n")
     return 0 if ok else 1
 

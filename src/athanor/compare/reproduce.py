@@ -100,7 +100,7 @@ def verdict(diffs: list[MetricDiff], atol: float) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
-def summary_line(diffs: list[MetricDiff]) -> dict[str, Any]:
+def as_data(diffs: list[MetricDiff]) -> dict[str, Any]:
     """The comparison as plain data (for --json and the re-run folder's reproduce.json)."""
     return {
         d.name: {
@@ -152,9 +152,15 @@ def environment_warnings(run: Run) -> list[str]:
     return lines
 
 
-def data_warnings(original: Run, rerun: Run) -> list[str]:
-    """The data fingerprint entries (files and built splits) that differ after the re-run."""
-    return [
+def rerun_warnings(original: Run, rerun: Run) -> list[str]:
+    """What the re-run measured differently: its device (threads, world size) and the data
+    fingerprint's entries (files and built splits)."""
+    device = [
+        f"{what}: {was} then, {is_} in the re-run"
+        for what, was, is_ in environment_differences(original.summary, rerun.summary)
+        if what.startswith("device")
+    ]
+    return device + [
         f"data fingerprint: {entry} differs from the run's"
         for entry in fingerprint_differences(read_fingerprint(original), read_fingerprint(rerun))
     ]

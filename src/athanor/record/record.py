@@ -1,12 +1,13 @@
 """The run record: the one writer of a run's summary.json and metrics.jsonl.
 
-``RunRecord`` writes the summary at the start (status ``running``, provenance), at a resume (the
-``resumes`` list), after every evaluation (a line of metrics.jsonl) and at the end (completed /
-failed / interrupted, with best and final results); ``attach`` writes the files the summary
-names beside it (the patch, the data fingerprint, the resolved config). It keeps the summary in memory: nobody reads,
-patches and rewrites summary.json. Best and final come from its ``MetricsLog``, a part of the
-train state (saved in every checkpoint), so a resumed run goes on from the checkpoint's own best,
-not from whatever a killed process appended to metrics.jsonl later.
+``RunRecord`` writes the summary at the start (status ``running``, the environment, what a
+re-run needs), at a resume (the ``resumes`` list), after every evaluation (a line of
+metrics.jsonl) and at the end (completed / failed / interrupted, with best and final results);
+``attach`` writes the files the summary names beside it (the resolved config, the patch, the data
+fingerprint). It keeps the summary in memory: nobody reads, patches and rewrites summary.json.
+Best and final come from its ``MetricsLog``, a part of the train state (saved in every
+checkpoint), so a resumed run goes on from the checkpoint's own best, not from whatever a killed
+process appended to metrics.jsonl later.
 
 Every JSON file is strict JSON: a non-finite number is written as ``null`` and named in
 ``nonfinite`` beside it.
