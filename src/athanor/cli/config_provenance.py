@@ -56,6 +56,11 @@ def attribute(config_name: str, overrides: list[str]) -> dict[str, str]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    if not GlobalHydra.instance().is_initialized():  # called outside a Hydra app: compose's way
+        from hydra import initialize_config_dir
+
+        with initialize_config_dir(config_dir=str(athanor_conf()), version_base="1.3"):
+            return attribute(config_name, overrides)
     loader = GlobalHydra.instance().config_loader()
     # one caching repository for the defaults list and the loads: each file is read once
     parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, overrides)
@@ -151,4 +156,5 @@ def save(run_dir: Path, config: dict[str, Any], sources: dict[str, str], resumed
     from athanor.record.folder import RunDir
 
     entries = provenance(config, sources, str(config["resume"]) if resumed else None)
+    run_dir.mkdir(parents=True, exist_ok=True)  # (Hydra made it, unless called outside Hydra)
     RunDir(run_dir).provenance.write_text(to_yaml(entries))
