@@ -34,6 +34,7 @@ LEVELS = {
     "offline": 6,  # evaluate / export a finished run's checkpoint
     "launch": 6,  # starts a worker group that runs the engine
     "sweep": 6,
+    "compare": 6,  # reproduce / diff: runs compared from their folders
     "cli": 7,
     # the public face and the module entry points sit on top
     "__init__": 8,

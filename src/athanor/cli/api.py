@@ -8,14 +8,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from athanor.cli import config_provenance
 from athanor.cli.compose import check_group_choices, job_config, prepare_hydra
+from athanor.cli.config_provenance import attribute
 from athanor.cli.project import api_config_dir, athanor_conf
 from athanor.cli.resolvers import claim_run_folder
 from athanor.cli.resume_config import resumed_config
 from athanor.errors import ConfigError
 
 
-def _hydra_compose(overrides: list[str], config_dir: str | Path | None, config_name: str):
+def _hydra_compose(
+    overrides: list[str],
+    config_dir: str | Path | None,
+    config_name: str,
+    sources: dict[str, str] | None = None,
+):
+    """Hydra's composed config (with its ``hydra`` node); ``sources``, when given, is filled
+    with where each key came from (cli/config_provenance.py), while Hydra is initialized."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -29,9 +38,12 @@ def _hydra_compose(overrides: list[str], config_dir: str | Path | None, config_n
             raise ConfigError(problem)
         prepare_hydra()
         with initialize_config_dir(config_dir=str(athanor_conf()), version_base="1.3"):
-            return hydra_compose(
+            cfg = hydra_compose(
                 config_name=config_name, overrides=overrides, return_hydra_config=True
             )
+            if sources is not None:
+                sources.update(attribute(config_name, overrides))
+            return cfg
     except HydraException as err:
         raise ConfigError(f"Could not compose the config: {err}") from err
     finally:
@@ -42,9 +54,18 @@ def compose(
     overrides: list[str] | None = None,
     config_dir: str | Path | None = None,
     config_name: str = "train",
+    provenance: bool = False,
 ) -> dict[str, Any]:
-    """The composed config as plain data, exactly as ``train <overrides>`` would see it."""
-    return job_config(_hydra_compose(list(overrides or []), config_dir, config_name))
+    """The composed config as plain data, exactly as ``train <overrides>`` would see it;
+    ``provenance=True`` also prints every key with where its value came from."""
+    sources: dict[str, str] = {}
+    cfg = _hydra_compose(
+        list(overrides or []), config_dir, config_name, sources if provenance else None
+    )
+    config = job_config(cfg)
+    if provenance:
+        print(config_provenance.table(config_provenance.provenance(config, sources)), end="")
+    return config
 
 
 def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> dict[str, Any]:
@@ -59,12 +80,14 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
 
     if not logging.getLogger().handlers:  # a notebook: show the run's lines as `train` would
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = _hydra_compose(list(overrides or []), config_dir, "train")
+    sources: dict[str, str] = {}
+    cfg = _hydra_compose(list(overrides or []), config_dir, "train", sources)
     # the resumed run's own config first (a refused change writes nothing), then the claim,
     # as `train` does when the run starts: checked, new, locked
     chosen = Path(OmegaConf.select(cfg, "hydra.run.dir"))  # choosing a folder has no side effects
+    composed = job_config(cfg)
     config = resumed_config(
-        job_config(cfg), chosen, list(overrides or []), lambda: compose([], config_dir)
+        composed, chosen, list(overrides or []), lambda: compose([], config_dir)
     )
     claim = claim_run_folder(cfg)
     run_dir = claim.folder
@@ -75,6 +98,7 @@ def fit(overrides: list[str] | None = None, config_dir: str | Path | None = None
         hydra_dir.mkdir(parents=True, exist_ok=True)
         (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides or [])))
+        config_provenance.save(run_dir, config, sources, resumed=config is not composed)
     try:
         launch(config, run_dir) if wants_launch(config) else train_run(config, run_dir)
         return RunDir(run_dir).read_summary()

@@ -1,5 +1,6 @@
-"""The `athanor` utility command: `athanor list [group]`, `athanor help [group]`, `athanor export <ckpt> <out> [--format]`,
-`athanor report <folder> [--plot]`, `athanor init NAME` (more subcommands join here)."""
+"""The `athanor` utility command: `athanor list [group]`, `athanor help [group]`,
+`athanor export <ckpt> <out> [--format]`, `athanor report <folder> [--plot]`, `athanor init NAME`,
+`athanor reproduce <run>`, `athanor diff <run_a> <run_b>` (more subcommands join here)."""
 
 from __future__ import annotations
 
@@ -174,6 +175,68 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """The run again into <run>.reproduce-N, then compared with it; 1 beyond the tolerance."""
+    import json
+
+    from athanor.cli import reproduce as cli_reproduce
+    from athanor.compare import reproduce
+    from athanor.compare.runs import read_run
+    from athanor.errors import ConfigError
+
+    try:
+        original = read_run(Path(args.run).resolve())
+        if args.steps is not None and args.steps < 1:
+            raise ConfigError(f"--steps {args.steps}: give a number of optimizer steps >= 1.")
+        cwd = cli_reproduce.run_folder_of(original)
+        with cli_reproduce.working_folder(cwd):
+            warnings = reproduce.environment_warnings(original)
+            target = cli_reproduce.next_folder(original.path)
+            command = cli_reproduce.rerun_command(original, target, args.steps)
+    except ConfigError as err:
+        print(f"Config error: {err}", file=sys.stderr)
+        return 2
+    for line in warnings:
+        print(f"warning: {line}", flush=True)
+    print("reproduce:", " ".join(command[1:]), flush=True)
+    code = cli_reproduce.rerun(command, cwd)
+    if code != 0 or not (target / "summary.json").is_file():
+        print(f"the re-run failed (exit {code}); its folder: {target}", file=sys.stderr)
+        return code or 1
+    again = read_run(target)
+    for line in reproduce.rerun_warnings(original, again):
+        print(f"warning: {line}")
+    atol = reproduce.default_atol(original) if args.atol is None else args.atol
+    diffs = reproduce.compare_runs(original, again, args.steps)
+    ok, text = reproduce.verdict(diffs, atol)
+    print(f"{original.path.name} vs {target.name}:\n{text}")
+    comparison = {"atol": atol, "within": ok, "metrics": reproduce.as_data(diffs)}
+    (target / "reproduce.json").write_text(json.dumps(comparison, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Two runs side by side: config keys, environment, best and final metrics."""
+    import json
+
+    from athanor.compare import diff
+    from athanor.compare.runs import read_run
+    from athanor.errors import ConfigError
+
+    try:
+        a, b = read_run(args.run_a), read_run(args.run_b)
+    except ConfigError as err:
+        print(f"Config error: {err}", file=sys.stderr)
+        return 2
+    result = diff.diff(a, b)
+    print(json.dumps(result, indent=2, default=str) if args.json else diff.table(result), end="")
+    if args.plot:
+        written = diff.plot(a, b, Path(args.plot))
+        if not args.json:  # the JSON stays the whole of stdout
+            print(f"wrote {written}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from athanor.cli.help import athanor_epilog
 
@@ -217,6 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a new project (model, data set, conf/, smoke test)")
     p.add_argument("name", help="the new folder, e.g. my-project (package my_project)")
     p.set_defaults(func=cmd_init)
+    p = sub.add_parser("reproduce", help="re-run a run into <run>.reproduce-N and compare them")
+    p.add_argument("run", help="a run folder, e.g. outputs/2026-12-06/10-00-00_mlp_digits")
+    p.add_argument("--steps", type=int, help="re-run and compare the first N optimizer steps")
+    p.add_argument(
+        "--atol",
+        type=float,
+        help="largest metric difference accepted (default: 0 for a CPU or deterministic run, "
+        "1e-2 for a GPU run without trainer.deterministic)",
+    )
+    p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("diff", help="two runs side by side: config, environment, metrics")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--json", action="store_true", help="the differences as JSON, for scripts")
+    p.add_argument(
+        "--plot", nargs="?", const="diff.png", help="overlay both runs' curves in a PNG (diff.png)"
+    )
+    p.set_defaults(func=cmd_diff)
     return parser
 
 

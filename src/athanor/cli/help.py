@@ -27,7 +27,8 @@ TRAIN_EXAMPLES = """\
   train model=resnet18 trainer.epochs=90 dry_run=true   # build, time a few steps, estimate
   train resume=outputs/<date>/<time>_mlp_digits  # continue a run in its folder
   train -m optim.lr=0.1,0.05 optim=sgd,adamw     # a sweep: one run folder per combination
-  train --cfg job                                # print the composed config and exit"""
+  train --cfg job                                # print the composed config and exit
+  train optim=sgd --cfg job --provenance         # ... with the file each value came from"""
 
 EVALUATE_EXAMPLES = """\
   evaluate ckpt=outputs/<date>/<time>_mlp_digits            # best.pt (else last.pt), val split
@@ -40,7 +41,9 @@ ATHANOR_EXAMPLES = """\
   athanor list model                 # one group (models include the torchvision archs)
   athanor help trainer               # a group's keys (default, type, range) and names
   athanor export outputs/<date>/<time>_mlp_digits model.pt
-  athanor report outputs --plot      # a table of every run, best first, and their curves"""
+  athanor report outputs --plot      # a table of every run, best first, and their curves
+  athanor reproduce <run> [--steps N]   # the run again into <run>.reproduce-1, compared
+  athanor diff <run_a> <run_b> [--plot] # config, environment and metrics side by side"""
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> list[tuple[str, str, str, list[str]]]:

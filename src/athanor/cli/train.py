@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
+from athanor.cli import config_provenance
 from athanor.cli.compose import output_dir, run_hydra_app, to_plain
 from athanor.cli.help import print_help_if_asked, train_help
 from athanor.cli.outcome import is_multirun, report, run_task
@@ -26,13 +27,19 @@ def _train_task(cfg) -> Any:
     from athanor.launch.workers import launch, wants_launch
 
     config, run_dir = to_plain(cfg), output_dir()
+    sources = _sources()
     if is_multirun() and config.get("logger", {}).get("progress") == "auto":
         config["logger"]["progress"] = "plain"  # sweep jobs share a terminal: lines, not bars
+        sources["logger.progress"] = "sweep job (progress lines, not bars)"
 
     def task(c: dict[str, Any], d: Path) -> Any:
         from athanor.cli.resume_config import resumed_config
+        from athanor.distributed import env_dist
 
+        composed = c
         c = resumed_config(c, d)  # resume=: the run's own config + the command line's changes
+        if env_dist().is_main and not c.get("dry_run"):
+            config_provenance.save(d, c, sources, resumed=c is not composed)
         return launch(c, d) if wants_launch(c) else train_run(c, d)
 
     try:
@@ -40,6 +47,42 @@ def _train_task(cfg) -> Any:
     finally:
         collector.start_up_done()  # also after a job that failed before its first step
         remove_scratch(run_dir)  # non-zero ranks' and dry runs' Hydra output
+
+
+def _sources() -> dict[str, str]:
+    """Where each key of the running app's config came from (cli/config_provenance.py)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return config_provenance.attribute("train", list(HydraConfig.get().overrides.task))
+
+
+def print_provenance_if_asked(argv: list[str]) -> None:
+    """`train ... --cfg job --provenance`: every key of the composed config with where its
+    value came from, then exit (Hydra itself knows no --provenance)."""
+    if "--provenance" not in argv:
+        return
+    from athanor.cli.api import compose
+    from athanor.errors import ConfigError
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg == "--provenance":
+            skip = False
+            continue
+        if arg in ("--cfg", "-c"):
+            skip = True  # its value: job (what is shown is the job's config either way)
+            continue
+        rest.append(arg)
+    flags = [a for a in rest if a.startswith("-")]
+    if flags:
+        report("Config error", f"--provenance takes overrides only, not {' '.join(flags)}.")
+        sys.exit(EXIT_USER_ERROR)
+    try:
+        compose(rest, provenance=True)
+    except ConfigError as err:
+        report("Config error", str(err))
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(0)
 
 
 def sweep_under_torchrun(argv: list[str], environ: dict[str, str]) -> str | None:
@@ -104,6 +147,7 @@ def _train_command() -> None:
     """`train [overrides]`: compose conf/train.yaml with the overrides and run (Hydra app)."""
     StopSignals.install()  # first: a signal during start-up is a stop request, not a kill
     print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
+    print_provenance_if_asked(sys.argv[1:])
     problem = sweep_under_torchrun(sys.argv[1:], dict(os.environ))
     if problem:
         from athanor.distributed import env_dist

@@ -79,6 +79,7 @@ class EarlyStopping:
 class TrainerSettings:
     epochs: int = 20  # passes over the training data
     max_steps: int | None = None  # cap on optimizer steps
+    stop_at_step: int | None = None  # stop there, the schedule unchanged (reproduce --steps)
     val_every: int = 1  # in epochs
     # in optimizer steps: train/* scalars and progress lines (each one syncs the device)
     log_every: int = 50
@@ -113,6 +114,7 @@ class TrainerSettings:
         )
         for key in (
             "max_steps",
+            "stop_at_step",
             "val_every",
             "log_every",
             "accumulate",

@@ -97,6 +97,9 @@ class Loop:
                 if p.step >= self.total_steps:
                     p.stop_reason = "max_steps" if self._capped_by_max_steps() else None
                     break
+                if t.stop_at_step and p.step >= t.stop_at_step:  # the plan itself is unchanged
+                    p.stop_reason = "stop_at_step"
+                    break
                 # the epoch's last step is saved after validation (a resume then never repeats it)
                 epoch_end = p.batch // t.accumulate >= self.steps_per_epoch
                 if ckpt.every_steps and p.step % ckpt.every_steps == 0 and not epoch_end:

@@ -4,6 +4,7 @@ checkpoints, ``close`` ends the observers and writes how the run ended."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
 from athanor.observe.trackers import NullTracker, open_trackers
 from athanor.process.signals import StopSignals, signal_name
-from athanor.record import resume
+from athanor.record import environment, fingerprint, resume
 from athanor.record.checkpoints import (
     Checkpointer,
     check_disk,
@@ -26,7 +27,6 @@ from athanor.record.checkpoints import (
     state_bytes,
 )
 from athanor.record.folder import RunDir
-from athanor.record.provenance import describe_slurm_job, provenance
 from athanor.record.record import MetricsLog, RunRecord
 
 log = logging.getLogger("athanor")
@@ -55,9 +55,13 @@ class TrainingRun:
     def open(self, resumed: resume.Resumed | None) -> None:
         """The run starts: its record (and folder), and the saved state when resuming."""
         # the files data.on_bad_file=skip left out are part of what this run trained on
-        fields = {**provenance(), "skipped_files": getattr(self.parts.bundle, "skipped_files", [])}
+        fields = {
+            **environment.environment(),
+            "rerun": self._rerun() if self.d.is_main else {},
+            "skipped_files": getattr(self.parts.bundle, "skipped_files", []),
+        }
         if fields["slurm"] and self.d.is_main:
-            log.info("%s", describe_slurm_job(fields["slurm"]))
+            log.info("%s", environment.describe_slurm_job(fields["slurm"]))
         if resumed is None:
             self.record.start(**fields)
             return
@@ -71,6 +75,31 @@ class TrainingRun:
             p.step,
             p.batch,
         )
+
+    def _rerun(self) -> dict[str, Any]:
+        """What a re-run needs beyond the command line, for summary.json: the device, the seed
+        and determinism switches, and the files written beside it (resolved config, patch of
+        uncommitted changes, data fingerprint) by name."""
+        import yaml
+
+        s, record, run = self.parts.settings, self.record, self.run
+        data = fingerprint.data_fingerprint(self.config["data"], self.parts.bundle)
+        rerun = {
+            "device": environment.device_info(self.parts.device, self.d.world),
+            "determinism": environment.determinism(s.seed, s.trainer.deterministic),
+            "config": record.attach(
+                run.resolved_config, yaml.safe_dump(self.config, sort_keys=False)
+            ),
+            "data_fingerprint": {
+                "file": record.attach(run.data_fingerprint, json.dumps(data, indent=2) + "\n"),
+                "sha256": fingerprint.digest(data),
+            },
+            "patch": None,
+        }
+        patch = environment.uncommitted_patch(environment.code_folder())
+        if patch is not None:
+            rerun["patch"] = {"file": record.attach(run.patch, patch[0]), **patch[1]}
+        return rerun
 
     def has_checkpoint(self) -> bool:
         """Whether a cut run keeps something: a checkpoint is on disk (or they are off)."""

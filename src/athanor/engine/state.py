@@ -45,7 +45,9 @@ class Progress:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
     batch: int = 0  # batches consumed in the current epoch (mid-epoch resume point)
-    stop_reason: str | None = None  # epochs, max_steps, max_time, early_stopping, interrupted
+    stop_reason: str | None = (
+        None  # epochs, max_steps, stop_at_step, max_time, early_stopping, interrupted
+    )
 
     def state_dict(self) -> dict[str, Any]:
         return dict(vars(self))

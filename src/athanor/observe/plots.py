@@ -97,3 +97,24 @@ def curves_figure(train: list[dict[str, Any]], val: list[dict[str, Any]]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def overlay_figure(runs: dict[str, dict[str, dict[int, float]]], metrics: list[str]):
+    """One panel per metric, every run's curve (value against the optimizer step) in it."""
+    fig = _figure(5 * len(metrics), 3.6)
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        for label, curves in runs.items():
+            points = sorted(curves.get(metric, {}).items())
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True),
+                    marker="." if len(points) < 50 else None,
+                    label=label,
+                )
+        ax.set_xlabel("step")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

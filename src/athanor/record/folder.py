@@ -11,7 +11,11 @@
 <run>/plots/             curves.png, confusion_val.png (at the end of the run)
 <run>/metrics.jsonl      one JSON object per evaluation      } written by record/record.py's
 <run>/summary.json       status, best/final, timing, model,   } RunRecord, and nobody else
-                         provenance, resumes
+                         environment, rerun, resumes          }
+<run>/config.yaml        the resolved config the run trained with } what a re-run needs,
+<run>/uncommitted.patch  git diff HEAD of athanor's code (bounded) } named in summary.json's
+<run>/data_fingerprint.json  the data's files / tensors hashed    } `rerun` (RunRecord.attach)
+<run>/provenance.yaml    where each config value came from (cli/config_provenance.py)
 Every JSON file is strict JSON: NaN/Inf are written as null and named in ``nonfinite``.
 
 A run folder belongs to one run: ``check_folder`` refuses a folder that holds another run's record
@@ -60,15 +64,18 @@ def strict_record(record: dict[str, Any]) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write strict JSON through a temp file + rename so readers never see half a file."""
+    clean = strict_record(data) if isinstance(data, dict) else data
+    write_text_atomic(path, json.dumps(clean, indent=2, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through a temp file + rename so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w") as f:
-            json.dump(
-                strict_record(data) if isinstance(data, dict) else data, f, indent=2, default=str
-            )
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -102,6 +109,22 @@ class RunDir:
     def summary(self) -> Path:
         return self.path / "summary.json"
 
+    @property
+    def resolved_config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def patch(self) -> Path:
+        return self.path / "uncommitted.patch"
+
+    @property
+    def data_fingerprint(self) -> Path:
+        return self.path / "data_fingerprint.json"
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / "provenance.yaml"
+
     def read_summary(self) -> dict[str, Any]:
         try:
             return json.loads(self.summary.read_text())
@@ -117,12 +140,13 @@ class RunDir:
         ``train.log``), and the folder when nothing else is in it. True when it is gone."""
         if not self.path.is_dir() or self.started():
             return False
-        hydra_files = {".hydra", "train.log", ".lock"}
+        hydra_files = {".hydra", "train.log", ".lock", self.provenance.name}
         if any(p.name not in hydra_files for p in self.path.iterdir()):
             return False  # someone else's files: leave the folder alone
         shutil.rmtree(self.path / ".hydra", ignore_errors=True)
         (self.path / "train.log").unlink(missing_ok=True)
         (self.path / ".lock").unlink(missing_ok=True)
+        self.provenance.unlink(missing_ok=True)
         if self.path.resolve() != Path.cwd().resolve():  # hydra.run.dir=. keeps the user's folder
             self.path.rmdir()
         return True

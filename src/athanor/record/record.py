@@ -1,12 +1,15 @@
 """The run record: the one writer of a run's summary.json and metrics.jsonl.
 
-``RunRecord`` writes the summary at the start (status ``running``, provenance), at a resume (the
-``resumes`` list), after every evaluation (a line of metrics.jsonl) and at the end (completed /
-failed / interrupted, with best and final results), and takes a parent's correction of how a
-dead run ended (``correct_outcome``). It keeps the summary in memory as one typed ``Summary``
-(record/summary.py, the schema): no other module writes summary.json. Best and final come from its ``MetricsLog``, a part of the
-train state (saved in every checkpoint), so a resumed run goes on from the checkpoint's own best,
-not from whatever a killed process appended to metrics.jsonl later.
+``RunRecord`` writes the summary at the start (status ``running``, the environment, what a
+re-run needs), at a resume (the ``resumes`` list), after every evaluation (a line of
+metrics.jsonl) and at the end (completed / failed / interrupted, with best and final results);
+``attach`` writes the files the summary names beside it (the resolved config, the patch, the data
+fingerprint), and takes a parent's correction of how a dead run ended (``correct_outcome``). It
+keeps the summary in memory as one typed ``Summary`` (record/summary.py, the schema): no other
+module writes summary.json.
+Best and final come from its ``MetricsLog``, a part of the train state (saved in every
+checkpoint), so a resumed run goes on from the checkpoint's own best, not from whatever a killed
+process appended to metrics.jsonl later.
 
 Every JSON file is strict JSON: a non-finite number is written as ``null`` and named in
 ``nonfinite`` beside it.
@@ -17,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from athanor.metrics.monitor import Monitor
-from athanor.record.folder import RunDir, strict_record, write_json_atomic
+from athanor.record.folder import RunDir, strict_record, write_json_atomic, write_text_atomic
 from athanor.record.summary import Segment, Summary
 
 
@@ -78,6 +82,13 @@ class RunRecord:
         self.summary = Summary(started=_now(), **fields)
         self._open_segment(step=0)
         self._write()
+
+    def attach(self, path: Path, text: str) -> str:
+        """A file beside the summary (the patch, the data fingerprint, ...): written, and its
+        name returned for the summary to name it."""
+        if self.active:
+            write_text_atomic(path, text)
+        return path.name
 
     def resume(self, entry: dict[str, Any], after_step: int, **fields: Any) -> None:
         """A resumed run: keep the earlier summary (read once), append to ``resumes`` and a new

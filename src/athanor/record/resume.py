@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_KEYS = (
     "trainer.epochs",
     "trainer.max_steps",
+    "trainer.stop_at_step",  # a run cut by `athanor reproduce --steps` can go on
     "trainer.max_time",
     "trainer.limit_train_batches",
     "trainer.limit_val_batches",

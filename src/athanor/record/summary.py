@@ -70,6 +70,16 @@ class Summary:
     command: str = _doc("the command line", "")
     host: str = _doc("the machine's name", "")
     devices: str | None = _doc("CUDA_VISIBLE_DEVICES of this job (null: all)")
+    argv: list[str] = _doc("the command's arguments, as a re-run replays them", factory=list)
+    cwd: str = _doc("the folder the command ran in", "")
+    slurm: dict[str, Any] | None = _doc(
+        "the SLURM job: job_id, raw_job_id, array_index, restart_count, node (null outside SLURM)"
+    )
+    rerun: dict[str, Any] = _doc(
+        "what a re-run needs: device, determinism, and the files beside (config, patch, "
+        "data fingerprint)",
+        factory=dict,
+    )
 
     @property
     def segment(self) -> Segment:

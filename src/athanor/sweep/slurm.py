@@ -1,7 +1,7 @@
 """SLURM for sweeps (``hydra/launcher=slurm``, submitted through submitit): what each job asks
 SLURM for, derived from the job's own settings; the launcher's keys checked before anything is
 submitted, against the partition's nodes when ``sinfo`` can say; and SLURM's refusal in
-athanor's words. (The SLURM job a run belongs to is in its summary: record/provenance.py.)
+athanor's words. (The SLURM job a run belongs to is in its summary: record/environment.py.)
 Nothing here needs ``sacct`` (accounting is often off)."""
 
 from __future__ import annotations

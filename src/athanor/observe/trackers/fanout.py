@@ -151,9 +151,9 @@ def _run_info(
         sweep = {"swept": flat_keys(keys, flatten(config)), "group": group}
     tags: dict[str, str] = {}
     if remote:  # git costs a subprocess: only for trackers that show tags
-        from athanor.record.provenance import provenance
+        from athanor.record.environment import environment
 
-        info = provenance()
+        info = environment()
         tags = {
             "athanor.git_commit": str(info["git"].get("commit")),
             "athanor.command": info["command"],
