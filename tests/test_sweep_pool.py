@@ -97,6 +97,11 @@ def test_every_sweep_uses_the_pool_unless_basic_is_asked():
     assert default["_target_"] == "hydra_plugins.athanor_sweeps.PoolLauncher"
     basic = compose_hydra("hydra/launcher=basic")["hydra"]["launcher"]
     assert basic["_target_"].endswith("BasicLauncher")
+    # Hydra registers `basic` without a file: athanor's group check knows it all the same
+    from athanor.cli.compose import check_group_choices
+
+    assert check_group_choices(["hydra/launcher=basic"]) is None
+    assert "Did you mean 'basic'?" in check_group_choices(["hydra/launcher=basik"])
 
 
 # ---- stop signals --------------------------------------------------------------------------------
