@@ -34,14 +34,12 @@ def failed_message(entries: list[Entry], sweep_dir: Path) -> str | None:
 
 def interrupted_message(entries: list[Entry], sweep_dir: Path, signal: str) -> str:
     """What a stop signal left: the jobs it interrupted, those not started, and the way on."""
-    stopped = [e.index for e in entries if e.status == INTERRUPTED]
-    waiting = [e.index for e in entries if e.status == PENDING]
+    stopped = [str(e.index) for e in entries if e.status == INTERRUPTED]
+    waiting = [str(e.index) for e in entries if e.status == PENDING]
     return (
-        f"Sweep stopped by {signal}: job(s) {_indices(stopped)} checkpointed and stopped "
-        f"(interrupted), job(s) {_indices(waiting)} not started. Run the same command with "
-        f"hydra.sweep.dir={sweep_dir} to resume them (completed jobs are skipped)."
+        f"Sweep stopped by {signal}: job(s) {', '.join(stopped) or 'none'} checkpointed and "
+        "stopped (interrupted)"
+        + (f", job(s) {', '.join(waiting)} not started" if waiting else "")
+        + f". Run the same command with hydra.sweep.dir={sweep_dir} to resume them (completed "
+        "jobs are skipped)."
     )
-
-
-def _indices(indices: list[int]) -> str:
-    return ", ".join(map(str, indices)) or "none"
