@@ -288,3 +288,22 @@ def test_a_rebuilt_entry_keeps_the_jobs_own_overrides(tmp_path):
     assert (entry.index, entry.status) == (3, "interrupted")
     assert entry.overrides == ["resume=x", "optim.lr=0.1", "seed=1"]
     assert entry_from_folder(folder.with_name("3_optim.lr=0.1.failed-1")) is None
+
+
+def test_a_manifest_that_cannot_be_set_aside_is_one_paragraph(tmp_path, monkeypatch):
+    """A damaged manifest on a read-only sweep folder (root ignores chmod: the rename is made to
+    fail) is refused naming the file and the way on, with nothing changed."""
+    import errno
+
+    from athanor.errors import ConfigError
+    from athanor.sweep.manifest import Manifest
+
+    (tmp_path / "sweep_manifest.json").write_text('{"jobs": {')
+
+    def read_only(self, target):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(Path, "rename", read_only)
+    with pytest.raises(ConfigError, match="cannot be read .* nor set aside .*Read-only file sys"):
+        Manifest(tmp_path)
+    assert (tmp_path / "sweep_manifest.json").read_text() == '{"jobs": {'

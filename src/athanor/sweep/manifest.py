@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from athanor.errors import ConfigError
 from athanor.record.folder import RunDir, write_json_atomic
 
 log = logging.getLogger("athanor.sweep")
@@ -75,7 +76,14 @@ class Manifest:
         """The damaged manifest is kept beside (``.damaged-N``); the entries come from the job
         folders, so completed jobs are still skipped and interrupted ones resumed."""
         kept = numbered_aside(self.path, "damaged")
-        self.path.rename(kept)
+        try:
+            self.path.rename(kept)
+        except OSError as cannot:
+            raise ConfigError(
+                f"The sweep manifest {self.path} cannot be read ({err}) nor set aside "
+                f"({cannot.strerror}). Make it readable, or move it away: the sweep then rebuilds "
+                "it from the job folders' own records (completed jobs are still skipped)."
+            ) from None
         entries = [e for e in map(entry_from_folder, sorted(self.path.parent.iterdir())) if e]
         log.warning(
             "sweep: %s could not be read (%s: %s); it is kept as %s and the manifest was rebuilt "
