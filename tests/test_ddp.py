@@ -4,6 +4,7 @@ the same weights as the 1-process run; a failing rank ends the group at once, re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import textwrap
@@ -111,8 +112,11 @@ def test_sweep_of_ddp_runs_launched_by_train_itself(single, tmp_path):
     jobs = sorted(p for p in (tmp_path / "outputs" / "multirun").glob("*/*/*") if p.is_dir())
     assert [j.name.split("_")[0] for j in jobs] == ["0", "1"]
     assert "optim.lr=0.001" in jobs[0].name and "optim.lr=0.002" in jobs[1].name
-    assert result.output.count("launching 2 worker processes") == 2
-    assert_same_run(result, jobs[0], single, runs=2)
+    # each job is a process of the sweep's pool, its output in its folder's console.log
+    consoles = "".join((j / "console.log").read_text() for j in jobs)
+    jobs_output = dataclasses.replace(result, stdout=consoles, stderr="")
+    assert consoles.count("launching 2 worker processes") == 2
+    assert_same_run(jobs_output, jobs[0], single, runs=2)
     # the logged train loss is the global mean over both ranks, not rank 0's half
     one = [e.value for e in read_scalars(single.run_dir / "tb")["train/loss"]]
     two = [e.value for e in read_scalars(jobs[0] / "tb")["train/loss"]]

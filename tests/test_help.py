@@ -15,8 +15,9 @@ def groups_on_disk() -> dict[str, list[str]]:
     """Each group of conf/train.yaml's defaults list and the option files of its folder."""
     defaults = yaml.safe_load((CONF / "train.yaml").read_text())["defaults"]
     keys = [next(iter(d)) for d in defaults if isinstance(d, dict)]
-    # `group_defaults@model` merges the group-wide keys (not a choice); `optional experiment`
-    names = [k.removeprefix("optional ") for k in keys if "@" not in k]
+    # `group_defaults@model` merges the group-wide keys (not a choice); `optional experiment`;
+    # `override hydra/launcher` (Hydra's group, athanor's default)
+    names = [k.split(" ")[-1] for k in keys if "@" not in k]
     return {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in names}
 
 

@@ -81,6 +81,21 @@ def _choices(value: str) -> list[str]:
     return names
 
 
+def _registered_by_hydra(group: str) -> list[str]:
+    """The options of a ``hydra/`` group that Hydra's own plugins register without a file
+    (``hydra/launcher=basic``); looked up only when a choice names no file (it imports them)."""
+    if not group.startswith("hydra/"):
+        return []
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # the plugins register their configs as they are imported
+    try:
+        return [Path(name).stem for name in ConfigStore.instance().list(group)]
+    except OSError:  # no such group
+        return []
+
+
 def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | None:
     """A message for ``group=option`` overrides naming no file of ``conf/<group>/``, or None.
 
@@ -98,6 +113,8 @@ def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | 
             continue
         options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         for choice in _choices(value):
+            if choice not in options and choice != "null":
+                options = sorted({*options, *_registered_by_hydra(key)})
             if choice not in options and choice != "null":
                 return (
                     f"{key}={choice!r} names no file conf/{key}/{choice}.yaml.{closest(choice, options)} "

@@ -14,8 +14,11 @@ from athanor.cli.compose import CONF_DIR
 HELP_FLAGS = ("--help", "-h")
 
 # `  - model: mlp   # network; ...` in conf/train.yaml's defaults list
-# (`- optional experiment: default`: a group whose default file may be missing)
-_DEFAULT_LINE = re.compile(r"^\s+-\s+(?:optional\s+)?(\w+):\s*(\S+)\s*(?:#\s*(.*))?$")
+# (`- optional experiment: default`: a group whose default file may be missing;
+# `- override hydra/launcher: pool`: a group of Hydra's own, whose default athanor sets)
+_DEFAULT_LINE = re.compile(
+    r"^\s+-\s+(?:optional\s+|override\s+)?([\w/]+):\s*(\S+)\s*(?:#\s*(.*))?$"
+)
 # `split: val   # val | test ...` in conf/evaluate.yaml
 _KEY_LINE = re.compile(r"^(\w+):\s*(.*?)\s*#\s*(.*)$")
 

@@ -5,12 +5,17 @@ Hydra gives the job overrides; everything else (slots, the job pool, the manifes
 lives in athanor.sweep. Each job runs ``python -m athanor.train <overrides>
 hydra.run.dir=<its folder> resume=auto``: its own process, its own fixed folder, so a restarted
 sweep resumes it from its last checkpoint.
+
+The pool is every sweep's launcher (conf/train.yaml); ``hydra/launcher=basic`` is Hydra's plain
+one (jobs one after another in this process). The sweep folder is locked for the sweep's life, so
+a second sweep into it is refused up front; a stop signal ends the sweep with exit 130 once its
+running jobs have checkpointed.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,28 +27,32 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from athanor.cli.outcome import report
-from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError
+from athanor.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError
 from athanor.process import collector
+from athanor.process.signals import signal_name
 from athanor.record.folder import RunDir
-from athanor.sweep.manifest import FAILED, Entry, Manifest, finished
-from athanor.sweep.pool import Job, Pool, Watch
-from athanor.sweep.slots import plan_slots
-from athanor.sweep.table import failed_message, sweep_table
+from athanor.record.lock import RunLock
+from athanor.sweep.manifest import FAILED, Entry, Manifest, finished, numbered_aside
+from athanor.sweep.pool import Job, Pool, Watch, wait_for_previous_process
+from athanor.sweep.slots import PoolOptions
+from athanor.sweep.table import failed_message, interrupted_message, sweep_table
 
 log = logging.getLogger("athanor.sweep")
 
 
 def job_argv(overrides: Sequence[str], folder: Path, nproc: int) -> list[str]:
+    """The job's command: its overrides, then the launcher's (a rebuilt manifest reads the job's
+    own overrides as those before the last ``resume=auto``: manifest.entry_from_folder)."""
     extra = [f"distributed.nproc_per_node={nproc}"] if nproc > 1 else []
     return [
         sys.executable,
         "-m",
         "athanor.train",
         *overrides,
-        *extra,
         f"hydra.run.dir={_quoted(folder)}",
         "resume=auto",
         "hydra.mode=RUN",  # one run: a preset's `hydra.mode: MULTIRUN` must not sweep again
+        *extra,
     ]
 
 
@@ -64,12 +73,8 @@ def halved_batch(job_config: DictConfig) -> list[str]:
 
 def _set_aside(folder: Path) -> None:
     """A failed job reruns from scratch; its old folder is kept beside it for the record."""
-    if not folder.exists():
-        return
-    n = 1
-    while folder.with_name(f"{folder.name}.failed-{n}").exists():
-        n += 1
-    shutil.move(str(folder), str(folder.with_name(f"{folder.name}.failed-{n}")))
+    if folder.exists():
+        folder.rename(numbered_aside(folder, "failed"))
 
 
 class PoolRunner:
@@ -79,6 +84,8 @@ class PoolRunner:
         self.hydra_context, self.config = hydra_context, config
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.settings = settings
+        self.lock: RunLock | None = None
+        self.stopped_by: int | None = None  # the stop signal that ended the sweep early
 
     def job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -94,12 +101,9 @@ class PoolRunner:
         watch: Watch | None = None,
     ) -> list[Entry]:
         """Run the batch; ``indices`` number its jobs (Optuna: the trial numbers)."""
-        s = self.settings
-        slots = plan_slots(
-            None if s.get("devices") is None else [str(d) for d in s["devices"]],
-            jobs_per_device=int(s.get("jobs_per_device", 1)),
-            gpus_per_job=int(s.get("gpus_per_job", 1)),
-        )
+        options = PoolOptions.read(self.settings)
+        slots = options.slots()
+        self._hold_sweep_folder()
         manifest = Manifest(self.sweep_dir)
         entries, jobs = [], []
         for idx, overrides in zip(indices, map(list, job_overrides), strict=True):
@@ -109,6 +113,8 @@ class PoolRunner:
                 entries.append(entry)
                 continue
             cfg = self.job_config(overrides, idx if entry is None else entry.index)
+            if entry is not None:
+                wait_for_previous_process(Path(entry.folder), entry.index)
             if entry is None:
                 folder = self.sweep_dir / str(cfg.hydra.sweep.subdir)
                 entry = Entry(idx, overrides, str(folder))
@@ -117,8 +123,8 @@ class PoolRunner:
                 log.info("sweep: job %d failed before, rerunning it", entry.index)
             else:
                 log.info("sweep: job %d was %s, resuming it", entry.index, entry.status)
-            retry = halved_batch(cfg) if s.get("oom_retry_batch_halving") else []
-            argv = job_argv(overrides, Path(entry.folder), int(s.get("gpus_per_job", 1)))
+            retry = halved_batch(cfg) if options.oom_retry_batch_halving else []
+            argv = job_argv(overrides, Path(entry.folder), options.gpus_per_job)
             jobs.append(Job(entry, argv, retry))
             entries.append(entry)
             manifest.put(entry)
@@ -129,8 +135,18 @@ class PoolRunner:
             len(slots),
             ", ".join(slot.name for slot in slots),
         )
-        Pool(slots, manifest, watch).run(jobs)
+        pool = Pool(slots, manifest, watch)
+        pool.run(jobs)
+        self.stopped_by = pool.stopped_by
         return entries
+
+    def _hold_sweep_folder(self) -> None:
+        """Lock the sweep folder for this process's life (a second sweep into it is refused,
+        naming this one); a lock left by a killed sweep is taken over with a warning."""
+        if self.lock is None:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock.acquire(self.sweep_dir, what="sweep")
+            atexit.register(self.lock.release)
 
 
 def job_returns(entries: list[Entry], monitor_of) -> list[JobReturn]:
@@ -149,9 +165,14 @@ def best_value(entry: Entry) -> float:
     return float("nan") if value is None else float(value)
 
 
-def end_of_sweep(entries: list[Entry], sweep_dir: Path) -> None:
-    """The table of every job; exit non-zero naming the failed ones."""
+def end_of_sweep(entries: list[Entry], runner: PoolRunner) -> None:
+    """The table of every job; exit 130 when a stop signal ended the sweep, else non-zero naming
+    the failed jobs."""
+    sweep_dir = runner.sweep_dir
     print(f"\nSweep {sweep_dir}\n{sweep_table(entries, sweep_dir)}", flush=True)
+    if runner.stopped_by is not None:
+        log.warning("%s", interrupted_message(entries, sweep_dir, signal_name(runner.stopped_by)))
+        sys.exit(EXIT_INTERRUPTED)
     problem = failed_message(entries, sweep_dir)
     if problem:
         report("Sweep failed", problem)
@@ -169,8 +190,7 @@ def _guarded(fn, *args):
 class PoolLauncher(Launcher):
     """``hydra/launcher=pool``: every job its own process on its share of the devices."""
 
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings
+    def __init__(self, **settings: Any) -> None:  # read from the config: plain containers
         self.config: DictConfig | None = None
         self.hydra_context = None
 
@@ -181,19 +201,19 @@ class PoolLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         collector.start_up_done()  # from here this process only starts and waits for jobs
-        runner = PoolRunner(self.hydra_context, self.config, self.settings)
+        runner = PoolRunner(self.hydra_context, self.config, launcher_settings(self.config))
         indices = range(initial_job_idx, initial_job_idx + len(job_overrides))
         entries = _guarded(runner.run, job_overrides, indices)
-        end_of_sweep(entries, runner.sweep_dir)
+        end_of_sweep(entries, runner)
         return job_returns(entries, best_value)
 
 
 def launcher_settings(config: DictConfig) -> dict[str, Any]:
-    """The pool's keys when hydra/launcher=pool, else one job at a time."""
+    """The pool's keys (the default launcher), else one job at a time (hydra/launcher=basic:
+    Optuna's trials still run through the pool, each its own process)."""
     node = config.hydra.launcher
     if str(node.get("_target_", "")).endswith("PoolLauncher"):
-        plain = OmegaConf.to_container(node, resolve=True)
-        return {k: v for k, v in plain.items() if k != "_target_"}
+        return OmegaConf.to_container(node, resolve=True)
     return {}
 
 
@@ -270,7 +290,14 @@ class OptunaSweeper(Sweeper):
         runner = PoolRunner(self.hydra_context, self.config, launcher_settings(self.config))
         monitor = str(self.config.checkpoint.monitor)
         driver = _guarded(study.StudyDriver, settings, fixed, space, monitor)
-        entries = _guarded(driver.run, runner.run)
+
+        def run_batch(job_overrides, indices, watch):
+            entries = runner.run(job_overrides, indices, watch)
+            if runner.stopped_by is not None:  # no trial is asked after a stop signal
+                end_of_sweep(entries, runner)
+            return entries
+
+        entries = _guarded(driver.run, run_batch)
         print(driver.summary(), flush=True)
-        end_of_sweep(entries, runner.sweep_dir)
+        end_of_sweep(entries, runner)
         return driver.best()

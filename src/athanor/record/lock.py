@@ -60,11 +60,21 @@ def _stale(holder: dict[str, Any]) -> bool:
 
 
 def _refusal(folder: Path, holder: dict[str, Any]) -> ConfigError:
+    gone = (
+        "If that process is gone (another host's lock cannot be checked from here), delete "
+        f"{folder / LOCK_NAME}."
+    )
+    if holder.get("what") == "sweep":
+        return ConfigError(
+            f"The sweep folder {folder} is in use by another sweep ({describe(holder)}); two "
+            "sweeps in one folder would run the same jobs. Wait for it to end (the same command "
+            "then resumes what it left and skips what it completed), or give this sweep another "
+            f"hydra.sweep.dir. {gone}"
+        )
     return ConfigError(
         f"The run folder {folder} is in use by another process ({describe(holder)}). Wait for "
-        "it to end, or start a new run (without hydra.run.dir= or resume= pointing here). If "
-        f"that process is gone (another host's lock cannot be checked from here), delete "
-        f"{folder / LOCK_NAME}."
+        "it to end, or start a new run (without hydra.run.dir= or resume= pointing here). "
+        f"{gone}"
     )
 
 
@@ -99,15 +109,17 @@ class RunLock:
     pid: int
 
     @classmethod
-    def acquire(cls, folder: Path, command: str | None = None) -> RunLock:
+    def acquire(cls, folder: Path, command: str | None = None, what: str = "run") -> RunLock:
         """Create ``<folder>/.lock`` exclusively. Raises ConfigError naming the holder when a
-        live process holds it; takes a stale one over with a warning."""
+        live process holds it; takes a stale one over with a warning. ``what`` (run, sweep)
+        names the holder in another process's refusal."""
         path = folder / LOCK_NAME
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": command or " ".join(sys.argv),
+            "what": what,
         }
         for _ in range(3):  # a stale lock removed by another process at the same time: retry
             if _link_new(path, holder):
@@ -128,3 +140,14 @@ class RunLock:
         except OSError as err:  # the run's folder was discarded already, or became read-only
             if err.errno != errno.ENOENT:
                 log.warning("Could not remove the lock %s: %s", self.path, err)
+
+
+def release_dead(folder: Path, pid: int) -> bool:
+    """Remove ``folder``'s lock left by ``pid``, a process that was killed (a signal gives it no
+    time to remove its own), said by the process that started and waited for it. True when a
+    lock was removed."""
+    path = folder / LOCK_NAME
+    if read_holder(path).get("pid") != pid or _alive(pid):
+        return False
+    path.unlink(missing_ok=True)
+    return True

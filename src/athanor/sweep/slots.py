@@ -9,8 +9,40 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Annotated, Any
 
+from athanor.config.schema import parse
 from athanor.errors import ConfigError
+from athanor.typecheck import Range
+
+AtLeastOne = Range(1, what="a count of jobs or GPUs")
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The pool launcher's keys (conf/hydra/launcher/pool.yaml), checked like every other key."""
+
+    devices: list[int | str] | None = None  # GPU ids; None: every visible GPU
+    jobs_per_device: Annotated[int, AtLeastOne] = 1
+    gpus_per_job: Annotated[int, AtLeastOne] = 1
+    oom_retry_batch_halving: bool = False
+
+    @classmethod
+    def read(cls, values: dict[str, Any]) -> PoolOptions:
+        """From the launcher's plain config node: a wrong type, a value below 1 or an unknown
+        key is a ConfigError naming the key."""
+        return parse(cls, {k: v for k, v in values.items() if k != "_target_"}, "hydra.launcher")
+
+    def slots(self) -> list[Slot]:
+        """The slots on this machine; named devices must be visible here."""
+        devices = None if self.devices is None else [str(d) for d in self.devices]
+        if devices is not None:
+            check_visible(devices, visible_gpus())
+        return plan_slots(
+            devices,
+            jobs_per_device=self.jobs_per_device,
+            gpus_per_job=self.gpus_per_job,
+        )
 
 
 @dataclass(frozen=True)
@@ -41,6 +73,19 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def check_visible(devices: list[str], visible: list[str]) -> None:
+    """Refuse GPU ids this machine does not have: a job given one would run on the CPU."""
+    missing = [d for d in devices if d not in visible]
+    if not missing:
+        return
+    have = f"the visible ones are {', '.join(visible)}" if visible else "no GPU is visible here"
+    raise ConfigError(
+        f"hydra.launcher.devices=[{','.join(devices)}] names GPU {', '.join(missing)}, which this "
+        f"machine does not have ({have}; CUDA_VISIBLE_DEVICES narrows them). Name visible ids, "
+        "or leave hydra.launcher.devices=null to use every visible GPU (none: the CPU)."
+    )
+
+
 def plan_slots(
     devices: list[str] | None,
     *,
@@ -49,17 +94,12 @@ def plan_slots(
     cpus: int | None = None,
 ) -> list[Slot]:
     """The pool's slots. ``devices=None``: every visible GPU (none: the CPU)."""
-    if jobs_per_device < 1 or gpus_per_job < 1:
-        raise ConfigError(
-            f"hydra.launcher.jobs_per_device={jobs_per_device} and gpus_per_job={gpus_per_job}: "
-            "both must be whole numbers >= 1."
-        )
     if jobs_per_device > 1 and gpus_per_job > 1:
         raise ConfigError(
             f"hydra.launcher.jobs_per_device={jobs_per_device} with gpus_per_job={gpus_per_job}: "
             "choose one, several jobs per GPU or several GPUs per job."
         )
-    gpus = [str(d) for d in (visible_gpus() if devices is None else devices)]
+    gpus = visible_gpus() if devices is None else [str(d) for d in devices]
     cpus = cpus or os.cpu_count() or 1
     if not gpus:
         threads = max(1, cpus // jobs_per_device)
