@@ -205,6 +205,7 @@ class RunSettings:
     device: str = "auto"
     name: str = "run"
     resume: str | None = None
+    rewind: bool = False  # resume= an older checkpoint: its run's newer checkpoints go
     dry_run: bool = False
     imports: list[str] = field(default_factory=list)  # the user's modules (athanor.plugins)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
