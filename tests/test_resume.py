@@ -145,7 +145,7 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path, sig):
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     text = log.read_text()
-    assert f"{sig.name} received" in text and "resume with resume=" in text
+    assert f"{sig.name} received" in text and "resume with `train resume=" in text
     run = RunDir(tmp_path / "run")
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and summary["stop_reason"] == "interrupted"

@@ -299,3 +299,13 @@ def test_a_new_lr_lands_where_a_run_started_with_it_would_be():
     _, same = run(0.1, 0)
     same.load_state_dict(old.state_dict())
     assert same.schedule.state_dict() == old.schedule.state_dict()
+
+
+def test_the_resume_command_survives_a_shell_whatever_the_path():
+    import shlex
+
+    from athanor.record.folder import resume_command
+
+    command = resume_command(Path("outputs/my run's (2)"), "rewind=true")
+    assert shlex.split(command) == ["train", "resume=outputs/my run's (2)", "rewind=true"]
+    assert resume_command("outputs/x") == "train resume=outputs/x"  # plain paths stay plain

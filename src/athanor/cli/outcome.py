@@ -91,7 +91,7 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         report("Disk full", disk_full_message(err, run_dir))
         code = EXIT_FAILED
     except KeyboardInterrupt:
-        from athanor.record.resume import resume_command
+        from athanor.record.folder import resume_command
 
         log.warning(
             "Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint: resume "
@@ -110,7 +110,7 @@ def _end(err: BaseException, run_dir: Path) -> int:
 
     kind = ERROR_KINDS[kind_of(err)]
     if kind.heading is None:
-        from athanor.record.resume import resume_command
+        from athanor.record.folder import resume_command
 
         log.warning("Run interrupted (%s); resume with `%s`", err, resume_command(run_dir))
     elif not isinstance(err, PeerFailed) or env_dist().is_main:

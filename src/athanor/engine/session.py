@@ -59,6 +59,8 @@ class TrainingRun:
         if resumed is None:
             self.record.start(**fields)
             return
+        if self.d.is_main:
+            resumed.rewind()  # rewind=true: the run has started, the newer checkpoints go
         self.record.resume(resumed.record(), saved_progress(resumed.state)["step"], **fields)
         self.state.load_state_dict(resumed.state["state"], resumed.path)
         p, self.resumed = self.progress, True

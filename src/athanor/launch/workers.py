@@ -40,8 +40,7 @@ from athanor.errors import (
 )
 from athanor.process import collector
 from athanor.process.signals import StopSignals, signal_name
-from athanor.record.folder import RunDir
-from athanor.record.resume import resume_command
+from athanor.record.folder import RunDir, resume_command
 
 log = logging.getLogger("athanor")
 

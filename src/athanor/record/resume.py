@@ -33,6 +33,7 @@ from athanor.record.checkpoints import (
     saved_progress,
     saved_step,
 )
+from athanor.record.folder import resume_command
 
 if TYPE_CHECKING:
     from athanor.optim.schedulers import Schedule
@@ -79,11 +80,6 @@ RESUMABLE_KEYS = (
 IGNORED_KEYS = frozenset({"resume", "rewind", "dry_run"})
 
 
-def resume_command(run: Path | str, *overrides: str) -> str:
-    """The command that continues ``run`` (a folder or .pt), ready to paste into a shell."""
-    return " ".join(["train", f"resume={shlex.quote(str(run))}", *overrides])
-
-
 def resumable(key: str) -> bool:
     """Whether ``key`` (dotted) may differ from the checkpoint's config on resume."""
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUMABLE_KEYS)
@@ -94,6 +90,16 @@ class Resumed:
     state: dict[str, Any]
     path: Path
     changes: list[str] = field(default_factory=list)
+    rewinds: list[Path] = field(default_factory=list)  # rewind=true: the newer step files
+
+    def rewind(self) -> None:
+        """Delete the step files newer than the checkpoint (rewind=true): the run goes on from
+        it, and a later resume=auto must not pick them up."""
+        for newer in self.rewinds:
+            log.warning(
+                "resume: rewind=true: %s (newer than %s) deleted", newer.name, self.path.name
+            )
+            newer.unlink(missing_ok=True)
 
     def record(self) -> dict[str, Any]:
         """The entry appended to summary.json's `resumes` list."""
@@ -363,7 +369,8 @@ def _refuse_rewind(checkpoint: dict[str, Any], path: Path, config: dict[str, Any
 
 def find_resume(config: dict[str, Any], checkpoints: Path) -> Resumed | None:
     """The checkpoint this run continues from (None: a fresh run), checked against ``config``
-    before anything is written. A rewind (``rewind=true``) deletes the newer checkpoints."""
+    before anything is written. A rewind (``rewind=true``) lists the newer checkpoints, which
+    ``Resumed.rewind`` deletes once the run has started."""
     found = find(config.get("resume"), checkpoints)
     if found is None:
         return None
@@ -371,10 +378,7 @@ def find_resume(config: dict[str, Any], checkpoints: Path) -> Resumed | None:
     changes = check(state, path, config)
     for change in changes:
         log.info("resume: setting changed since the checkpoint: %s", change)
-    for newer in newer_checkpoints(state, path):
-        log.warning("resume: rewind=true: %s (newer than %s) deleted", newer.name, path.name)
-        newer.unlink(missing_ok=True)  # every rank resumes: one of them deletes it
-    return Resumed(state, path, changes)
+    return Resumed(state, path, changes, rewinds=newer_checkpoints(state, path))
 
 
 # param-group values that are multiples of the base LR (torch's schedulers and OneCycleLR)
