@@ -114,7 +114,7 @@ def step(loss: float, correct: int, count: int = 4, skipped: bool = False) -> St
 
 
 def make_reporter(plots_dir: Path, active: bool = True):
-    """A reporter over a two-group optimizer (3 steps, a log every 2) and its tracker stub."""
+    """A reporter over a two-group optimizer (3 steps) and its tracker stub."""
     model = torch.nn.Linear(2, 3)
     optimizer = torch.optim.SGD(
         [
@@ -127,7 +127,6 @@ def make_reporter(plots_dir: Path, active: bool = True):
         tracker=tracker,
         logger=LoggerSettings(progress="plain"),
         optimizer=optimizer,
-        log_every=2,
         steps_per_epoch=3,
         total_steps=3,
         epochs=1,

@@ -98,7 +98,6 @@ class TrainingRun:
             tracker=self.tracker,
             logger=s.logger,
             optimizer=parts.optimizer,
-            log_every=s.trainer.log_every,
             steps_per_epoch=parts.steps_per_epoch,
             total_steps=parts.total_steps,
             epochs=s.trainer.epochs,

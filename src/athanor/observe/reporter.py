@@ -35,7 +35,6 @@ class Reporter:
         tracker: Tracker,
         logger: LoggerSettings,
         optimizer,
-        log_every: int,
         steps_per_epoch: int,
         total_steps: int,
         epochs: int,
@@ -50,7 +49,7 @@ class Reporter:
         self.train_metric = train_metric
         self.tracker, self.settings, self.optimizer = tracker, logger, optimizer
         self.device, self.class_names, self.plots_dir = device, class_names, plots_dir
-        self.log_every, self.steps_per_epoch = log_every, steps_per_epoch
+        self.steps_per_epoch = steps_per_epoch
         self.total_steps, self.epochs = total_steps, epochs
         self.active = active
         # whether grad_observer() can return a callback: the loop skips the call otherwise
