@@ -309,3 +309,24 @@ def test_the_resume_command_survives_a_shell_whatever_the_path():
     command = resume_command(Path("outputs/my run's (2)"), "rewind=true")
     assert shlex.split(command) == ["train", "resume=outputs/my run's (2)", "rewind=true"]
     assert resume_command("outputs/x") == "train resume=outputs/x"  # plain paths stay plain
+
+
+@pytest.mark.parametrize(
+    ("progress", "trainer", "said"),
+    [
+        ({"epoch": 231, "step": 2310}, {"epochs": 60}, "`train resume=run trainer.epochs=241`"),
+        ({"epoch": 1, "step": 10}, {"epochs": 4, "max_steps": 10}, "trainer.max_steps=null`"),
+        ({"epoch": 2, "step": 20, "stop_reason": "early_stopping"}, {"epochs": 4}, "stopped early"),
+    ],
+)
+def test_a_resume_that_trains_nothing_is_refused_and_auto_is_not(tmp_path, progress, trainer, said):
+    from athanor.record.resume import check
+
+    path = tmp_path / "run" / "checkpoints" / "step_000000010.pt"
+    path.parent.mkdir(parents=True)
+    config = {"resume": "run", "trainer": trainer}
+    checkpoint = {"config": config, "state": {"progress": progress}}
+    with pytest.raises(ConfigError, match="Nothing to resume") as refused:
+        check(checkpoint, path, config)
+    assert said in str(refused.value) and f"`train model.weights={path}`" in str(refused.value)
+    assert check(checkpoint, path, {**config, "resume": "auto"}) == []  # a requeue: no word
