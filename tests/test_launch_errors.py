@@ -123,7 +123,7 @@ def test_a_quiet_exit_and_a_kill_without_a_word_use_the_launchers_exit_code(dirs
         "Worker rank 0 died with exit code -9 (SIGKILL: killed from outside, e.g. kill -9 or the "
         "out-of-memory killer); the other workers were stopped."
     )
-    assert f"resume with resume={run}" in str(raised)
+    assert f"resume with `train resume={run}`" in str(raised)  # a command to paste
     assert RunDir(run).read_summary()["error"].startswith("rank 0 died with exit code -9 (SIGKILL")
 
 

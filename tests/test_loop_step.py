@@ -15,7 +15,7 @@ from athanor.config.settings import EmaSettings, TrainerSettings
 from athanor.data.loaders import Batch
 from athanor.engine.ema import Ema
 from athanor.engine.speed import CompiledOrEager
-from athanor.engine.step import FiniteWatch, Stepper, warn_precision
+from athanor.engine.step import FiniteWatch, Models, Objective, Stepper, warn_precision
 from athanor.errors import ConfigError, NonFiniteError
 
 
@@ -32,15 +32,14 @@ def make_stepper(model: nn.Module, lr: float = 0.1, ema=None, train_model=None, 
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     settings = TrainerSettings(**trainer)
+    models = Models(model, train_model or model, ema)
     return Stepper(
-        model,
-        train_model or model,
+        models,
         optimizer,
         scheduler,
-        nn.CrossEntropyLoss(),
+        Objective(nn.CrossEntropyLoss()),
         settings,
         torch.device("cpu"),
-        ema,
     )
 
 

@@ -16,8 +16,8 @@ import athanor.observe.trackers.null
 import athanor.observe.trackers.tensorboard
 import athanor.observe.trackers.wandb  # noqa: F401  (every tracker module, for tracker_classes)
 from athanor.config.settings import LoggerSettings
-from athanor.engine.step import StepResult
-from athanor.metrics.classification import MetricCounts
+from athanor.metrics.classification import MetricCounts, TrainAccuracy
+from athanor.metrics.step import StepResult
 from athanor.observe.reporter import Reporter
 from athanor.observe.trackers import NullTracker, TensorBoardTracker
 
@@ -106,11 +106,15 @@ class P:  # the loop's Progress, as far as the reporter reads it
 
 
 def step(loss: float, correct: int, count: int = 4, skipped: bool = False) -> StepResult:
-    return StepResult(torch.tensor(loss), torch.tensor(correct), count, None, skipped)
+    """A step of ``count`` samples whose outputs hit their label ``correct`` times."""
+    labels = torch.arange(count) % 3
+    hit = torch.arange(count) < correct
+    logits = torch.nn.functional.one_hot(torch.where(hit, labels, (labels + 1) % 3), 3).float()
+    return StepResult(torch.tensor(loss), count, None, ((logits, labels),), skipped=skipped)
 
 
 def make_reporter(plots_dir: Path, active: bool = True):
-    """A reporter over a two-group optimizer (3 steps, a log every 2) and its tracker stub."""
+    """A reporter over a two-group optimizer (3 steps) and its tracker stub."""
     model = torch.nn.Linear(2, 3)
     optimizer = torch.optim.SGD(
         [
@@ -123,7 +127,6 @@ def make_reporter(plots_dir: Path, active: bool = True):
         tracker=tracker,
         logger=LoggerSettings(progress="plain"),
         optimizer=optimizer,
-        log_every=2,
         steps_per_epoch=3,
         total_steps=3,
         epochs=1,
@@ -131,6 +134,7 @@ def make_reporter(plots_dir: Path, active: bool = True):
         class_names=["a", "b", "c"],
         plots_dir=plots_dir,
         active=active,
+        train_metric=TrainAccuracy(),
     )
     return rep, tracker
 
@@ -143,10 +147,10 @@ def reporter(tmp_path):
 def test_reporter_logs_window_means_every_log_every_steps_and_the_last_step(reporter, caplog):
     rep, tracker = reporter
     caplog.set_level(logging.INFO, logger="athanor")
-    rep.train_step(P(0, 1), step(1.0, 1))
+    rep.on_step(P(0, 1), step(1.0, 1), False)
     assert tracker.calls == []  # nothing between log steps
-    rep.train_step(P(0, 2), step(2.0, 3, count=12))
-    rep.train_step(P(0, 3), step(float("nan"), 0, skipped=True))  # the last step logs too
+    rep.on_step(P(0, 2), step(2.0, 3, count=12), True)
+    rep.on_step(P(0, 3), step(float("nan"), 0, skipped=True), True)  # the last step logs too
     (first_name, first, at_2), (_, last, at_3) = tracker.named("scalars")
     assert (first_name, at_2, at_3) == ("scalars", 2, 3)
     # means weighted by samples: (1.0*4 + 2.0*12) / 16, (1 + 3) / 16
@@ -160,32 +164,34 @@ def test_reporter_logs_window_means_every_log_every_steps_and_the_last_step(repo
 
 
 def top1_step(logits: torch.Tensor, labels: torch.Tensor) -> StepResult:
-    """A one-micro-batch step as the stepper returns it: its logits, counted by the reporter."""
-    return StepResult(torch.tensor(1.0), None, len(labels), None, top1=(logits, labels))
+    """A one-micro-batch step as the stepper returns it: its logits, counted by the task's
+    training metric."""
+    return StepResult(torch.tensor(1.0), len(labels), None, ((logits, labels),))
 
 
 @pytest.mark.parametrize("held_limit", [1 << 22, 7])  # 7: counted early, every step
 def test_train_acc_counted_per_window_equals_the_per_step_hits(tmp_path, monkeypatch, held_limit):
-    import athanor.observe.reporter as reporter_module
+    import athanor.metrics.classification as classification
 
-    monkeypatch.setattr(reporter_module, "HELD_LOGITS", held_limit)
+    monkeypatch.setattr(classification, "HELD_LOGITS", held_limit)
     rep, tracker = make_reporter(tmp_path)
     gen = torch.Generator().manual_seed(0)
     steps = [(torch.randn(5, 3, generator=gen), torch.randint(0, 3, (5,), generator=gen))]
     steps.append((torch.randn(4, 3, generator=gen), torch.randint(0, 3, (4,), generator=gen)))
     hits = sum(int((logits.argmax(1) == labels).sum()) for logits, labels in steps)
-    rep.train_step(P(0, 1), top1_step(*steps[0]))
-    assert len(rep.top1) == (1 if held_limit > 15 else 0)  # held, or counted at once
-    rep.train_step(P(0, 2), top1_step(*steps[1]))
+    rep.on_step(P(0, 1), top1_step(*steps[0]), False)
+    assert len(rep.train_metric.held) == (1 if held_limit > 15 else 0)  # held, or counted now
+    rep.on_step(P(0, 2), top1_step(*steps[1]), True)
     ((_, logged, _),) = tracker.named("scalars")
     assert logged["train/acc"] == hits / 9  # the same integers as counting every step
-    assert rep.top1 == [] and rep.hits == []  # the window holds no logits after its log step
+    window = rep.train_metric
+    assert window.held == [] and window.hits == []  # no logits kept after the log step
 
 
 def test_reporter_writes_each_validation_and_the_figures_at_the_end(reporter, tmp_path):
     rep, tracker = reporter
-    rep.train_step(P(0, 1), step(1.0, 1))
-    rep.train_step(P(0, 2), step(1.0, 2))
+    rep.on_step(P(0, 1), step(1.0, 1), False)
+    rep.on_step(P(0, 2), step(1.0, 2), True)
     counts = MetricCounts(3, torch.device("cpu"))
     logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
     counts.update(logits, torch.tensor([0, 1, 1, 2]), torch.tensor(2.0))

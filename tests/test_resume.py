@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,8 +62,6 @@ def test_bad_resume_targets_are_one_paragraph_errors_and_change_nothing(finished
 
 def test_resume_with_more_epochs_continues_in_the_same_folder(finished, tmp_path):
     work = tmp_path / "run"
-    import shutil
-
     shutil.copytree(finished, work)
     result = cli("athanor.train", *TINY, "trainer.epochs=3", f"resume={work}", cwd=tmp_path)
     assert "trainer.epochs: 2 -> 3" in result.output
@@ -83,6 +82,40 @@ def test_resume_with_more_epochs_continues_in_the_same_folder(finished, tmp_path
     ).read_bytes()  # the original config stays; the resume's is under .hydra/resume-<time>/
     assert list((work / ".hydra").glob("resume-*/overrides.yaml"))
     assert not list(tmp_path.glob("outputs"))  # no new run folder
+
+
+def test_a_resume_that_would_train_nothing_or_rewind_is_refused_with_the_commands(
+    finished, tmp_path
+):
+    before = files(finished)
+    # the run's own trainer.epochs=2 is done: nothing to train
+    result = cli("athanor.train", *TINY, f"resume={finished}", cwd=tmp_path, expect=2)
+    text = " ".join(result.stderr.split())
+    assert "Nothing to resume" in text and "Traceback" not in result.stderr
+    assert "it is at epoch 2, and trainer.epochs=2" in text
+    assert f"`train resume={finished} trainer.epochs=12`" in text
+    # the step-8 file of a run that went on to step 16: a rewind
+    step8 = finished / "checkpoints" / "step_000000008.pt"
+    result = cli("athanor.train", *TINY, f"resume={step8}", cwd=tmp_path, expect=2)
+    text = " ".join(result.stderr.split())
+    assert "would rewind its run: it is step 8, and the run went on to step 16" in text
+    assert f"`train resume={step8} rewind=true`" in text and f"`train resume={finished}`" in text
+    assert files(finished) == before
+    # rewind=true: the newer checkpoint goes, the run continues from step 8 to its end
+    work = tmp_path / "work"
+    shutil.copytree(finished, work)
+    result = cli(
+        "athanor.train",
+        *TINY,
+        f"resume={work}/checkpoints/step_000000008.pt",
+        "rewind=true",
+        cwd=tmp_path,
+    )
+    assert "step_000000016.pt (newer than step_000000008.pt) deleted" in result.output
+    summary = RunDir(work).read_summary()
+    assert summary["status"] == "completed" and summary["steps"] == 16
+    assert summary["resumes"][-1]["step"] == 8
+    assert [m["epoch"] for m in RunDir(work).read_metrics()] == [1, 2]
 
 
 def start(cwd: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
@@ -117,7 +150,7 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path, sig):
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     text = log.read_text()
-    assert f"{sig.name} received" in text and "resume with resume=" in text
+    assert f"{sig.name} received" in text and "resume with `train resume=" in text
     run = RunDir(tmp_path / "run")
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and summary["stop_reason"] == "interrupted"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from athanor.engine.state import OptimizerState
 from athanor.errors import ConfigError
 from athanor.record.folder import RunDir
 from athanor.record.resume import (
     RESUMABLE_KEYS,
+    OptimizerState,
     config_changes,
     resumable,
     resume_config,
@@ -124,12 +124,13 @@ def test_a_new_weight_decay_lands_in_the_decay_groups_only(capped, tmp_path):
     assert final["state"]["progress"]["step"] == 11
 
 
-def test_same_plan_resume_writes_the_new_base_lr_into_the_schedule(capped, tmp_path):
+def test_same_plan_resume_with_a_new_lr_steps_a_schedule_built_for_it(capped, tmp_path):
     work = copy_of(capped, tmp_path)
-    # resume from the step-8 file, same cap: the schedule state is loaded, not recomputed
+    # rewind to the step-8 file, same cap, new LR: the schedule is built for the new LR and
+    # stepped to step 8 (the saved one holds the old base LRs)
     step8 = work / "checkpoints" / "step_000000008.pt"
-    result = cli("athanor.train", f"resume={step8}", "optim.lr=6.0e-3", cwd=tmp_path)
-    assert "schedule is recomputed" not in result.output
+    result = cli("athanor.train", f"resume={step8}", "rewind=true", "optim.lr=6.0e-3", cwd=tmp_path)
+    assert "schedule is recomputed for the new base LR and stepped to step 8" in result.output
     final = last(work)
     assert final["state"]["progress"]["step"] == 10
     bases = final["state"]["schedule"]["schedule"]["per_step"]["base_lrs"]
@@ -266,3 +267,66 @@ def test_the_readme_lists_every_key_a_resume_may_change():
     assert not missing, f"README's 'What may change on resume' lacks {missing}"
     assert resumable("logger.wandb.mode") and not resumable("model.name")
     assert not resumable("optim.name") and not resumable("data.batch_size")
+
+
+def test_a_new_lr_lands_where_a_run_started_with_it_would_be():
+    """ScheduleState with other base LRs than the saved ones: the schedule built for the new LR,
+    stepped to the saved step, gives the LRs of a run that had that LR from the start (torch's
+    public step() only: no saved base_lrs rewritten, no private attribute read)."""
+    from athanor.engine.state import Progress
+    from athanor.optim.schedulers import build_schedule
+    from athanor.record.resume import ScheduleState
+
+    spec = {"name": "cosine", "warmup_steps": 3}
+    plan = {"steps_per_epoch": 5, "total_steps": 20}
+
+    def run(lr: float, steps: int) -> tuple[torch.optim.Optimizer, ScheduleState]:
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=lr)
+        schedule = build_schedule(spec, optimizer, total_steps=20, steps_per_epoch=5)
+        state = ScheduleState(schedule, optimizer, plan, Progress(step=steps))
+        for _ in range(steps):
+            optimizer.step()
+            schedule.step()
+        return optimizer, state
+
+    _, old = run(0.1, 7)
+    straight, _ = run(0.4, 7)
+    resumed, fresh = run(0.4, 0)
+    fresh.position.step = 7  # as the restored progress says
+    fresh.load_state_dict(old.state_dict())
+    assert [g["lr"] for g in resumed.param_groups] == [g["lr"] for g in straight.param_groups]
+    # the same base LRs: the saved schedule itself is loaded
+    _, same = run(0.1, 0)
+    same.load_state_dict(old.state_dict())
+    assert same.schedule.state_dict() == old.schedule.state_dict()
+
+
+def test_the_resume_command_survives_a_shell_whatever_the_path():
+    import shlex
+
+    from athanor.record.folder import resume_command
+
+    command = resume_command(Path("outputs/my run's (2)"), "rewind=true")
+    assert shlex.split(command) == ["train", "resume=outputs/my run's (2)", "rewind=true"]
+    assert resume_command("outputs/x") == "train resume=outputs/x"  # plain paths stay plain
+
+
+@pytest.mark.parametrize(
+    ("progress", "trainer", "said"),
+    [
+        ({"epoch": 231, "step": 2310}, {"epochs": 60}, "`train resume=run trainer.epochs=241`"),
+        ({"epoch": 1, "step": 10}, {"epochs": 4, "max_steps": 10}, "trainer.max_steps=null`"),
+        ({"epoch": 2, "step": 20, "stop_reason": "early_stopping"}, {"epochs": 4}, "stopped early"),
+    ],
+)
+def test_a_resume_that_trains_nothing_is_refused_and_auto_is_not(tmp_path, progress, trainer, said):
+    from athanor.record.resume import check
+
+    path = tmp_path / "run" / "checkpoints" / "step_000000010.pt"
+    path.parent.mkdir(parents=True)
+    config = {"resume": "run", "trainer": trainer}
+    checkpoint = {"config": config, "state": {"progress": progress}}
+    with pytest.raises(ConfigError, match="Nothing to resume") as refused:
+        check(checkpoint, path, config)
+    assert said in str(refused.value) and f"`train model.weights={path}`" in str(refused.value)
+    assert check(checkpoint, path, {**config, "resume": "auto"}) == []  # a requeue: no word

@@ -104,12 +104,18 @@ def test_a_run_in_an_empty_fixed_folder_is_fine_and_unlocks_at_the_end(train, tm
     assert not (folder / LOCK_NAME).exists()
 
 
+def requeue(run: Path) -> tuple[str, str]:
+    """The finished run, continued as a requeued job would (resume=auto in its own folder):
+    it takes the folder's lock and ends at once (resume=<folder> of a finished run is refused)."""
+    return f"hydra.run.dir={run}", "resume=auto"
+
+
 def test_a_live_lock_refuses_a_resume_naming_the_holder(train, finished):
     """Two `train resume=<folder>` at once: the first holds the lock (stopped with SIGSTOP right
     after it took it, so it is alive and holding), the second is refused naming its PID."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     first = subprocess.Popen(
-        [sys.executable, "-m", "athanor.train", *QUICK, f"resume={finished}"],
+        [sys.executable, "-m", "athanor.train", *QUICK, *requeue(finished)],
         cwd=finished.parent,
         env=env,
         stdout=subprocess.PIPE,
@@ -127,7 +133,7 @@ def test_a_live_lock_refuses_a_resume_naming_the_holder(train, finished):
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
         assert "resume=" in holder["command"] and holder["started"]
         before = tree_hashes(finished)
-        second = train(*QUICK, f"resume={finished}", expect=2)
+        second = train(*QUICK, *requeue(finished), expect=2)
         assert f"PID {first.pid}" in said(second) and "in use" in said(second)
         assert "Traceback" not in second.output
         assert tree_hashes(finished) == before  # the refused resume wrote nothing
@@ -141,7 +147,7 @@ def test_a_live_lock_refuses_a_resume_naming_the_holder(train, finished):
 def test_a_stale_lock_is_taken_over_with_one_warning(train, finished):
     pid = dead_pid()
     (finished / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
-    result = train(*QUICK, f"resume={finished}")
+    result = train(*QUICK, *requeue(finished))
     warnings = [line for line in result.output.splitlines() if "stale lock" in line]
     assert len(warnings) == 1 and f"PID {pid}" in warnings[0]
     assert not (finished / LOCK_NAME).exists()

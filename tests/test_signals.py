@@ -165,7 +165,7 @@ def test_sigterm_to_the_ddp_launcher_exits_130_with_the_workers_checkpoint(tmp_p
     storm(proc, count=10, gap_s=0.005)
     summary = assert_ended_interrupted(tmp_path, proc, log)
     assert summary["steps"] >= 12 and summary["error"].startswith("rank ")
-    assert "resume with resume=" in log.read_text()
+    assert "resume with `train resume=" in log.read_text()
 
 
 def ctrl_c() -> None:

@@ -13,13 +13,14 @@ import torch
 from athanor.config.settings import run_settings
 from athanor.distributed import Dist
 from athanor.engine.parts import build_parts, train_state
-from athanor.engine.run import find_resume, train_run
+from athanor.engine.run import train_run
 from athanor.engine.session import TrainingRun
 from athanor.errors import NonFiniteError
 from athanor.metrics.monitor import Monitor, is_better
 from athanor.process.signals import StopSignals
 from athanor.record.folder import RunDir
 from athanor.record.record import MetricsLog, RunRecord
+from athanor.record.resume import find_resume
 from conftest import compose
 
 TINY = (
@@ -87,10 +88,10 @@ def test_a_new_stateful_part_is_saved_and_restored_without_touching_checkpoint_c
     assert list(ckpt["state"])[-2:] == ["tally", "rng"]  # RNG states stay last
     assert ckpt["state"]["tally"]["count"] == 41
 
-    config = {**config, "resume": str(run.path)}
+    config = {**config, "resume": "auto"}  # this folder's finished run: no refusal, its state
     fresh = Tally(0.0)
     resumed = _job(config, run, fresh)
-    resumed.open(find_resume(config, run))
+    resumed.open(find_resume(config, run.checkpoints))
     assert fresh.count == 41 and torch.equal(fresh.weights, torch.full((3,), 7.0))
     assert resumed.progress.step == ckpt["state"]["progress"]["step"] == 4
     # the record's best comes from the checkpoint's own metrics log, not from metrics.jsonl
@@ -101,10 +102,10 @@ def test_a_checkpoint_without_a_part_resumes_with_that_part_fresh(tmp_path, capl
     config = compose(*TINY, "trainer.epochs=1")
     run = RunDir(tmp_path / "run")
     train_run(config, run.path)
-    config = {**config, "resume": str(run.path)}
+    config = {**config, "resume": "auto"}  # this folder's finished run: no refusal, its state
     fresh = Tally(3.0)
     job = _job(config, run, fresh)
-    job.open(find_resume(config, run))
+    job.open(find_resume(config, run.checkpoints))
     assert "has no tally state; it starts fresh" in caplog.text
     assert torch.equal(fresh.weights, torch.full((3,), 3.0))
 

@@ -68,7 +68,7 @@ def attribute(config_name: str, overrides: list[str]) -> dict[str, str]:
         repo=repo,
         config_name=config_name,
         overrides_list=parsed,
-        prepend_hydra=False,
+        prepend_hydra=True,  # the primary config may override hydra/launcher (train.yaml does)
         skip_missing=False,
     )
     picked = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}

@@ -91,10 +91,12 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         report("Disk full", disk_full_message(err, run_dir))
         code = EXIT_FAILED
     except KeyboardInterrupt:
+        from athanor.record.folder import resume_command
+
         log.warning(
             "Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint: resume "
-            "with resume=%s",
-            run_dir,
+            "with `%s`",
+            resume_command(run_dir),
         )
         code = EXIT_INTERRUPTED
     if is_multirun() and code != EXIT_INTERRUPTED:
@@ -108,7 +110,9 @@ def _end(err: BaseException, run_dir: Path) -> int:
 
     kind = ERROR_KINDS[kind_of(err)]
     if kind.heading is None:
-        log.warning("Run interrupted (%s); resume with resume=%s", err, run_dir)
+        from athanor.record.folder import resume_command
+
+        log.warning("Run interrupted (%s); resume with `%s`", err, resume_command(run_dir))
     elif not isinstance(err, PeerFailed) or env_dist().is_main:
         # a PeerFailed rank stops because another failed and showed its own error: say it once
         unstarted = _discard_unstarted(run_dir) if isinstance(err, ConfigError) else ""

@@ -227,6 +227,7 @@ class RunSettings:
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     name: str = "run"  # the run's name, in its folder's name
     resume: str | None = None  # a run folder, a .pt checkpoint or auto: continue that run
+    rewind: bool = False  # resume= an older checkpoint: its run's newer checkpoints are deleted
     dry_run: bool = False  # build, time a few steps, estimate the run, write nothing
     imports: list[str] = field(default_factory=list)  # the user's modules (athanor.plugins)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)

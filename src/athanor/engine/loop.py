@@ -9,19 +9,21 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from athanor.config.settings import RunSettings
 from athanor.data.loaders import Batch
 from athanor.distributed import any_rank_each, is_distributed
 from athanor.engine.eval_pass import evaluate
+from athanor.engine.parts import Parts
 from athanor.engine.state import Progress
-from athanor.engine.step import Stepper
 from athanor.errors import InterruptedRun, NonFiniteError
+from athanor.metrics.classification import MetricCounts
 from athanor.metrics.monitor import Monitor, is_finite
+from athanor.observe.reporter import Reporter
 from athanor.process.clock import process_age
+from athanor.record.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,42 +40,33 @@ def _chunks(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """What the loop hands back to its run (engine/session.py)."""
+
+    record: RunRecord  # each evaluation goes to it: ``evaluation(...)`` -> best so far?
+    save: Callable[[Progress, bool], None]  # save(progress, best): write a checkpoint
+    stop_requested: Callable[[], bool]  # a stop signal came
+    early_stopping: Monitor | None = None  # what trainer.early_stopping watches (None: off)
+
+
 class Loop:
-    def __init__(
-        self,
-        *,
-        stepper: Stepper,
-        loaders,
-        settings: RunSettings,
-        steps_per_epoch: int,
-        total_steps: int,
-        num_classes: int,
-        reporter,
-        record,
-        save: Callable[[Progress, bool], None],
-        stop_requested: Callable[[], bool],
-        device: torch.device,
-        eval_loss: nn.Module,
-        early_stopping: Monitor | None = None,
-        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        task=None,
-    ):
-        """``record``: the run record (``evaluation(record, **details) -> best so far?``);
-        ``save(progress, best)`` writes a checkpoint; ``early_stopping``: the monitor that
-        trainer.early_stopping watches (None: off)."""
-        self.stepper, self.loaders, self.settings = stepper, loaders, settings
-        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
-        self.num_classes, self.reporter, self.record = num_classes, reporter, record
-        self.save, self.stop_requested, self.device = save, stop_requested, device
-        self.eval_loss, self.early_stopping, self.prepare = eval_loss, early_stopping, prepare
-        self.task = num_classes if task is None else task  # what evaluate() measures
+    """Epochs of optimizer steps (``fit``), validations, checkpoints and stops. Each step's
+    result goes to the reporter's ``on_step`` (its one observer, which feeds the trackers)."""
+
+    def __init__(self, parts: Parts, reporter: Reporter, hooks: RunHooks):
+        self.parts, self.stepper, self.settings = parts, parts.stepper, parts.settings
+        self.loaders, self.device = parts.loaders, parts.device
+        self.steps_per_epoch, self.total_steps = parts.steps_per_epoch, parts.total_steps
+        self.reporter, self.record, self.save = reporter, hooks.record, hooks.save
+        self.stop_requested, self.early_stopping = hooks.stop_requested, hooks.early_stopping
         self.started = time.monotonic()
         self.last_metrics: dict[str, float] = {}
         self.stepped = False
         self.distributed = is_distributed()  # the process group exists before the loop does
         # a time budget, or ranks that must agree, can stop the run; otherwise only a stop signal
         # can, and the loop asks for one with one call a step
-        self.timed_or_shared = self.distributed or settings.trainer.max_time is not None
+        self.timed_or_shared = self.distributed or self.settings.trainer.max_time is not None
 
     def fit(self, p: Progress) -> dict[str, float]:
         t, ckpt = self.settings.trainer, self.settings.checkpoint
@@ -82,9 +75,10 @@ class Loop:
             for micro in chunks(self.loaders.train.epoch(p.epoch, start=p.batch), t.accumulate):
                 if p.batch // t.accumulate >= self.steps_per_epoch or len(micro) < t.accumulate:
                     break  # leftover micro-batches that cannot fill an optimizer step
+                # a log step ends a logging window: the loop's only per-window sync
+                log_step = (p.step + 1) % t.log_every == 0 or p.step + 1 == self.total_steps
                 observes = self.reporter.observes_grads  # off by default: no call a step
                 on_grads = self.reporter.grad_observer(p.step + 1) if observes else None
-                log_step = self.reporter.logs_at(p.step + 1)  # the loop's only per-window sync
                 result = self.stepper.step(micro, p.step, on_grads=on_grads, measure=log_step)
                 p.step += 1
                 p.batch += len(micro)
@@ -93,7 +87,7 @@ class Loop:
                     log.info("first optimizer step %.2f s after process start", process_age())
                 if log_step:
                     self.stepper.check_finite()
-                self.reporter.train_step(p, result, log_step)
+                self.reporter.on_step(p, result, log_step)
                 if p.step >= self.total_steps:
                     p.stop_reason = "max_steps" if self._capped_by_max_steps() else None
                     break
@@ -187,18 +181,18 @@ class Loop:
         self.last_metrics = metrics
         return metrics, best
 
-    def _evaluate(self, model: nn.Module, prefix: str):
+    def _evaluate(self, model: nn.Module, prefix: str) -> tuple[dict[str, float], MetricCounts]:
         t = self.settings.trainer
         counts = evaluate(
             model,
             self.loaders.val.epoch(0),
-            self.eval_loss,
-            self.task,
+            self.parts.eval_loss,
+            self.parts.task,
             self.device,
             autocast=self.stepper.autocast,
             tta_flip=t.tta_flip,
             limit=t.limit_val_batches,
-            prepare=self.prepare,
+            prepare=self.parts.prepare,
         )
         return counts.metrics(prefix), counts
 

@@ -8,14 +8,15 @@ a ``TrainState`` (``train_state``), and the loop drives them. Each build step is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from athanor.config.settings import RunSettings, TrainerSettings
-from athanor.data.pipeline import build_loaders
+from athanor.data import DataBundle, DataOptions
+from athanor.data.pipeline import Loaders, build_loaders
 from athanor.data.plain import example_input, to_device
 from athanor.distributed import Dist
 from athanor.engine.build import (
@@ -31,54 +32,50 @@ from athanor.engine.build import (
 from athanor.engine.ema import Ema
 from athanor.engine.eval_pass import validation_loss
 from athanor.engine.speed import CompiledOrEager, to_channels_last
-from athanor.engine.state import (
-    Counter,
-    ModelState,
-    OptimizerState,
-    Progress,
-    RngState,
-    ScheduleState,
-    Stateful,
-    TrainState,
-)
-from athanor.engine.step import Stepper, warn_precision
+from athanor.engine.state import Counter, ModelState, Progress, RngState, Stateful, TrainState
+from athanor.engine.step import Models, Objective, Stepper, warn_precision
 from athanor.metrics.monitor import check_monitors
 from athanor.models import model_label
 from athanor.observe.model_summary import format_summary, summarize
 from athanor.optim.param_groups import describe_groups
+from athanor.optim.schedulers import Schedule
+from athanor.record.resume import OptimizerState, ScheduleState
 from athanor.seeding import seed_everything, set_determinism
+from athanor.tasks import Task
 
 log = logging.getLogger("athanor")
 
 
+# the composed config as plain data (cli/ converts it once): nested dicts, lists and scalars
+Config = dict[str, object]
+
+
 @dataclass
 class Parts:
-    config: dict[str, Any]
+    config: Config
     settings: RunSettings
     device: torch.device
-    bundle: Any  # data.DataBundle: splits, classes, image size
-    data_options: Any
-    loaders: Any  # data.loaders.Loaders: train / val and the data path
+    bundle: DataBundle  # splits, classes, image size
+    data_options: DataOptions
+    loaders: Loaders  # train / val and the data path
     model: nn.Module  # the bare model (what a checkpoint holds)
     optimizer: torch.optim.Optimizer
-    schedule: Any  # optim.schedulers.Schedule
+    schedule: Schedule
     stepper: Stepper  # holds the wrapped model, the grad scaler and the EMA
     eval_loss: nn.Module
     steps_per_epoch: int
     total_steps: int
-    model_summary: dict[str, Any]
+    model_summary: dict[str, object]
     params: dict[str, int]
-    prepare: Any = None  # e.g. channels_last inputs
-    task: Any = None  # tasks.Task: outputs, loss targets, predictions, metrics
+    task: Task  # outputs, loss targets, predictions, metrics
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. channels_last inputs
 
     @property
     def plan(self) -> dict[str, int]:
         return {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
 
 
-def build_parts(
-    config: dict[str, Any], settings: RunSettings, d: Dist, device: torch.device
-) -> Parts:
+def build_parts(config: Config, settings: RunSettings, d: Dist, device: torch.device) -> Parts:
     """Build every part of a run from ``config`` (a resumed run passes it without model.weights)."""
     s, cfg = settings, config
     seed_everything(s.seed)  # same initial weights on every rank and every run
@@ -136,18 +133,12 @@ def build_parts(
     warn_precision(s.trainer.precision, device)
     prepare = to_channels_last if s.trainer.channels_last else None
     stepper = Stepper(
-        model,
-        train_model,
+        Models(model, train_model, ema, prepare),
         optimizer,
         schedule,
-        loss_fn.to(device),
+        Objective(loss_fn.to(device), task, cfg["loss"]["name"], pretrained(cfg["model"])),
         s.trainer,
         device,
-        ema,
-        prepare=prepare,
-        task=task,
-        pretrained=pretrained(cfg["model"]),
-        loss_name=cfg["loss"]["name"],
     )
     seed_everything(s.seed + d.rank)  # dropout etc. differ across ranks
     total = sum(p.numel() for p in model.parameters())
@@ -173,7 +164,7 @@ def build_parts(
     )
 
 
-def bind_task(cfg: dict[str, Any], bundle: Any, device: torch.device):
+def bind_task(cfg: Config, bundle: DataBundle, device: torch.device) -> Task:
     """The task, bound to the data's targets: the bundle's num_classes becomes its outputs."""
     task = build_task(cfg)
     bundle.num_classes = task.bind(bundle.info["targets"])
@@ -183,7 +174,7 @@ def bind_task(cfg: dict[str, Any], bundle: Any, device: torch.device):
     return task.to(device)
 
 
-def pretrained(model_spec: dict[str, Any]) -> bool:
+def pretrained(model_spec: dict[str, object]) -> bool:
     """Weights loaded at build time (model.weights, or a zoo's pretrained flag/weights name)."""
     return bool(model_spec.get("weights") or model_spec.get("pretrained"))
 
@@ -224,7 +215,7 @@ def wrap_model(
 
 def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> TrainState:
     """The one list of what a checkpoint holds, in restore order (progress first: the schedule
-    may replay up to its step; RNG last). ``more``: the run's own parts (metrics log, early
+    may be stepped up to its step; RNG last). ``more``: the run's own parts (metrics log, early
     stopping), placed before the RNG states."""
     stepper = parts.stepper
     return TrainState(
@@ -236,7 +227,7 @@ def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> Tr
             "grad_scaler": stepper.scaler,
             "skipped_steps": Counter(stepper, "nonfinite_skipped"),
             "ema": stepper.ema,
-            "task": parts.task if parts.task is not None and parts.task.state_dict() else None,
+            "task": parts.task if parts.task.state_dict() else None,
             **more,
             "rng": RngState(),
         }

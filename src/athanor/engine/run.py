@@ -22,7 +22,7 @@ from athanor.engine import dry_run as preflight
 from athanor.engine.build import validate
 from athanor.engine.parts import build_parts
 from athanor.engine.session import TrainingRun
-from athanor.errors import ConfigError, InterruptedRun, PeerFailed
+from athanor.errors import InterruptedRun, PeerFailed
 from athanor.metrics.monitor import is_finite
 from athanor.observe.trackers import check_trackers
 from athanor.process import collector
@@ -37,8 +37,8 @@ log = logging.getLogger("athanor")
 def agree_on_run_dir(run_dir: Path | None, d: Dist) -> RunDir:
     """Rank 0's folder is the run's folder (Hydra's ${now:} differs between processes)."""
     path = distributed.broadcast_object(str(run_dir) if run_dir else None)
-    if path is None:
-        raise ConfigError("No run folder was given to the training run.")
+    if path is None:  # every caller (cli/) claims a folder first: a bug, not the user's input
+        raise RuntimeError("train_run was called without a run folder")
     return RunDir(Path(path))
 
 
@@ -79,22 +79,10 @@ def _dry_run(config, settings: RunSettings, d: Dist, device, run: RunDir) -> Non
         remove_scratch(run.path)
 
 
-def find_resume(config: dict[str, Any], run: RunDir) -> resume.Resumed | None:
-    """The checkpoint to continue from, checked against the config before anything is written."""
-    found = resume.find(config.get("resume"), run.checkpoints)
-    if found is None:
-        return None
-    state, path = found
-    changes = resume.config_changes(state["config"], config, path)
-    for change in changes:
-        log.info("resume: setting changed since the checkpoint: %s", change)
-    return resume.Resumed(state, path, changes)
-
-
 def _train(config, settings: RunSettings, d: Dist, device, run: RunDir) -> float | None:
     if settings.dry_run:
         return _dry_run(config, settings, d, device, run)
-    resumed = find_resume(config, run)
+    resumed = resume.find_resume(config, run.checkpoints)
     with StopSignals.watch() as signals:
         build_config = resume.without_weights(config) if resumed else config
         job = TrainingRun(config, build_parts(build_config, settings, d, device), run, d)

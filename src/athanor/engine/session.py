@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from athanor.distributed import Dist
-from athanor.engine.loop import Loop
+from athanor.engine.loop import Loop, RunHooks
 from athanor.engine.parts import Parts, train_state
 from athanor.engine.state import Progress
 from athanor.metrics.monitor import Monitor
@@ -65,6 +65,8 @@ class TrainingRun:
         if resumed is None:
             self.record.start(**fields)
             return
+        if self.d.is_main:
+            resumed.rewind()  # rewind=true: the run has started, the newer checkpoints go
         self.record.resume(resumed.record(), saved_progress(resumed.state)["step"], **fields)
         self.state.load_state_dict(resumed.state["state"], resumed.path)
         p, self.resumed = self.progress, True
@@ -127,7 +129,6 @@ class TrainingRun:
             tracker=self.tracker,
             logger=s.logger,
             optimizer=parts.optimizer,
-            log_every=s.trainer.log_every,
             steps_per_epoch=parts.steps_per_epoch,
             total_steps=parts.total_steps,
             epochs=s.trainer.epochs,
@@ -135,6 +136,7 @@ class TrainingRun:
             class_names=bundle.class_names or [str(i) for i in range(bundle.num_classes)],
             plots_dir=self.run.plots,
             active=main,
+            train_metric=parts.task.train_metric(),
         )
 
     def fit(self, signals: StopSignals) -> dict[str, float]:
@@ -163,23 +165,8 @@ class TrainingRun:
                     }
                     checkpointer.save(checkpoint, step=p.step, best=best)
 
-        loop = Loop(
-            stepper=parts.stepper,
-            loaders=parts.loaders,
-            settings=s,
-            steps_per_epoch=parts.steps_per_epoch,
-            total_steps=parts.total_steps,
-            num_classes=parts.bundle.num_classes,
-            reporter=self.reporter,
-            record=self.record,
-            save=save,
-            stop_requested=lambda: signals.requested,
-            device=parts.device,
-            eval_loss=parts.eval_loss,
-            early_stopping=self.early_stopping,
-            prepare=parts.prepare,
-            task=parts.task,
-        )
+        hooks = RunHooks(self.record, save, lambda: signals.requested, self.early_stopping)
+        loop = Loop(parts, self.reporter, hooks)
         metrics = loop.fit(self.progress)
         if s.trainer.overfit_batches:
             self.reporter.overfit_verdict()

@@ -6,8 +6,10 @@ the config and the data spec (``DataBundle.spec()``: inputs, outputs, the normal
 read by evaluate and export; a fact of the run, not state to restore). Resuming is
 ``TrainState.load_state_dict()``. Saving and restoring walk the list, so a new stateful part
 is one more entry where the run builds its ``TrainState``: checkpoint and resume code do not
-change. Parts are restored in the order listed: progress first (the schedule replays
-from its step when the plan changed), RNG states last (nothing may draw after them).
+change. Parts are restored in the order listed: progress first (the schedule is stepped to its
+step when the plan or the LR changed), RNG states last (nothing may draw after them). What a
+resume may change (a new LR, weight decay or length) is applied by the optimizer and schedule
+parts, which live with the rest of resuming in record/resume.py.
 
 The data order has no state of its own: batches are a pure function of (seed, epoch, batch index)
 (data/order.py), so ``progress`` (epoch, batch in the epoch) is the data loader's position.
@@ -16,12 +18,10 @@ The data order has no state of its own: batches are a pure function of (seed, ep
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import torch
 from torch import nn
 
 from athanor.errors import ConfigError
@@ -70,111 +70,6 @@ class ModelState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_model_state(self.model, state, Path("the checkpoint"))
-
-
-# param-group values that are multiples of the base LR (torch's schedulers and OneCycleLR)
-LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
-
-
-class OptimizerState:
-    """The optimizer's state. Loading it puts the saved param groups back, so a resume that
-    changes ``optim.lr`` or ``optim.weight_decay`` writes the freshly built groups' values into
-    the restored ones: each group's LR values are scaled by its new/saved base LR (the schedule's
-    position, the lr_mult factors and the no-decay groups are kept, not flattened), its weight
-    decay set to the built one."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer):
-        self.optimizer = optimizer
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        built = [
-            (g.get("initial_lr", g["lr"]), g.get("weight_decay"))
-            for g in self.optimizer.param_groups
-        ]
-        self.optimizer.load_state_dict(state)  # new group dicts: the saved values
-        changed = False
-        for group, (base, decay) in zip(self.optimizer.param_groups, built, strict=True):
-            saved = group.get("initial_lr", group["lr"])
-            if saved != base and saved > 0:
-                for key in LR_KEYS:
-                    if key in group:
-                        group[key] = group[key] * (base / saved)
-                group["initial_lr"] = base
-                changed = True
-            if decay is not None and group.get("weight_decay") != decay:
-                group["weight_decay"], changed = decay, True
-        if changed:
-            log.info("resume: the optimizer's groups now: %s", self.describe())
-
-    def describe(self) -> str:
-        return "; ".join(
-            f"{g.get('name', i)}: base lr {g['initial_lr']:.4g}, "
-            f"weight_decay {g.get('weight_decay', 0):.4g}"
-            for i, g in enumerate(self.optimizer.param_groups)
-            if "initial_lr" in g
-        )
-
-
-def _per_step_schedulers(schedule: Any) -> list[Any]:
-    """The torch LR schedulers inside a Schedule (SequentialLR's children too)."""
-    found, todo = [], [getattr(schedule, "per_step", None)]
-    while todo:
-        s = todo.pop()
-        if s is not None:
-            found.append(s)
-            todo += list(getattr(s, "_schedulers", []))
-    return found
-
-
-class ScheduleState:
-    """The LR schedule and the plan it was built for (optimizer steps per epoch and in total).
-    A resumed run with another plan (more epochs, another max_steps) follows the new schedule
-    from the saved step on (``progress``, restored before it), instead of loading the old one."""
-
-    def __init__(
-        self,
-        schedule: Any,
-        optimizer: torch.optim.Optimizer,
-        plan: dict[str, int],
-        progress: Progress,
-    ):
-        self.schedule, self.optimizer, self.plan, self.progress = (
-            schedule,
-            optimizer,
-            plan,
-            progress,
-        )
-        # the LRs the fresh schedule starts from (step 0, e.g. the warmup's first value)
-        self.start_lrs = [g["lr"] for g in optimizer.param_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"plan": self.plan, "schedule": self.schedule.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["plan"] == self.plan:
-            self.schedule.load_state_dict(state["schedule"])
-            # the base values follow the optimizer's restored groups (a new optim.lr)
-            bases = [g["initial_lr"] for g in self.optimizer.param_groups if "initial_lr" in g]
-            for scheduler in _per_step_schedulers(self.schedule):
-                if len(bases) == len(scheduler.base_lrs):
-                    scheduler.base_lrs = list(bases)
-            return
-        log.info(
-            "resume: the schedule is recomputed for the new length (%s -> %s) and replayed to "
-            "step %d",
-            state["plan"],
-            self.plan,
-            self.progress.step,
-        )
-        for group, lr in zip(self.optimizer.param_groups, self.start_lrs, strict=True):
-            group["lr"] = lr
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(self.progress.step):
-                self.schedule.step()
 
 
 class Counter:

@@ -1,4 +1,9 @@
-"""One optimizer step: mixed precision, gradient accumulation, clipping, non-finite guard, EMA."""
+"""One optimizer step: mixed precision, gradient accumulation, clipping, non-finite guard, EMA.
+
+``Stepper.step`` reads top to bottom: forward and backward per micro-batch (``_micro_batch``),
+unscale and clip, the non-finite guard (``FiniteWatch``: no sync per step), the optimizer, the
+schedule and the EMA. It returns a ``StepResult`` (metrics/step.py) for the loop to hand to its
+observer. The step takes the model as ``Models`` and what it minimizes as ``Objective``."""
 
 from __future__ import annotations
 
@@ -17,14 +22,16 @@ from athanor.data.plain import call_model
 from athanor.engine.ema import Ema
 from athanor.errors import NonFiniteError
 from athanor.losses import WeightedSum
-from athanor.metrics.classification import top1_hits
+from athanor.metrics.step import StepResult
 from athanor.observe.insight import check_initial_loss, report_unused
+from athanor.optim.schedulers import Schedule
 from athanor.tasks import Task
-from athanor.tasks.builtin import Classification
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# a forward/backward's (detached mean loss, (detached outputs, targets) per micro-batch, samples)
+Forward = tuple[torch.Tensor, tuple[tuple[torch.Tensor, torch.Tensor], ...], int]
 
 
 def autocast_factory(
@@ -51,20 +58,6 @@ def warn_precision(precision: str, device: torch.device) -> None:
         )
     elif device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
         log.warning("trainer.precision=bf16: this GPU has no native bf16; use fp16 instead.")
-
-
-@dataclass
-class StepResult:
-    loss: torch.Tensor  # mean loss over the micro-batches (a device tensor: no sync)
-    correct: torch.Tensor | None  # top-1 hits (device tensor), counted at once; or None
-    count: int  # samples in this step
-    grad_norm: torch.Tensor | None  # total norm before clipping; None when nobody asked for it
-    skipped: bool = False
-    terms: dict[str, torch.Tensor] | None = None  # loss=terms: each term (last micro-batch)
-    # (detached logits [B, K], labels [B]) of a one-micro-batch step, for the reporter to count
-    # top-1 hits over its whole logging window at once: 3 ops per window instead of per step.
-    # None when counted already (``correct``) or when the task has no classes.
-    top1: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class FiniteWatch:
@@ -114,26 +107,43 @@ def nonfinite_error(step: int, what: str) -> NonFiniteError:
     )
 
 
+@dataclass(frozen=True)
+class Models:
+    """The model as the step sees it."""
+
+    model: nn.Module  # the bare model: its parameters, what a checkpoint holds
+    train: nn.Module  # what the forward calls: the DDP / compiled wrapper, or the model itself
+    ema: Ema | None = None  # trainer.ema.decay
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. channels_last inputs
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the step minimizes, and for which task."""
+
+    loss: nn.Module  # (outputs, targets) -> scalar mean over the batch
+    task: Task | None = None  # None: softmax classification (scripts and tests build no task)
+    loss_name: str = "cross_entropy"  # the registered name: the task's expected first loss
+    pretrained: bool = False  # weights loaded at build: no fresh-model first-loss check
+
+
 class Stepper:
+    """One optimizer step over a few micro-batches (``step``), then the finite checks the loop
+    asks for at its sync points (``check_finite``)."""
+
     def __init__(
         self,
-        model: nn.Module,
-        train_model: nn.Module,
+        models: Models,
         optimizer: torch.optim.Optimizer,
-        scheduler,
-        loss_fn: nn.Module,
+        scheduler: Schedule,
+        objective: Objective,
         settings: TrainerSettings,
         device: torch.device,
-        ema: Ema | None = None,
-        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        task: Task | None = None,
-        pretrained: bool = False,
-        loss_name: str = "cross_entropy",
     ):
-        self.model, self.train_model = model, train_model  # train_model: DDP/compiled wrapper
-        self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, loss_fn
-        self.settings, self.device, self.ema = settings, device, ema
-        self.prepare = prepare  # e.g. channels_last inputs
+        self.model, self.train_model, self.ema = models.model, models.train, models.ema
+        self.prepare = models.prepare
+        self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, objective.loss
+        self.settings, self.device, self.objective = settings, device, objective
         self.autocast = autocast_factory(settings.precision, device)
         fp16 = settings.precision == "fp16"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -145,14 +155,14 @@ class Stepper:
         self.touches_grads = fp16 or settings.grad_clip is not None  # unscales or clips each step
         self.nonfinite_skipped = 0
         self.first_step_checked = False
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.watch = FiniteWatch()
         # skipping a bad step needs its verdict before optimizer.step(): a sync every step
         self.check_every_step = settings.skip_nonfinite > 0
-        # classification counts top-1 hits per step (train/acc); other tasks have no classes
-        self.count_hits = task is None or isinstance(task, Classification)
-        self.task, self.pretrained, self.loss_name = task, pretrained, loss_name
-        inner = getattr(loss_fn, "loss", loss_fn)  # under loss.flooding
+        # the outputs go to the task's training metric (train/acc); a task without one keeps none
+        task = objective.task
+        self.keep_outputs = task is None or task.train_metric() is not None
+        inner = getattr(self.loss_fn, "loss", self.loss_fn)  # under loss.flooding
         self.terms = inner if isinstance(inner, WeightedSum) else None  # loss=terms
 
     def _sync_context(self, last: bool):
@@ -174,13 +184,11 @@ class Stepper:
         ``measure`` asks for the gradient norm (otherwise only computed when clipping needs it).
         Non-finite values are caught by ``check_finite`` (or at once with skip_nonfinite)."""
         try:
-            if self.settings.detect_anomaly:
+            if self.settings.detect_anomaly:  # slow: names the op that made a NaN
                 with torch.autograd.set_detect_anomaly(True):
-                    loss, hits, count = self._forward_backward(micro_batches, step)
-            elif self.fp32 and len(micro_batches) == 1:  # the common case: no contexts
-                loss, hits, count = self._micro_batch(micro_batches[0], step == 0, 1)
+                    loss, outputs, count = self._forward_backward(micro_batches, step)
             else:
-                loss, hits, count = self._forward_backward(micro_batches, step)
+                loss, outputs, count = self._forward_backward(micro_batches, step)
         except RuntimeError as err:
             if not self.settings.detect_anomaly or "nan" not in str(err).lower():
                 raise
@@ -189,8 +197,6 @@ class Stepper:
                 f"trainer.detect_anomaly found NaN in the backward pass at optimizer step "
                 f"{step + 1}: {first}"
             ) from err
-        # one micro-batch: its (logits, labels), counted by the reporter; several: hits counted
-        correct, top1 = (None, hits) if isinstance(hits, tuple) else (hits, None)
         measure = measure or self.check_every_step
         grad_norm = self._unscale_and_clip(measure) if measure or self.touches_grads else None
         # fp16: inf gradients are the GradScaler's business (it skips the step itself)
@@ -198,7 +204,7 @@ class Stepper:
         if self.check_every_step and self._skip_nonfinite():
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
-            return StepResult(loss, correct, count, grad_norm, skipped=True, top1=top1)
+            return StepResult(loss, count, grad_norm, outputs, skipped=True)
         if on_grads is not None:
             on_grads(self.model)
         if self.scaled:
@@ -211,7 +217,7 @@ class Stepper:
         if self.ema is not None:
             self.ema.update(self.model, step + 1)
         terms = self.terms.last if self.terms is not None else None
-        return StepResult(loss, correct, count, grad_norm, terms=terms, top1=top1)
+        return StepResult(loss, count, grad_norm, outputs, terms=terms)
 
     def check_finite(self, weights: bool = False) -> None:
         """Raise NonFiniteError naming the first step since the last check whose loss or
@@ -227,27 +233,23 @@ class Stepper:
                     "rate or enable trainer.grad_clip (trainer.detect_anomaly=true finds the op)."
                 )
 
-    def _forward_backward(self, micro_batches: Sequence[Batch], step: int):
+    def _forward_backward(self, micro_batches: Sequence[Batch], step: int) -> Forward:
         n = len(micro_batches)
-        losses, hits = [], []
-        count = 0
+        if n == 1:  # no accumulation: nothing to average, no gradient sync to hold back
+            return self._micro_batch(micro_batches[0], step == 0, 1)
+        losses, outputs, count = [], (), 0
         for i, batch in enumerate(micro_batches):
             with self._sync_context(last=i == n - 1):
-                loss, top1, size = self._micro_batch(batch, step == 0 and i == 0, n)
+                loss, kept, size = self._micro_batch(batch, step == 0 and i == 0, n)
             losses.append(loss)
-            hits.append(top1)
+            outputs += kept
             count += size
-        if n == 1:
-            return losses[0], hits[0], count
-        if hits[0] is None:
-            return torch.stack(losses).mean(), None, count
-        # several micro-batches: their hits are counted now (each holds only its own logits)
-        return torch.stack(losses).mean(), torch.stack([top1_hits(*h) for h in hits]).sum(), count
+        return torch.stack(losses).mean(), outputs, count
 
-    def _micro_batch(self, batch: Batch, first: bool, n: int):
-        """Forward and backward of one micro-batch of ``n`` -> (detached loss, (detached logits,
-        labels) or None without classes, samples). ``first``: the run's first micro-batch (its
-        loss is checked against ln K)."""
+    def _micro_batch(self, batch: Batch, first: bool, n: int) -> Forward:
+        """Forward and backward of one micro-batch of ``n`` -> (detached loss, its (detached
+        outputs, labels) for the task's training metric, or (), samples). ``first``: the run's
+        first micro-batch (its loss is checked against what a fresh model starts at)."""
         inputs = batch.inputs if self.prepare is None else self.prepare(batch.inputs)
         if self.fp32:
             logits, loss = self._forward(inputs, batch.targets)
@@ -262,20 +264,21 @@ class Stepper:
         if not self.first_step_checked:
             self.first_step_checked = True
             report_unused(self.model)
-        if not self.count_hits:
-            return loss.detach(), None, len(batch.labels)
-        return loss.detach(), (logits.detach(), batch.labels), batch.labels.numel()
+        if not self.keep_outputs:
+            return loss.detach(), (), len(batch.labels)
+        return loss.detach(), ((logits.detach(), batch.labels),), batch.labels.numel()
 
     def _check_initial_loss(self, loss: float, outputs: int) -> None:
         """The first loss against what the task's loss should start at (quiet after pretrained
         weights: they start wherever they were trained to)."""
-        if self.pretrained:
+        if self.objective.pretrained:
             log.info("initial loss %.3f (pretrained weights: no fresh-model check)", loss)
             return
-        if self.task is None:  # built without a task (scripts): softmax classification
+        task = self.objective.task
+        if task is None:  # built without a task (scripts): softmax classification
             expected = (math.log(outputs), f"ln({outputs}) for a fresh {outputs}-class softmax")
         else:
-            expected = self.task.initial_loss(self.loss_name)
+            expected = task.initial_loss(self.objective.loss_name)
         if expected is not None:
             check_initial_loss(loss, *expected)
 

@@ -40,7 +40,7 @@ from athanor.errors import (
 )
 from athanor.process import collector
 from athanor.process.signals import StopSignals, signal_name
-from athanor.record.folder import RunDir
+from athanor.record.folder import RunDir, resume_command
 
 log = logging.getLogger("athanor")
 
@@ -232,7 +232,7 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
         error = f"rank {rank} died with exit code {failure.exitcode}{_by_signal(failure.exitcode)}"
         exc = PeerFailed(
             f"Worker {error}; the other workers were stopped. The run folder {run_dir} keeps "
-            f"the last checkpoint: resume with resume={run_dir}."
+            f"the last checkpoint: resume with `{resume_command(run_dir)}`."
         )
     from athanor.record.record import correct_outcome
 

@@ -18,16 +18,14 @@ from torch import nn
 
 from athanor.config.settings import LoggerSettings
 from athanor.distributed import sum_across_ranks
-from athanor.metrics.classification import top1_hits
+from athanor.metrics.classification import TrainAccuracy
+from athanor.metrics.step import StepResult
 from athanor.observe import insight, plots
 from athanor.observe.trackers import Tracker
 
 log = logging.getLogger("athanor")
 
 OVERFIT_TARGET = 0.99  # training accuracy debug=overfit must reach
-# logits elements a window keeps for its top-1 count before it counts them early (~16 MB of
-# float32: a huge log_every with many classes must not hold every step's logits)
-HELD_LOGITS = 1 << 22
 
 
 class Reporter:
@@ -37,7 +35,6 @@ class Reporter:
         tracker: Tracker,
         logger: LoggerSettings,
         optimizer,
-        log_every: int,
         steps_per_epoch: int,
         total_steps: int,
         epochs: int,
@@ -45,10 +42,14 @@ class Reporter:
         class_names: list[str],
         plots_dir: Path | None = None,
         active: bool = True,
+        train_metric: TrainAccuracy | None = None,
     ):
+        """``train_metric``: what the task counts from the steps' outputs (tasks/base.py
+        ``Task.train_metric``), or None."""
+        self.train_metric = train_metric
         self.tracker, self.settings, self.optimizer = tracker, logger, optimizer
         self.device, self.class_names, self.plots_dir = device, class_names, plots_dir
-        self.log_every, self.steps_per_epoch = log_every, steps_per_epoch
+        self.steps_per_epoch = steps_per_epoch
         self.total_steps, self.epochs = total_steps, epochs
         self.active = active
         # whether grad_observer() can return a callback: the loop skips the call otherwise
@@ -65,16 +66,9 @@ class Reporter:
     def _window_reset(self) -> None:
         # the steps' results (device tensors), summed once per window: no ops (and no sync) on
         # the other steps
-        self.window: list = []
-        self.top1: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) not counted yet
-        self.held = 0  # logits elements in self.top1
-        self.hits: list[torch.Tensor] = []  # top-1 hits counted already (device tensors)
+        self.window: list[StepResult] = []
         self.steps = 0
         self.window_start = time.perf_counter()
-
-    def logs_at(self, step: int) -> bool:
-        """Whether optimizer step ``step`` (1-based) ends a logging window."""
-        return step % self.log_every == 0 or step == self.total_steps
 
     def lrs(self) -> dict[str, float]:
         groups = self.optimizer.param_groups
@@ -97,36 +91,31 @@ class Reporter:
                 dynamic_ncols=True,
             )
 
-    def train_step(self, p, result, log_step: bool | None = None) -> None:
-        """Keep the step's device tensors; sum and synchronize only every ``log_every`` steps.
-        ``log_step``: ``logs_at(p.step)``, when the caller knows it already."""
+    def on_step(self, p, result: StepResult, log_step: bool) -> None:
+        """The step's observer (engine/loop.py): keep its device tensors; sum and synchronize
+        only at the end of a logging window (``log_step``)."""
         if not result.skipped:  # a skipped NaN step must not turn the window's mean into NaN
             self.window.append(result)  # its loss is detached already
-            if result.top1 is not None:  # the usual case: logits held, counted per window
-                self.top1.append(result.top1)
-                self.held += result.top1[0].numel()
-                if self.held > HELD_LOGITS:
-                    self._count_held()
-            elif result.correct is not None:
-                self.hits.append(result.correct)
+            if self.train_metric is not None:
+                for outputs, targets in result.outputs:
+                    self.train_metric.add(outputs, targets)
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
-        if not (self.logs_at(p.step) if log_step is None else log_step):
+        if not log_step:
             return
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         device = result.loss.device
-        loss_sum, correct, counts = 0.0, 0, [r.count for r in self.window]
+        loss_sum, counts = 0.0, [r.count for r in self.window]
         if self.window:
             loss_sum = self._loss_sum(counts)
-            self._count_held()
-            correct = _total(self.hits)
+        metric = self.train_metric
+        hits = metric.total() if metric is not None else 0
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
-        has_acc = result.correct is not None or result.top1 is not None  # tasks with classes
-        loss_sum, correct, count = sum_across_ranks(loss_sum, correct, sum(counts), device=device)
+        loss_sum, hits, count = sum_across_ranks(loss_sum, hits, sum(counts), device=device)
         scalars = {
             "train/loss": loss_sum / max(count, 1),
-            **({"train/acc": correct / max(count, 1)} if has_acc else {}),
+            **({metric.name: hits / max(count, 1)} if metric is not None else {}),
             **self._loss_terms(),
             **self.lrs(),
             **({} if result.grad_norm is None else {"train/grad_norm": float(result.grad_norm)}),
@@ -144,18 +133,6 @@ class Reporter:
         if len(set(counts)) == 1:  # equal batches (the usual case): one op less, no host copy
             return losses.sum() * counts[0]
         return (losses * torch.tensor(counts, dtype=losses.dtype, device=losses.device)).sum()
-
-    def _count_held(self) -> None:
-        """Count the held steps' top-1 hits in one argmax (the same integers, fewer ops)."""
-        if not self.top1:
-            return
-        if len(self.top1) == 1:
-            logits, labels = self.top1[0]
-        else:
-            logits = torch.cat([logits for logits, _ in self.top1])
-            labels = torch.cat([labels for _, labels in self.top1])
-        self.hits.append(top1_hits(logits, labels))
-        self.top1, self.held = [], 0
 
     def grad_observer(self, step: int) -> Callable[[nn.Module], None] | None:
         """A callback for the gradients of optimizer step ``step`` (1-based), or None when
@@ -277,13 +254,6 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _total(counts: list[torch.Tensor]) -> torch.Tensor | int:
-    """The sum of a few device scalars: no op for one (the usual window), one stack for more."""
-    if len(counts) <= 1:
-        return counts[0] if counts else 0
-    return torch.stack(counts).sum()
 
 
 def _terms_text(scalars: dict[str, float]) -> str:

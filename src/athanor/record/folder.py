@@ -30,6 +30,7 @@ import errno
 import json
 import math
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +39,12 @@ from typing import Any
 
 from athanor.errors import ConfigError
 from athanor.record.lock import check_free
+
+
+def resume_command(run: Path | str, *overrides: str) -> str:
+    """The command that continues ``run`` (a folder or .pt), ready to paste into a shell."""
+    return " ".join(["train", f"resume={shlex.quote(str(run))}", *overrides])
+
 
 FIX = "choose another folder (hydra.run.dir=<folder>) or fix the folder's permissions"
 
@@ -255,7 +262,7 @@ def check_folder(path: Path, *, resuming: bool) -> None:
     if status is not None:
         raise ConfigError(
             f"The folder {path} holds another run's record (status: {status}); a run folder "
-            f"belongs to one run. Continue that run with `train resume={path}`, or start this "
+            f"belongs to one run. Continue that run with `{resume_command(path)}`, or start this "
             "one in a new folder (leave out hydra.run.dir=, or give a new or empty folder). "
             "Nothing was written."
         )
@@ -290,6 +297,6 @@ def disk_full_message(err: OSError, path: Path) -> str:
     )
     return (
         f"no space left on device while writing {err.filename or 'a file'} of the run {path}: "
-        f"{kept}. Free some space, then continue with `train resume={path}`"
+        f"{kept}. Free some space, then continue with `{resume_command(path)}`"
         + (" (or start again)." if not last.is_file() else ".")
     )

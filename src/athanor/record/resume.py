@@ -1,6 +1,10 @@
-"""Resuming a run: find the checkpoint (`resume=<run folder | .pt | auto>`) and refuse an
-incompatible config. Putting the state back is the train state's business (engine/state.py):
-this module knows no part of it.
+"""Resuming a run, in one room: find the checkpoint (`resume=<run folder | .pt | auto>`), build
+the config the resume runs with (the run's own, plus what the command line sets), refuse a
+change the run cannot follow, a resume that would train nothing and one that would rewind the
+run, and apply the allowed changes as the state is restored: the optimizer's groups take the
+new LR and weight decay (``OptimizerState``), the schedule follows a new length or LR
+(``ScheduleState``). Both are parts of the train state (engine/state.py ``TrainState``), whose
+walk restores everything else; the Hydra side (which overrides were typed) is cli/resume_config.py.
 """
 
 from __future__ import annotations
@@ -8,10 +12,13 @@ from __future__ import annotations
 import copy
 import fnmatch
 import logging
+import shlex
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -19,7 +26,17 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from athanor.config.flatten import flatten
 from athanor.errors import ConfigError
-from athanor.record.checkpoints import is_weights_only, load_file, load_latest, saved_progress
+from athanor.record.checkpoints import (
+    is_weights_only,
+    load_file,
+    load_latest,
+    saved_progress,
+    saved_step,
+)
+from athanor.record.folder import resume_command
+
+if TYPE_CHECKING:
+    from athanor.optim.schedulers import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +78,7 @@ RESUMABLE_KEYS = (
     "distributed.backend",
 )
 # keys that describe this invocation, not the run: always today's value, never compared
-IGNORED_KEYS = frozenset({"resume", "dry_run"})
+IGNORED_KEYS = frozenset({"resume", "rewind", "dry_run"})
 
 
 def resumable(key: str) -> bool:
@@ -74,6 +91,16 @@ class Resumed:
     state: dict[str, Any]
     path: Path
     changes: list[str] = field(default_factory=list)
+    rewinds: list[Path] = field(default_factory=list)  # rewind=true: the newer step files
+
+    def rewind(self) -> None:
+        """Delete the step files newer than the checkpoint (rewind=true): the run goes on from
+        it, and a later resume=auto must not pick them up."""
+        for newer in self.rewinds:
+            log.warning(
+                "resume: rewind=true: %s (newer than %s) deleted", newer.name, self.path.name
+            )
+            newer.unlink(missing_ok=True)
 
     def record(self) -> dict[str, Any]:
         """The entry appended to summary.json's `resumes` list."""
@@ -246,3 +273,208 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: P
         raise ConfigError(
             f"The weights in {source} do not fit the model built from the config: {detail}"
         ) from err
+
+
+def typed_paths(overrides: list[str], config: dict[str, Any]) -> tuple[list[str], bool]:
+    """The config paths the overrides name (``a.b=1``, ``+a.b=1``, ``~a.b``, ``model=x``), and
+    whether one of them picks a group option (whose effect only a composition shows)."""
+    paths, groups = [], False
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0].strip()
+        if not key or key.split(".")[0] == "hydra":
+            continue
+        if "." in key:
+            paths.append(key)
+            continue
+        if key in config:  # a top-level key, or a group whose package is its own name
+            paths.append(key)
+        # a group option (model=…, experiment=…, debug=…) may set keys beyond its own node
+        groups = groups or key not in config or isinstance(config[key], dict)
+    return paths, groups
+
+
+def plan(
+    config: dict[str, Any],
+    checkpoints: Path,
+    overrides: list[str],
+    composed_without_overrides: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, Any], tuple[dict[str, Any], Path] | None]:
+    """(the config a resume runs with, (the checkpoint found, its path) or None). ``config`` is
+    composed from today's defaults and the ``overrides``; the resume runs the checkpoint's own
+    config plus what the overrides change (``composed_without_overrides()``: today's defaults
+    alone, asked for only when an override picks a group option). Nothing to resume: ``config``."""
+    if not config.get("resume"):
+        return config, None
+    found = find(config["resume"], checkpoints, mmap=True)
+    if found is None:
+        return config, None
+    paths, groups = typed_paths(overrides, config)
+    if groups:  # e.g. experiment=…, model=…: what they change is the difference they make
+        paths += touched_paths(composed_without_overrides(), config)
+    return resume_config(found[0]["config"], config, paths), found
+
+
+def check(checkpoint: dict[str, Any], path: Path, config: dict[str, Any]) -> list[str]:
+    """Everything a resume must pass before anything is written; -> the config changes. Raises
+    ConfigError for a change the run cannot follow, and for a `resume=<path>` that would train
+    nothing or rewind the run (``rewind=true`` allows the latter)."""
+    changes = config_changes(checkpoint["config"], config, path)
+    if config.get("resume") != "auto":  # a requeued job (auto) may find its run done: no word
+        _refuse_nothing_to_do(checkpoint, path, config)
+        _refuse_rewind(checkpoint, path, config)
+    return changes
+
+
+def _refuse_nothing_to_do(checkpoint: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+    p, t, asked = saved_progress(checkpoint), config["trainer"], config["resume"]
+    max_steps = t.get("max_steps")
+    more = ""  # the resume that trains further, where a budget can be raised
+    if p.get("stop_reason") == "early_stopping":
+        why = f"its run stopped early (trainer.early_stopping) at epoch {p['epoch']}"
+    elif p["epoch"] >= t["epochs"]:
+        why = f"it is at epoch {p['epoch']}, and trainer.epochs={t['epochs']}"
+        more = resume_command(asked, f"trainer.epochs={p['epoch'] + 10}")
+    elif max_steps and p["step"] >= max_steps:
+        why = f"it is at step {p['step']}, and trainer.max_steps={max_steps}"
+        more = resume_command(asked, "trainer.max_steps=null")
+    else:
+        return
+    further = f"To train it further, raise the budget: `{more}`; to" if more else "To"
+    raise ConfigError(
+        f"Nothing to resume: resume={asked} ({path.name}) would train no step ({why}). "
+        f"{further} start a new run from its weights: "
+        f"`train model.weights={shlex.quote(str(path))}`. The run folder is unchanged."
+    )
+
+
+def newer_checkpoints(checkpoint: dict[str, Any], path: Path) -> list[Path]:
+    """The step files of ``path``'s folder that are newer than ``checkpoint`` (a rewind)."""
+    step = saved_step(checkpoint)
+    return [p for p in path.parent.glob("step_*.pt") if int(p.stem.split("_")[1]) > step]
+
+
+def _refuse_rewind(checkpoint: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+    newer = newer_checkpoints(checkpoint, path)
+    if not newer or config.get("rewind"):
+        return
+    latest = max(int(p.stem.split("_")[1]) for p in newer)
+    raise ConfigError(
+        f"resume={path} would rewind its run: it is step {saved_step(checkpoint)}, and the run "
+        f"went on to step {latest}; resuming here would replace last.pt and the {len(newer)} "
+        f"newer checkpoint(s). To continue the run where it is: "
+        f"`{resume_command(path.parent.parent)}`. To rewind it anyway (the newer checkpoints "
+        f"are deleted): `{resume_command(path, 'rewind=true')}`. To start a new run from these "
+        f"weights: `train model.weights={shlex.quote(str(path))}`. The run folder is unchanged."
+    )
+
+
+def find_resume(config: dict[str, Any], checkpoints: Path) -> Resumed | None:
+    """The checkpoint this run continues from (None: a fresh run), checked against ``config``
+    before anything is written. A rewind (``rewind=true``) lists the newer checkpoints, which
+    ``Resumed.rewind`` deletes once the run has started."""
+    found = find(config.get("resume"), checkpoints)
+    if found is None:
+        return None
+    state, path = found
+    changes = check(state, path, config)
+    for change in changes:
+        log.info("resume: setting changed since the checkpoint: %s", change)
+    return Resumed(state, path, changes, rewinds=newer_checkpoints(state, path))
+
+
+# param-group values that are multiples of the base LR (torch's schedulers and OneCycleLR)
+LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+
+
+def base_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each param group's base LR (what its schedule starts from: optim.lr x lr_mult)."""
+    return [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+
+
+class OptimizerState:
+    """The optimizer's state (a train state part). Loading it puts the saved param groups back,
+    so a resume that changes ``optim.lr`` or ``optim.weight_decay`` writes the freshly built
+    groups' values into the restored ones: each group's LR values are scaled by its new/saved
+    base LR (the lr_mult factors and the no-decay groups are kept, not flattened), its weight
+    decay set to the built one."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        built = list(zip(base_lrs(self.optimizer), self._decays(), strict=True))
+        self.optimizer.load_state_dict(state)  # new group dicts: the saved values
+        changed = False
+        for group, (base, decay) in zip(self.optimizer.param_groups, built, strict=True):
+            saved = group.get("initial_lr", group["lr"])
+            if saved != base and saved > 0:
+                for key in LR_KEYS:
+                    if key in group:
+                        group[key] = group[key] * (base / saved)
+                group["initial_lr"] = base
+                changed = True
+            if decay is not None and group.get("weight_decay") != decay:
+                group["weight_decay"], changed = decay, True
+        if changed:
+            log.info("resume: the optimizer's groups now: %s", self.describe())
+
+    def _decays(self) -> list[float | None]:
+        return [g.get("weight_decay") for g in self.optimizer.param_groups]
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{g.get('name', i)}: base lr {g['initial_lr']:.4g}, "
+            f"weight_decay {g.get('weight_decay', 0):.4g}"
+            for i, g in enumerate(self.optimizer.param_groups)
+            if "initial_lr" in g
+        )
+
+
+class Position(Protocol):
+    step: int  # optimizer steps done (engine/state.py ``Progress``)
+
+
+class ScheduleState:
+    """The LR schedule, the plan it was built for (optimizer steps per epoch and in total) and
+    the base LRs it starts from (a train state part, restored after ``progress`` and the
+    optimizer). The same plan and LRs: the saved schedule is loaded. A new length (more epochs,
+    another max_steps) or a new optim.lr: the freshly built schedule (built for them) is stepped
+    to the saved step, through torch's public ``step()`` only: the LRs a schedule gives are a
+    function of its steps, so it lands where a run built this way would be."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        optimizer: torch.optim.Optimizer,
+        plan: dict[str, int],
+        position: Position,
+    ):
+        self.schedule, self.optimizer, self.plan = schedule, optimizer, plan
+        self.position = position  # the run's progress, restored before this part
+        self.bases = base_lrs(optimizer)
+        # the LRs the fresh schedule starts from (step 0, e.g. the warmup's first value)
+        self.start_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "base_lrs": self.bases, "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["plan"] == self.plan and state.get("base_lrs", self.bases) == self.bases:
+            self.schedule.load_state_dict(state["schedule"])
+            return
+        log.info(
+            "resume: the schedule is recomputed for %s and stepped to step %d",
+            "the new length" if state["plan"] != self.plan else "the new base LR",
+            self.position.step,
+        )
+        for group, lr in zip(self.optimizer.param_groups, self.start_lrs, strict=True):
+            group["lr"] = lr
+        # a plateau's reductions come from validations, not steps: they are kept as saved
+        self.schedule.load_state_dict({**state["schedule"], "per_step": None})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(self.position.step):
+                self.schedule.step()

@@ -10,7 +10,7 @@ import torch
 
 from athanor.errors import ConfigError
 from athanor.metrics import MetricSet, build_metrics
-from athanor.metrics.classification import MetricCounts
+from athanor.metrics.classification import MetricCounts, TrainAccuracy
 
 log = logging.getLogger("athanor")
 
@@ -91,6 +91,11 @@ class Task:
                 )
 
     fitting_metrics: frozenset[str] | None = None
+
+    def train_metric(self) -> TrainAccuracy | None:
+        """What the task counts from the training steps' outputs, a logging window at a time
+        (train/acc for classification), or None: the step then keeps no outputs."""
+        return None
 
     def initial_loss(self, loss_name: str) -> tuple[float, str] | None:
         """(what a fresh model's loss should be near, why), or None when unknown."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import torch
 
 from athanor.errors import ConfigError
+from athanor.metrics.classification import TrainAccuracy
 from athanor.tasks.base import TargetInfo, Task
 from athanor.tasks.registry import TASKS
 from athanor.typecheck import Range
@@ -32,6 +33,9 @@ class Classification(Task):
             )
         self.num_outputs = int(info.num_classes or 0)
         return self.num_outputs
+
+    def train_metric(self) -> TrainAccuracy:
+        return TrainAccuracy()
 
     def initial_loss(self, loss_name: str) -> tuple[float, str] | None:
         k = self.num_outputs
