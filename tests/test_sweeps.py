@@ -5,6 +5,7 @@ refused under torchrun, and the Optuna study (resumed on sqlite, pruned trials).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -275,6 +276,14 @@ def test_an_optuna_study_resumes_on_sqlite_with_new_trials(tmp_path):
     (run,) = (tmp_path / "outputs" / "b").glob("1_*")
     summary = json.loads((run / "summary.json").read_text())
     assert trials[1].value == pytest.approx(summary["best"]["val/acc"])
+    # the folder is the trial number and a short hash, not every override at full precision;
+    # the full overrides are in the manifest and the job's own summary
+    assert re.fullmatch(r"1_[0-9a-f]{8}", run.name), run.name
+    manifest = json.loads((tmp_path / "outputs" / "b" / "sweep_manifest.json").read_text())
+    (entry,) = [e for e in manifest["jobs"].values() if e["folder"].endswith(run.name)]
+    for key, value in trials[1].params.items():
+        assert any(o.startswith(f"{key}=") for o in entry["overrides"]), (key, entry)
+        assert any(a.startswith(f"{key}=") for a in summary["argv"]), summary["argv"]
     assert "best trial #" in second.output and "| completed" in second.output
 
 

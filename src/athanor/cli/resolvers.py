@@ -19,6 +19,7 @@ folder. A refusal is one paragraph, exit 2, and the folder is left as it was.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -68,9 +69,19 @@ def hydra_subdir(resume: str | None = None) -> str:
     return ".hydra"
 
 
+# a sweep job's folder is `<job number>_<its overrides>` while they read at a glance; longer (an
+# Optuna trial's floats at full precision, many keys) `<job number>_<short hash>`: the full
+# overrides are in the sweep's manifest and in the job's own summary.json (`argv`)
+READABLE_OVERRIDES = 60
+
+
 def slug(text: str) -> str:
-    """A file-name-safe version of Hydra's override_dirname (no nested folders from paths)."""
-    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in str(text))[:150] or "default"
+    """A sweep job's folder name from Hydra's override_dirname: file-name safe (no nested folders
+    from paths), and a short hash of the overrides when they are too long to read."""
+    safe = "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in str(text))
+    if len(safe) <= READABLE_OVERRIDES:
+        return safe or "default"
+    return hashlib.sha1(str(text).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
