@@ -81,7 +81,8 @@ class TrainerSettings:
     grad_clip: float | None = None
     grad_clip_mode: Literal["norm", "value"] = "norm"
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | Literal["regional"] = False  # regional: each repeated block (engine/regions.py)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
     deterministic: bool = False
     ema: EmaSettings = field(default_factory=EmaSettings)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -190,6 +191,7 @@ class LoggerSettings:
 class DistributedSettings:
     nproc_per_node: int = 1  # >1: `train` launches a worker group itself (torch elastic launcher)
     backend: Literal["auto", "nccl", "gloo"] = "auto"
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: parameters, gradients, optimizer sharded
     timeout_s: int = 120  # collective timeout: a dead peer ends the group instead of hanging
 
     def __post_init__(self) -> None:
@@ -211,6 +213,18 @@ class RunSettings:
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     logger: LoggerSettings = field(default_factory=LoggerSettings)
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
+
+    def __post_init__(self) -> None:
+        if self.distributed.strategy == "fsdp":
+            _require(
+                self.trainer.ema.decay is None,
+                "trainer.ema.decay is not supported with distributed.strategy=fsdp (the EMA "
+                "would be a second, unsharded copy of the model); use distributed.strategy=ddp.",
+            )
+            _require(
+                not self.trainer.sync_bn,
+                "trainer.sync_bn=true works with distributed.strategy=ddp only.",
+            )
 
 
 def run_settings(config: dict[str, Any]) -> RunSettings:
