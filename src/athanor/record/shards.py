@@ -15,6 +15,7 @@ its folder; the weights are the same tensors the ranks held, joined.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def read_part(ref: dict[str, str], key: str) -> dict[str, Any]:
             f"The sharded checkpoint folder {folder} is missing or incomplete (no .metadata); "
             "use the run's model.pt or best.pt, or an older step_*.pt."
         )
-    loaded = _load_state_dict_from_keys({key}, checkpoint_id=str(folder))
+    with warnings.catch_warnings():  # "no process group: loading in a single process" (meant)
+        warnings.simplefilter("ignore", UserWarning)
+        loaded = _load_state_dict_from_keys({key}, checkpoint_id=str(folder))
     return loaded[key]
 
 
