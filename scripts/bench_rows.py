@@ -535,3 +535,72 @@ def _tensors(obj):
     elif isinstance(obj, list | tuple):
         for v in obj:
             yield from _tensors(v)
+
+
+# -- 7. activation checkpointing -------------------------------------------------------------------
+# one child per measurement: a fresh process's peak RSS during training steps, minus its RSS just
+# before them (weights, batch), is what the steps' activations and gradients took (large buffers
+# are mmapped and given back when freed, so the peak follows the live tensors)
+CHECKPOINTING_CHILD = """
+import resource, statistics, sys, time
+import torch, torchvision
+from athanor.engine.blocks import find_blocks
+from athanor.engine.regions import checkpoint_activations
+arch, batch, size, steps, on = sys.argv[1:6]
+torch.manual_seed(0)
+model = torchvision.models.get_model(arch, num_classes=10)
+if on == "1":
+    checkpoint_activations(model, find_blocks(model))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(int(batch), 3, int(size), int(size)), torch.randint(0, 10, (int(batch),))
+with open("/proc/self/statm") as f:
+    before_mb = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+times = []
+for _ in range(int(steps) + 1):
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    times.append(time.perf_counter() - start)
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"@@checkpointing {peak_mb - before_mb:.1f} {statistics.median(times[1:]):.4f}")
+"""
+CHECKPOINTING = re.compile(r"^@@checkpointing ([0-9.]+) ([0-9.]+)$", re.MULTILINE)
+
+
+def activation_checkpointing(
+    arch: str, batch: int, size: int, steps: int, reps: int, cwd: Path
+) -> list[Row]:
+    """trainer.activation_checkpointing on a torchvision model's blocks (the trainer's own
+    functions) against the same training step without it: memory the steps took, step time."""
+
+    def child(on: bool) -> tuple[float, float]:
+        args = [arch, str(batch), str(size), str(steps), "1" if on else "0"]
+        out = run_child([sys.executable, "-c", CHECKPOINTING_CHILD, *args], cwd).stdout
+        memory, seconds = CHECKPOINTING.search(out).groups()
+        return float(memory), float(seconds)
+
+    plain, checkpointed = alternating(reps, lambda: child(False), lambda: child(True))
+    name = f"activation checkpointing ({arch}, batch {batch}, {size} px)"
+    details = {"plain": plain, "checkpointed": checkpointed}
+    memory = compare(
+        f"{name}: step memory",
+        "MB",
+        "same step without",
+        min(m for m, _ in plain),
+        min(m for m, _ in checkpointed),
+        higher=False,
+        limit=0.7,
+        details=details,
+    )
+    time_cost = compare(
+        f"{name}: step time",
+        "s",
+        "same step without",
+        min(s for _, s in plain),
+        min(s for _, s in checkpointed),
+        higher=False,
+        limit=1.5,
+        details=details,
+    )
+    return [memory, time_cost]
