@@ -29,6 +29,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from athanor.engine.blocks import describe
+from athanor.engine.state import OptimizerState
 from athanor.errors import ConfigError
 from athanor.record import shards
 
@@ -87,7 +88,7 @@ class ShardedState:
     """The model and its optimizer as one train-state part (engine/state.py): ``write`` saves
     every rank's shards with DCP (a collective, before rank 0 writes the step file);
     ``state_dict`` is then the reference to that folder, and ``load_state_dict`` reads a folder
-    back into this run's shards (any world size: DCP reshards)."""
+    back into this run's shards."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.model, self.optimizer = model, optimizer
@@ -136,9 +137,12 @@ class ShardedState:
             raise ConfigError(f"its shards folder {folder} is missing or incomplete.")
         target = self._state()
         dcp.load(target, checkpoint_id=str(folder))
+        groups = OptimizerState(self.optimizer)  # a changed optim.lr / weight_decay takes effect
+        built = groups.built()
         set_state_dict(
             self.model,
             self.optimizer,
             model_state_dict=target["model"],
             optim_state_dict=target["optimizer"],
         )
+        groups.rebase(built)

@@ -88,11 +88,19 @@ class OptimizerState:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        built = [
+        built = self.built()
+        self.optimizer.load_state_dict(state)  # new group dicts: the saved values
+        self.rebase(built)
+
+    def built(self) -> list[tuple[float, float | None]]:
+        """The freshly built groups' base LR and weight decay (before a load replaces them)."""
+        return [
             (g.get("initial_lr", g["lr"]), g.get("weight_decay"))
             for g in self.optimizer.param_groups
         ]
-        self.optimizer.load_state_dict(state)  # new group dicts: the saved values
+
+    def rebase(self, built: list[tuple[float, float | None]]) -> None:
+        """Write the built groups' LR and weight decay into the restored ones."""
         changed = False
         for group, (base, decay) in zip(self.optimizer.param_groups, built, strict=True):
             saved = group.get("initial_lr", group["lr"])
