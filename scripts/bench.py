@@ -6,7 +6,8 @@ stdout and a JSON file under outputs/bench/.
     PYTHONPATH=src python scripts/bench.py --rows mlp,checkpoint   # some rows only
 
 Rows: runner overhead, data path, time to first step, time to accuracy, checkpoint cost, peak
-memory, activation checkpointing (the memory a step takes and its time, with and without). Targets are reported, never asserted: the table is evidence, not a test.
+memory, activation checkpointing (the activations kept for backward and the step time, with and
+without). Targets are reported, never asserted: the table is evidence, not a test.
 """
 
 from __future__ import annotations
@@ -82,9 +83,7 @@ def measure(s: Sizes, out_dir: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
     out.extend(startup[2:])
     if "activations" in rows:
         batch, size, steps = s.checkpointing
-        out.extend(
-            bench_rows.activation_checkpointing("resnet18", batch, size, steps, s.reps, out_dir)
-        )
+        out.extend(bench_rows.activation_checkpointing("resnet18", batch, size, steps, s.reps))
     return out
 
 

@@ -25,7 +25,7 @@ ROWS = (
     "time to 50% val acc",
     "checkpoint save+load",
     "peak RSS",
-    "activation checkpointing (resnet18, batch 8, 32 px): step memory",
+    "activation checkpointing (resnet18, batch 8, 32 px): activations kept",
     "activation checkpointing (resnet18, batch 8, 32 px): step time",
 )
 
