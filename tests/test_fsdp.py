@@ -145,3 +145,15 @@ def test_a_killed_sharded_save_leaves_nothing_the_next_start_keeps(tmp_path):
         "step_000000010.pt",
         "step_000000010.shards",
     ]
+
+
+def test_what_fsdp_cannot_shard_is_refused_before_any_work(tmp_path):
+    for bad, says in (
+        ("trainer.ema.decay=0.9", "trainer.ema.decay"),
+        ("trainer.sync_bn=true", "sync_bn"),
+    ):
+        result = cli(
+            "athanor.train", "model=mlp", "distributed.strategy=fsdp", bad, cwd=tmp_path, expect=2
+        )
+        assert says in result.stderr and "distributed.strategy" in result.stderr
+        assert "Traceback" not in result.stderr
