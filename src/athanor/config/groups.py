@@ -91,6 +91,9 @@ class ModelOptions(GroupOptions):
     # module-name prefixes kept fixed ("0" in Sequentials)
     freeze: list[str | int] | None = ()  # type: ignore[assignment]
     init: Literal["default", "kaiming", "xavier"] = "default"  # before the weights are loaded
+    # the repeated blocks (class names) that fsdp shards, activation checkpointing recomputes and
+    # regional compile compiles; None: the zoo's known block classes (engine/blocks.py)
+    blocks: list[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from athanor.engine.parts import bind_task
 from athanor.errors import ConfigError
 from athanor.metrics.classification import MetricCounts
 from athanor.process import collector
+from athanor.record import shards
 from athanor.record.checkpoints import load_file, saved_progress
 from athanor.record.folder import write_json_atomic
 from athanor.record.resume import find, load_model_state, without_weights
@@ -47,6 +48,12 @@ def checkpoint_path(ckpt: str) -> Path:
 
 
 def load_for_evaluation(ckpt: str) -> tuple[dict[str, Any], Path]:
+    """The checkpoint ``ckpt`` names, with plain model weights (a sharded one's are joined)."""
+    state, path = _load(ckpt)
+    return shards.consolidated(state), path
+
+
+def _load(ckpt: str) -> tuple[dict[str, Any], Path]:
     path = checkpoint_path(ckpt)
     if path.name in ("best.pt", "last.pt"):
         try:

@@ -405,8 +405,18 @@ class OptimizerState:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        built = list(zip(base_lrs(self.optimizer), self._decays(), strict=True))
+        built = self.built()
         self.optimizer.load_state_dict(state)  # new group dicts: the saved values
+        self.rebase(built)
+
+    def built(self) -> list[tuple[float, float | None]]:
+        """The freshly built groups' base LR and weight decay (before a load replaces them)."""
+        decays = [g.get("weight_decay") for g in self.optimizer.param_groups]
+        return list(zip(base_lrs(self.optimizer), decays, strict=True))
+
+    def rebase(self, built: list[tuple[float, float | None]]) -> None:
+        """Write the built groups' LR and weight decay into the restored ones (a sharded
+        optimizer, restored its own way, calls this too)."""
         changed = False
         for group, (base, decay) in zip(self.optimizer.param_groups, built, strict=True):
             saved = group.get("initial_lr", group["lr"])
@@ -420,9 +430,6 @@ class OptimizerState:
                 group["weight_decay"], changed = decay, True
         if changed:
             log.info("resume: the optimizer's groups now: %s", self.describe())
-
-    def _decays(self) -> list[float | None]:
-        return [g.get("weight_decay") for g in self.optimizer.param_groups]
 
     def describe(self) -> str:
         return "; ".join(
