@@ -128,11 +128,12 @@ class RunDir:
         return True
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The records of metrics.jsonl; a line torn by a killed process is skipped."""
+        """The records of metrics.jsonl; a line torn by a killed process, or damaged (bytes that
+        are not UTF-8), is skipped."""
         if not self.metrics.exists():
             return []
         records = []
-        for line in self.metrics.read_text().splitlines():
+        for line in self.metrics.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
                 records.append(json.loads(line))
             except ValueError:
