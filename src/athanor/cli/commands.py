@@ -211,4 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     # imports, export resumes the collector before its tracing
     collector.pause_for_start_up()
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except OSError as err:  # a damaged, missing or read-only place the user named
+        from athanor.cli.outcome import path_message
+
+        said = path_message(err)
+        if said is None:
+            raise
+        print(f"Error: {said}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

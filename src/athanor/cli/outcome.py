@@ -111,14 +111,39 @@ def record_failure(run_dir: Path, reason: str) -> None:
     being built (the user's builder or Dataset raised before the record started)."""
     from athanor.distributed import env_dist
     from athanor.record.folder import RunDir, write_json_atomic
+    from athanor.record.record import correct_outcome
     from athanor.record.scratch import is_scratch
 
     run = RunDir(run_dir)
-    if not env_dist().is_main or is_scratch(run_dir) or run.started():
-        return  # a started run's own record already says how it ended
+    if not env_dist().is_main or is_scratch(run_dir):
+        return
+    if run.started():  # its record says failed; the reason in the user's terms
+        if run.read_summary().get("status") == "failed":
+            correct_outcome(run, "failed", reason)
+        return
     run.path.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json_atomic(run.summary, {"status": "failed", "started": started, "error": reason})
+
+
+# file-system refusals that name a path: a place the user chose that cannot be read or written
+PATH_ERRORS = {
+    errno.EACCES: "permission denied: choose a place you can write to, or fix its permissions",
+    errno.EPERM: "not permitted: choose a place you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable place",
+    errno.ENOENT: "no such file or folder: check the path (a folder is created only for outputs)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.EEXIST: "a file is in the way where a folder is needed: choose another path",
+}
+
+
+def path_message(err: OSError) -> str | None:
+    """One sentence naming the path an OS error is about and the fix, or None when the error
+    names no path or is not one of PATH_ERRORS."""
+    if err.filename is None or err.errno not in PATH_ERRORS:
+        return None
+    return f"{err.filename}: {PATH_ERRORS[err.errno]} ({err.strerror})."
 
 
 def is_multirun() -> bool:
@@ -174,6 +199,11 @@ def _failed(err: Exception, run_dir: Path) -> int:
         from athanor.record.folder import disk_full_message
 
         report("Disk full", disk_full_message(err, run_dir))
+        return EXIT_FAILED
+    said = path_message(err) if isinstance(err, OSError) and err.errno != errno.ENOENT else None
+    if said is not None:  # a read-only or unwritable place: the path, not a traceback
+        report("Failed", said)
+        record_failure(run_dir, said)
         return EXIT_FAILED
     framed = err if isinstance(err, UserCodeError) else as_user_code(err)
     if framed is None:
