@@ -70,6 +70,13 @@ def multihot(value: float = 2.0):
     return TensorDataset(torch.randn(64, 4), y), TensorDataset(torch.randn(64, 4), y)
 
 
+@DATASETS.register("nan_target")
+def nan_target():
+    y = torch.randn(64)
+    y[9] = float("nan")
+    return TensorDataset(torch.randn(64, 4), y), TensorDataset(torch.randn(64, 4), y)
+
+
 @DATASETS.register("a_list")
 def a_list():
     return [1, 2, 3]
@@ -123,7 +130,7 @@ def a_list_opt(params, *, lr: float = 0.1):
 """
 
 GROUPS = {
-    "data": ["raises_at_5", "ragged", "label_10", "multihot", "a_list"],
+    "data": ["raises_at_5", "ragged", "label_10", "multihot", "nan_target", "a_list"],
     "model": ["boom", "bad_forward", "a_dict"],
     "loss": ["exploding", "an_int"],
     "optim": ["a_list_opt"],
@@ -177,9 +184,15 @@ def test_a_builder_that_raises_shows_the_users_traceback(train, project):
 
 
 def test_a_dataset_that_raises_names_the_item(train, project):
-    result = run(train, project, "data=raises_at_5", "model=mlp", expect=1)
+    fixed = "hydra.run.dir=outputs/mine"
+    result = run(train, project, "data=raises_at_5", "model=mlp", fixed, expect=1)
     assert_users_traceback(
         result, "ValueError reading item 5 of the train split (RaisesAt5", "in __getitem__"
+    )
+    # the folder held no run (it failed while being built): the fixed run starts there
+    again = run(train, project, "data=digits", "model=mlp", fixed, expect=0)
+    assert json.loads((again.cwd / "outputs/mine/summary.json").read_text())["status"] == (
+        "completed"
     )
 
 
@@ -236,6 +249,12 @@ def test_multi_hot_targets_must_be_0_or_1(train, project):
     soft = ["data=multihot", "+data.value=0.5", "model=mlp", "task=multilabel"]
     run(train, project, *soft, expect=2)  # 0.5 is soft: refused unless asked for
     run(train, project, *soft, "task.soft_labels=true", expect=0)
+
+
+def test_a_non_finite_target_is_named(train, project):
+    result = run(train, project, "data=nan_target", "model=mlp", "task=regression", expect=2)
+    text = " ".join(result.stderr.split())
+    assert "item 9 of the train split (TensorDataset" in text and "the target nan" in text, text
 
 
 def _table(folder: Path, name: str = "houses.csv", **change) -> Path:
@@ -360,9 +379,12 @@ def test_report_fits_a_terminal_and_reads_damaged_files(athanor_cmd, tmp_path):
         f.write(b"\xff\xfe{not json\n")
     broken = _fake_run(root / "2026-12-06/12-00-00_broken_summary", ["optim.lr=0.2"])
     broken.joinpath("summary.json").write_bytes(b"\xff{")
+    odd = _fake_run(root / "2026-12-06/13-00-00_odd_files", ["optim.lr=0.3"])
+    odd.joinpath(".hydra", "overrides.yaml").write_bytes(b"- optim.lr=\xff\n")
+    odd.joinpath("metrics.jsonl").write_text('3\n"text"\n')
     result = athanor_cmd("report", "outputs")
     lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 100, result.stdout
+    assert max(len(line) for line in lines if not line.startswith("wrote ")) <= 100, result.stdout
     assert "--wide" in result.stdout and "damaged" in result.stdout
     assert any("11-00-00_damaged" in line and "0.5000" in line for line in lines)
     wide = athanor_cmd("report", "outputs", "--wide")
@@ -453,3 +475,16 @@ def test_the_readme_preemption_demo_is_killed_and_exits_130(tmp_path):
     assert proc.returncode == 130, rest[-3000:]
     summary = json.loads((tmp_path / "outputs/stop-demo/summary.json").read_text())
     assert summary["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_a_dataset_that_raises_in_a_ddp_worker_is_framed_the_same(train, project):
+    """Under distributed.nproc_per_node=2 the worker's error travels home: the launcher loads
+    the user's code before it validates, and the parent shows the user's traceback once."""
+    result = run(
+        train, project, "data=raises_at_5", "model=mlp", "distributed.nproc_per_node=2", expect=1
+    )
+    assert_users_traceback(
+        result, "ValueError reading item 5 of the train split (RaisesAt5", "in __getitem__"
+    )
+    assert result.stderr.count("Error in your code") == 1

@@ -19,7 +19,9 @@ from athanor.errors import (
     ConfigError,
     PeerFailed,
     UserCodeError,
+    as_user_code,
     kind_of,
+    user_traceback,
 )
 
 log = logging.getLogger("athanor")
@@ -39,70 +41,10 @@ def report(kind: str, message: str) -> None:
             handler.handle(record)
 
 
-def _library_roots() -> tuple[str, ...]:
-    """Folders whose files are not the user's: athanor's own package, the standard library and
-    the installed packages (torch, Hydra, ...)."""
-    import sysconfig
-
-    import athanor
-
-    paths = sysconfig.get_paths()
-    roots = {str(Path(athanor.__file__).parent), *(paths[k] for k in ("stdlib", "platstdlib"))}
-    roots |= {paths[k] for k in ("purelib", "platlib")}
-    return tuple(os.path.realpath(r) + os.sep for r in roots)
-
-
-def is_user_file(filename: str) -> bool:
-    """A frame's file is the user's own code (a module in `imports`, a plugin, a script)."""
-    if filename.startswith("<"):  # <frozen ...>, <string>
-        return False
-    return not os.path.realpath(filename).startswith(_library_roots())
-
-
-def _user_frames(err: BaseException) -> list:
-    """The frames of ``err``'s traceback from the first one in the user's code on: their code
-    and what it called, without the plumbing (Hydra, athanor) that called it."""
-    import traceback
-
-    frames = list(traceback.extract_tb(err.__traceback__))
-    first = next((i for i, f in enumerate(frames) if is_user_file(f.filename)), None)
-    return [] if first is None else frames[first:]
-
-
-def as_user_code(err: BaseException) -> UserCodeError | None:
-    """An exception raised in the user's code (their model's forward, their loss, a helper
-    their Dataset calls) as a UserCodeError naming the function, file and line; else None."""
-    import traceback
-
-    mine = [
-        (frame.f_code, line)
-        for frame, line in traceback.walk_tb(err.__traceback__)
-        if is_user_file(frame.f_code.co_filename)
-    ]
-    if not mine:
-        return None
-    code, line = mine[-1]  # the innermost: where it raised
-    framed = UserCodeError(
-        f"{getattr(code, 'co_qualname', code.co_name)} ({code.co_filename}, line {line}) "
-        f"raised {type(err).__name__}: {err}"
-    )
-    framed.__cause__ = err
-    return framed
-
-
 def report_user_code(err: UserCodeError) -> None:
     """First line: which builder, data set item or function failed; then the user's own
     traceback: from their first frame on (the plumbing that called it is left out)."""
-    import traceback
-
-    cause = err.__cause__ or err
-    frames = _user_frames(cause)
-    lines = traceback.format_list(frames) if frames else traceback.format_tb(cause.__traceback__)
-    trace = "".join(
-        ["Traceback (most recent call last):\n", *lines]
-        + traceback.format_exception_only(type(cause), cause)
-    )
-    print(f"Error in your code: {err}\n{trace}", file=sys.stderr, end="", flush=True)
+    print(f"Error in your code: {err}\n{user_traceback(err)}", file=sys.stderr, end="", flush=True)
     log.debug("%s", err)
 
 
@@ -123,7 +65,9 @@ def record_failure(run_dir: Path, reason: str) -> None:
         return
     run.path.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json_atomic(run.summary, {"status": "failed", "started": started, "error": reason})
+    # never_started: the folder holds no run to continue, so a rerun in it is welcome
+    failed = {"status": "failed", "started": started, "error": reason, "never_started": True}
+    write_json_atomic(run.summary, failed)
 
 
 # file-system refusals that name a path: a place the user chose that cannot be read or written
@@ -179,7 +123,7 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
             raise
         code = _end(err, run_dir)
     except Exception as err:
-        code = _failed(err, run_dir)
+        code = failure_code(err, run_dir)
     except KeyboardInterrupt:
         log.warning(
             "Run interrupted at once (second Ctrl-C); last.pt is the last checkpoint: resume "
@@ -192,10 +136,11 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     sys.exit(code)
 
 
-def _failed(err: Exception, run_dir: Path) -> int:
-    """A full disk, or an error in the user's own code, said as such; -> the exit code. Anything
-    else is a bug and is raised again, its whole traceback shown."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+def failure_code(err: Exception, run_dir: Path | None = None) -> int:
+    """A full disk, a place that cannot be written, or an error in the user's own code, said as
+    such (and recorded in ``run_dir``'s summary.json); -> the exit code. Anything else is a bug
+    and is raised again, its whole traceback shown."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and run_dir is not None:
         from athanor.record.folder import disk_full_message
 
         report("Disk full", disk_full_message(err, run_dir))
@@ -203,13 +148,15 @@ def _failed(err: Exception, run_dir: Path) -> int:
     said = path_message(err) if isinstance(err, OSError) and err.errno != errno.ENOENT else None
     if said is not None:  # a read-only or unwritable place: the path, not a traceback
         report("Failed", said)
-        record_failure(run_dir, said)
+        if run_dir is not None:
+            record_failure(run_dir, said)
         return EXIT_FAILED
     framed = err if isinstance(err, UserCodeError) else as_user_code(err)
     if framed is None:
         raise err
     report_user_code(framed)
-    record_failure(run_dir, f"error in your code: {framed}")
+    if run_dir is not None:
+        record_failure(run_dir, f"error in your code: {str(framed).splitlines()[0]}")
     return EXIT_FAILED
 
 

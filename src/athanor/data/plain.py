@@ -176,6 +176,14 @@ def target_info(split: PlainSplit, options: DataOptions, dataset: Dataset) -> Ta
         column = getattr(dataset, "target_column", None)
         return TargetInfo(integer=True, num_classes=int(num), column=column, names=named)
     flat = targets.view(len(targets), -1).double()
+    bad = (~torch.isfinite(flat)).any(1).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise BadDataError(
+            f"data: {where_item(split.dataset.dataset, i, 'train')} has the target "
+            f"{targets[i].tolist()}; targets must be finite numbers (no NaN or inf; "
+            f"{len(bad)} item(s) in all). Fix or leave out those items in the Dataset."
+        )
     return TargetInfo(
         integer=False,
         width=flat.shape[1],
@@ -209,18 +217,27 @@ def check_sample(split: PlainSplit, verify: str) -> None:
     n = len(split)
     picks = range(n) if verify == "all" or n <= SAMPLE_SIZE else _sampled(n)
     x0, y0 = split.dataset[0]
-    first = (_describe_input(x0), tuple(y0.shape))
+    first = (_shape_of(x0), tuple(y0.shape))
     for i in picks:
         x, y = split.dataset[i]
-        found = (_describe_input(x), tuple(y.shape))
-        if found != first:
+        if (_shape_of(x), tuple(y.shape)) != first:
             raise BadDataError(
-                f"data: {where_item(split.dataset.dataset, i, 'train')} has input {found[0]} and "
-                f"target shape {list(found[1])}, but item 0 has input {first[0]} and target shape "
-                f"{list(first[1])}. Items are batched together, so every item needs the same "
-                "shapes: pad, crop or resize inside the Dataset (checked on a seeded sample; "
-                "data.verify=all checks every item, data.verify=none skips this)."
+                f"data: {where_item(split.dataset.dataset, i, 'train')} has input "
+                f"{_describe_input(x)} and target shape {list(y.shape)}, but item 0 has input "
+                f"{_describe_input(x0)} and target shape {list(y0.shape)}. Items are batched "
+                "together, so every item needs the same shapes: pad, crop or resize inside the "
+                "Dataset (checked on a seeded sample; data.verify=all checks every item, "
+                "data.verify=none skips this)."
             )
+
+
+def _shape_of(x: Any) -> Any:
+    """An input's shapes (a tensor's, or each entry's of a tuple or dict): what collate stacks."""
+    if isinstance(x, dict):
+        return {k: _shape_of(v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return tuple(_shape_of(v) for v in x)
+    return tuple(getattr(x, "shape", ()))
 
 
 def _sampled(n: int) -> list[int]:

@@ -45,7 +45,8 @@ def checkpoint_policy(settings: CheckpointSettings, parts: Parts) -> CheckpointS
         "checkpoints: a run of %d step(s), one epoch or less: one file (best.pt links to it)",
         parts.total_steps,
     )
-    return dataclasses.replace(settings, best_weights_only=False, keep_steps=1)
+    # best.pt then links to the step file rather than holding a second copy of the weights
+    return dataclasses.replace(settings, best_weights_only=not short, keep_steps=1)
 
 
 class TrainingRun:

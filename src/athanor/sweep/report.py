@@ -58,7 +58,7 @@ def find_runs(root: Path) -> list[Path]:
 def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # missing, not UTF-8, not YAML: no overrides
         return None
 
 
@@ -73,8 +73,9 @@ def read_run(path: Path, root: Path) -> RunRow:
     summary = run.read_summary()
     config = _read_yaml(path / ".hydra" / "config.yaml") or {}
     checkpoint = config.get("checkpoint", {}) if isinstance(config, dict) else {}
-    overrides = _read_yaml(path / ".hydra" / "overrides.yaml") or []
-    pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
+    overrides = overrides if isinstance(overrides, list) else []
+    pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if isinstance(o, str) and "=" in o)
     history = run.read_metrics()
     return RunRow(
         path=path,
@@ -245,34 +246,40 @@ def terminal_table(
     monitor: str,
     width: int = TERMINAL_WIDTH,
 ) -> str:
-    """The table as printed: keys and values shortened, then the override columns with the most
-    empty cells left out until it fits ``width``; a last line says what was left out (`--wide`
-    prints everything, report.md and report.csv hold everything)."""
+    """The table as printed: values shortened; when it is wider than ``width``, the headers too
+    (the monitor named once above), then the override columns with the most empty cells left
+    out until it fits; a last line says what was left out (`--wide` prints everything,
+    report.md and report.csv hold everything)."""
     columns = [[h, *(row[i] for row in body)] for i, h in enumerate(headers)]
     first_key = headers.index(keys[0]) if keys else 0
     shown = list(range(len(headers)))
     texts: dict[int, list[str]] = {}
     for i, (header, *values) in enumerate(columns):
-        is_key = header in keys
-        name = _short_key(header, keys) if is_key else _short_header(header, monitor)
         cells = [_fmt(v) for v in values]
         if i == 0 and header == "run":
             cells = [_short(c, LABEL_WIDTH, keep_end=True) for c in cells]
         else:
             cells = [_short(c, CELL_WIDTH) for c in cells]
-        texts[i] = [name, *cells]
+        texts[i] = [header, *cells]
     left_out: list[str] = []
 
     def total() -> int:
         return sum(max(len(c) for c in texts[i]) + 3 for i in shown) + 1
 
     key_columns = [i for i in range(first_key, first_key + len(keys))] if keys else []
+    title = ""
+    if total() > width:  # `optim.lr` -> `lr`, `best val/acc` -> `best` (named in a title)
+        title = f"best and final: {monitor}\n"
+        for i, header in enumerate(headers):
+            texts[i][0] = (
+                _short_key(header, keys) if i in key_columns else _short_header(header, monitor)
+            )
     while total() > width and key_columns:
         emptiest = max(reversed(key_columns), key=lambda i: texts[i][1:].count("-"))
         key_columns.remove(emptiest)
         shown.remove(emptiest)
         left_out.append(headers[emptiest])
-    text = f"best and final: {monitor}\n" + markdown(
+    text = title + markdown(
         [texts[i][0] for i in shown],
         [[texts[i][r] for i in shown] for r in range(1, len(body) + 1)],
     )
