@@ -176,14 +176,13 @@ def target_info(split: PlainSplit, options: DataOptions, dataset: Dataset) -> Ta
         column = getattr(dataset, "target_column", None)
         return TargetInfo(integer=True, num_classes=int(num), column=column, names=named)
     flat = targets.view(len(targets), -1).double()
-    bad = (~torch.isfinite(flat)).any(1).nonzero()
-    if len(bad):
-        i = int(bad[0])
-        raise BadDataError(
-            f"data: {where_item(split.dataset.dataset, i, 'train')} has the target "
-            f"{targets[i].tolist()}; targets must be finite numbers (no NaN or inf; "
-            f"{len(bad)} item(s) in all). Fix or leave out those items in the Dataset."
-        )
+    _refuse_targets(
+        split,
+        (~torch.isfinite(flat)).any(1),
+        targets,
+        "not a finite number",
+        "Targets must be finite (no NaN or inf): fix or leave out those items in the Dataset.",
+    )
     return TargetInfo(
         integer=False,
         width=flat.shape[1],
@@ -195,17 +194,30 @@ def target_info(split: PlainSplit, options: DataOptions, dataset: Dataset) -> Ta
     )
 
 
+def _refuse_targets(
+    split: PlainSplit, bad_rows: torch.Tensor, targets: torch.Tensor, problem: str, fix: str
+) -> None:
+    """Refuse the training targets when any of ``bad_rows`` [N] is set, naming the first such
+    item, its target and how many there are."""
+    bad = bad_rows.nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise BadDataError(
+            f"data: {where_item(split.dataset.dataset, i, 'train')} has the target "
+            f"{targets[i].tolist()}, {problem} ({len(bad)} item(s) in all). {fix}"
+        )
+
+
 def _check_labels(split: PlainSplit, targets: torch.Tensor, num: int) -> None:
     """Class labels are indices in [0, num): name the first item whose label is not."""
-    outside = ((targets < 0) | (targets >= num)).view(len(targets), -1).any(1).nonzero()
-    if len(outside):
-        i = int(outside[0])
-        raise BadDataError(
-            f"data: {where_item(split.dataset.dataset, i, 'train')} has class label "
-            f"{targets[i].tolist()}, outside [0, {num}) ({len(outside)} item(s) in all). Class "
-            f"labels are indices 0..{num - 1}; fix the labels, or set data.num_classes (or the "
-            "Dataset's `classes`) to the true number of classes."
-        )
+    _refuse_targets(
+        split,
+        ((targets < 0) | (targets >= num)).view(len(targets), -1).any(1),
+        targets,
+        f"a class label outside [0, {num})",
+        f"Class labels are indices 0..{num - 1}: fix the labels, or set data.num_classes (or "
+        "the Dataset's `classes`) to the true number of classes.",
+    )
 
 
 def check_sample(split: PlainSplit, verify: str) -> None:

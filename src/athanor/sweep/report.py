@@ -344,7 +344,7 @@ def report(root: Path, *, plot: bool = False, wide: bool = False) -> str | None:
         return None
     rows = [read_run(p, root) for p in paths]
     headers, body, monitor = build_table(rows)
-    text = f"best and final: {monitor}\n" + markdown(headers, body)
+    text = markdown(headers, body)
     folded = folded_tables(rows)
     printed = text if wide else terminal_table(headers, body, varying_keys(rows), monitor)
     if folded is None:
@@ -353,7 +353,7 @@ def report(root: Path, *, plot: bool = False, wide: bool = False) -> str | None:
     else:  # one row per configuration, seeds folded; every run still listed below it
         md_headers, md_body, csv_headers, csv_body = folded
         runs = text
-        text = f"best and final: {monitor}\n" + markdown(md_headers, md_body)
+        text = markdown(md_headers, md_body)
         keys = [k for k in varying_keys(rows) if k != SEED_KEY]
         printed = text if wide else terminal_table(md_headers, md_body, keys, monitor)
         write_csv(root / "report.csv", csv_headers, csv_body)
