@@ -4,12 +4,14 @@ checkpoints, ``close`` ends the observers and writes how the run ended."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
 import torch
 
+from athanor.config.settings import CheckpointSettings
 from athanor.distributed import Dist
 from athanor.engine.loop import Loop, RunHooks
 from athanor.engine.parts import Parts, train_state
@@ -32,6 +34,21 @@ from athanor.record.folder import RunDir
 from athanor.record.record import MetricsLog, RunRecord
 
 log = logging.getLogger("athanor")
+
+
+def checkpoint_policy(settings: CheckpointSettings, parts: Parts) -> CheckpointSettings:
+    """A run of one epoch or less (a smoke test, `trainer.max_steps` under an epoch) keeps one
+    file: best.pt is a link to the last save rather than a second copy of the weights, and one
+    periodic file is kept. Mid-epoch saves (checkpoint.every_steps) keep their settings."""
+    short = parts.total_steps <= parts.steps_per_epoch and not settings.every_steps
+    if not short or not settings.enabled:
+        return settings
+    log.info(
+        "checkpoints: a run of %d step(s), one epoch or less: one file (best.pt links to it)",
+        parts.total_steps,
+    )
+    # best.pt then links to the step file rather than holding a second copy of the weights
+    return dataclasses.replace(settings, best_weights_only=not short, keep_steps=1)
 
 
 class TrainingRun:
@@ -144,7 +161,7 @@ class TrainingRun:
     def fit(self, signals: StopSignals) -> dict[str, float]:
         s, parts = self.parts.settings, self.parts
         self.checkpointer = checkpointer = Checkpointer(
-            self.run.checkpoints, s.checkpoint, active=self.d.is_main
+            self.run.checkpoints, checkpoint_policy(s.checkpoint, parts), active=self.d.is_main
         )
         self.reporter = self._observers()
         if self.d.is_main and s.logger.image_grid and "tensorboard" in s.logger.active_trackers:

@@ -112,6 +112,7 @@ def saved_run_data(
 
 
 def _check_fits(saved: dict[str, Any], bundle: DataBundle) -> None:
+    _check_columns(saved.get("columns"), bundle.info.get("columns"))
     if saved["outputs"] != bundle.num_classes:
         raise ConfigError(
             f"The checkpoint's model has {saved['outputs']} outputs (trained on inputs "
@@ -124,6 +125,30 @@ def _check_fits(saved: dict[str, Any], bundle: DataBundle) -> None:
             saved["inputs"],
             bundle.inputs(),
         )
+
+
+def _check_columns(trained: list[str] | None, found: list[str] | None) -> None:
+    """A table run's features by name (one-hot categories included): the file evaluated must
+    give the same columns the model was trained on, else each input lands on the wrong weight."""
+    if trained is None or found is None or trained == found:
+        return
+    missing = [c for c in trained if c not in found]
+    extra = [c for c in found if c not in trained]
+    what = "; ".join(
+        filter(
+            None,
+            [
+                f"missing column(s) {', '.join(missing)}" if missing else "",
+                f"extra column(s) {', '.join(extra)}" if extra else "",
+                "" if missing or extra else "the same columns in another order",
+            ],
+        )
+    )
+    raise ConfigError(
+        f"The checkpoint's model was trained on the table columns {', '.join(trained)}; this "
+        f"file's columns differ: {what}. Evaluate on a file with the training columns (drop the "
+        "extra ones with data.drop=[...]; a one-hot column 'name=value' is a category of 'name')."
+    )
 
 
 def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:

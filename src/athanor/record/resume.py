@@ -208,6 +208,18 @@ def resume_config(saved: dict[str, Any], full: dict[str, Any], typed: list[str])
     return config
 
 
+_said_fresh: set[Path] = set()  # checkpoint folders whose "starting a fresh run" was said
+
+
+def _first_time(checkpoints: Path) -> bool:
+    """True once per folder and process: `resume=auto` is looked up three times on the way in."""
+    key = checkpoints.absolute()
+    if key in _said_fresh:
+        return False
+    _said_fresh.add(key)
+    return True
+
+
 def find(
     resume: str | None, checkpoints: Path, *, mmap: bool = False
 ) -> tuple[dict[str, Any], Path] | None:
@@ -218,7 +230,7 @@ def find(
         return None
     if resume == "auto":
         found = load_latest(checkpoints, mmap=mmap) if checkpoints.is_dir() else None
-        if found is None:
+        if found is None and _first_time(checkpoints):  # the folder name, the config, the run
             log.info(
                 "resume=auto: no checkpoint in %s yet, starting a fresh run (a requeued job "
                 "finds its checkpoints only with a fixed hydra.run.dir).",
