@@ -6,7 +6,8 @@ stdout and a JSON file under outputs/bench/.
     PYTHONPATH=src python scripts/bench.py --rows mlp,checkpoint   # some rows only
 
 Rows: runner overhead, data path, time to first step, time to accuracy, checkpoint cost, peak
-memory. Targets are reported, never asserted: the table is evidence, not a test.
+memory, activation checkpointing (the activations kept for backward and the step time, with and
+without). Targets are reported, never asserted: the table is evidence, not a test.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ class Sizes:
     digits_epochs: int
     threshold: float
     checkpoint_arch: str
+    checkpointing: tuple[int, int, int]  # activation checkpointing: batch, image size, steps
 
 
 # the overhead rows' medians: 15 and 21 pairs (two runs of the same code with 5 and 11 differed by
 # ~0.01 on simple_cnn and ~0.035 on the mlp, more than the gaps their targets judge)
-FULL = Sizes(5, 30, 15, 500, 21, 10_000, 15, 0.97, "resnet50")
-QUICK = Sizes(1, 3, 1, 10, 1, 1024, 2, 0.5, "resnet18")
+FULL = Sizes(5, 30, 15, 500, 21, 10_000, 15, 0.97, "resnet50", (128, 64, 3))
+QUICK = Sizes(1, 3, 1, 10, 1, 1024, 2, 0.5, "resnet18", (8, 32, 1))
 
 
-ROWS = ("cnn", "mlp", "data", "startup", "checkpoint")  # startup: first step, accuracy, RSS
+# startup: first step, accuracy, RSS; activations: activation checkpointing's memory and time
+ROWS = ("cnn", "mlp", "data", "startup", "checkpoint", "activations")
 
 
 def measure(s: Sizes, out_dir: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
@@ -77,7 +80,11 @@ def measure(s: Sizes, out_dir: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
     out.extend(startup[:2])
     if "checkpoint" in rows:
         out.append(bench_rows.checkpoint_cost(s.checkpoint_arch, s.reps, out_dir))
-    return [*out, *startup[2:]]
+    out.extend(startup[2:])
+    if "activations" in rows:
+        batch, size, steps = s.checkpointing
+        out.extend(bench_rows.activation_checkpointing("resnet18", batch, size, steps, s.reps))
+    return out
 
 
 def _target_note(details: dict) -> str:

@@ -535,3 +535,70 @@ def _tensors(obj):
     elif isinstance(obj, list | tuple):
         for v in obj:
             yield from _tensors(v)
+
+
+# -- 7. activation checkpointing -------------------------------------------------------------------
+def saved_for_backward_mb(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """The activations one forward keeps for backward (what activation checkpointing trades for
+    compute): the bytes autograd saves, counted by a saved-tensors hook. Inside a checkpointed
+    block torch's own hook applies, which keeps nothing but recomputes in backward."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return total / 2**20
+
+
+def activation_checkpointing(arch: str, batch: int, size: int, steps: int, reps: int) -> list[Row]:
+    """trainer.activation_checkpointing on a torchvision model's blocks (the trainer's own
+    functions) against the same model without it: activations kept for backward, step time."""
+    import torchvision
+
+    from athanor.engine.blocks import find_blocks
+    from athanor.engine.regions import checkpoint_activations
+
+    torch.manual_seed(0)
+    plain = torchvision.models.get_model(arch, num_classes=10)
+    checkpointed = copy.deepcopy(plain)
+    checkpoint_activations(checkpointed, find_blocks(checkpointed))
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+
+    def timed(model: torch.nn.Module) -> Callable[[], float]:
+        def run() -> float:
+            def train_steps():
+                for _ in range(steps):
+                    model.zero_grad(set_to_none=True)
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+            return _timed(train_steps) / steps
+
+        return run
+
+    a, b = alternating(reps + 1, timed(plain), timed(checkpointed))  # the first pair: warm-up
+    name = f"activation checkpointing ({arch}, batch {batch}, {size} px)"
+    memory = compare(
+        f"{name}: activations kept",
+        "MB",
+        "same model without",
+        saved_for_backward_mb(plain, x),
+        saved_for_backward_mb(checkpointed, x),
+        higher=False,
+        limit=0.5,
+        details={},
+    )
+    time_cost = compare(
+        f"{name}: step time",
+        "s",
+        "same model without",
+        min(a[1:]),
+        min(b[1:]),
+        higher=False,
+        limit=1.5,
+        details={"plain_s": a, "checkpointed_s": b},
+    )
+    return [memory, time_cost]

@@ -100,7 +100,11 @@ def test_the_train_task_returns_the_monitored_metric(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_report_table_of_a_sweep_sorted_by_the_monitored_metric(sweep, athanor_cmd):
     _, folder, _ = sweep
-    result = athanor_cmd("report", str(folder), "--plot")
+    fitted = athanor_cmd("report", str(folder))  # fits a terminal: keys and headers shortened
+    table = [line for line in fitted.stdout.splitlines() if line.startswith("|")]
+    assert max(len(line) for line in table) <= 100, fitted.stdout
+    assert "| lr " in fitted.stdout and "best and final: val/acc" in fitted.stdout
+    result = athanor_cmd("report", str(folder), "--plot", "--wide")  # every header whole
     lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["run", "optim.lr", "optim"]  # only the overrides that vary

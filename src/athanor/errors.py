@@ -3,6 +3,11 @@ DDP launcher alike (cli/outcome.py reports, launch/workers.py carries a worker's
 
 from __future__ import annotations
 
+import functools
+import os
+import site
+import sysconfig
+import traceback
 from dataclasses import dataclass
 
 EXIT_USER_ERROR = 2
@@ -59,3 +64,65 @@ EXPECTED_ERRORS = tuple(kind.error for kind in ERROR_KINDS.values())
 def kind_of(err: BaseException) -> str | None:
     """The name in ERROR_KINDS of an expected error, or None for anything else (a bug)."""
     return next((name for name, k in ERROR_KINDS.items() if isinstance(err, k.error)), None)
+
+
+# -- the user's own code: which frames are theirs ---------------------------------------------
+
+
+@functools.cache
+def _library_roots() -> tuple[str, ...]:
+    """Folders whose files are not the user's: athanor's own package, the standard library and
+    the installed packages (torch, Hydra, ...)."""
+    paths = sysconfig.get_paths()
+    here = os.path.dirname(os.path.abspath(__file__))
+    roots = {here, *(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
+    roots |= {site.getusersitepackages(), *getattr(site, "getsitepackages", list)()}
+    return tuple(os.path.realpath(r) + os.sep for r in roots)
+
+
+def is_user_file(filename: str) -> bool:
+    """A frame's file is the user's own code (a module in `imports`, a plugin, a script)."""
+    if filename.startswith("<"):  # <frozen ...>, <string>
+        return False
+    return not os.path.realpath(filename).startswith(_library_roots())
+
+
+def _user_frames(err: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of ``err``'s traceback from the first one in the user's code on: their code
+    and what it called, without the plumbing (Hydra, athanor) that called it."""
+    frames = list(traceback.extract_tb(err.__traceback__))
+    first = next((i for i, f in enumerate(frames) if is_user_file(f.filename)), None)
+    return [] if first is None else frames[first:]
+
+
+def as_user_code(err: BaseException) -> UserCodeError | None:
+    """An exception raised in the user's code (their model's forward, their loss, a helper
+    their Dataset calls) as a UserCodeError naming the function, file and line; else None."""
+    mine = [
+        (frame.f_code, line)
+        for frame, line in traceback.walk_tb(err.__traceback__)
+        if is_user_file(frame.f_code.co_filename)
+    ]
+    if not mine:
+        return None
+    code, line = mine[-1]  # the innermost: where it raised
+    framed = UserCodeError(
+        f"{getattr(code, 'co_qualname', code.co_name)} ({code.co_filename}, line {line}) "
+        f"raised {type(err).__name__}: {err}"
+    )
+    framed.__cause__ = err
+    return framed
+
+
+def user_traceback(err: UserCodeError) -> str:
+    """The traceback of the user's exception behind ``err``, from their first frame on ('' when
+    ``err`` carries it in its message already: re-raised from a DataLoader or DDP worker)."""
+    cause = err.__cause__
+    if cause is None:
+        return ""
+    frames = _user_frames(cause)
+    lines = traceback.format_list(frames) if frames else traceback.format_tb(cause.__traceback__)
+    return "".join(
+        ["Traceback (most recent call last):\n", *lines]
+        + traceback.format_exception_only(type(cause), cause)
+    )

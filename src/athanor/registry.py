@@ -49,6 +49,19 @@ class BuilderError(UserCodeError):
     """A builder raised: its own traceback is the cause; this line says which builder failed."""
 
 
+class ContractError(ConfigError):
+    """A builder returned something its group cannot use (a dict for a model, an int for a
+    loss): one paragraph naming the builder, what it returned and what the group needs."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What every builder of a group must return: ``needs`` in words, ``holds`` the check."""
+
+    needs: str
+    holds: Callable[[Any], bool]
+
+
 def closest(name: str, options: Iterable[str]) -> str:
     """' Did you mean X?' for the nearest valid option, or '' when nothing is close."""
     match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
@@ -56,8 +69,16 @@ def closest(name: str, options: Iterable[str]) -> str:
 
 
 class Registry(Generic[T]):
-    def __init__(self, group: str, *, runtime: Iterable[str] = (), options: Any = None):
+    def __init__(
+        self,
+        group: str,
+        *,
+        runtime: Iterable[str] = (),
+        options: Any = None,
+        returns: Contract | None = None,
+    ):
         self.group = group
+        self.returns = returns  # checked on every built object, the user's builders' above all
         self.runtime = frozenset(runtime)  # passed by code, never by config
         self.options = options  # the group-wide option class: .keys(), .parse(values, group)
         # group-wide keys, handled outside the builder
@@ -127,17 +148,31 @@ class Registry(Generic[T]):
         signature before this call, so a ConfigError the builder raises stays one and anything
         else is a bug. A bug in athanor's own builder propagates as it is (its traceback, exit
         1); one in a user's builder is re-raised as BuilderError naming the builder, with the
-        user's traceback kept."""
+        user's traceback kept. What it returns is checked against the group's contract."""
         entry, kwargs, _ = self.split(spec)
         wanted = self.runtime_for(entry, runtime)
         try:
-            return entry.builder(**wanted, **kwargs)
+            built = entry.builder(**wanted, **kwargs)
         except ConfigError:
             raise
         except Exception as err:
             if entry.origin.startswith("athanor."):
                 raise
             raise BuilderError(self._failed(entry, err)) from err
+        self.check_returned(entry, built)
+        return built
+
+    def check_returned(self, entry: Entry, built: Any) -> None:
+        """Refuse what ``entry``'s builder returned when it breaks the group's contract."""
+        if self.returns is None or self.returns.holds(built):
+            return
+        shown = repr(built)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ContractError(
+            f"{self.group} builder '{entry.name}' ({entry.origin}) returned a "
+            f"{type(built).__name__} ({shown}), but a {self.group} builder must return "
+            f"{self.returns.needs}. Change what '{entry.name}' returns."
+        )
 
     def _failed(self, entry: Entry, err: Exception) -> str:
         return f"{self.group} builder '{entry.name}' ({entry.origin}) raised {type(err).__name__}: {err}"

@@ -5,7 +5,12 @@ group-wide keys in ``MixOptions``."""
 
 from __future__ import annotations
 
-from athanor.augment.base import MixOptions
-from athanor.registry import Registry
+from athanor.augment.base import Augmentation, MixOptions
+from athanor.registry import Contract, Registry
 
-AUGMENTS: Registry = Registry("augment", runtime=("image_size", "channels"), options=MixOptions)
+AUGMENTS: Registry = Registry(
+    "augment",
+    runtime=("image_size", "channels"),
+    options=MixOptions,
+    returns=Contract("an athanor Augmentation", lambda built: isinstance(built, Augmentation)),
+)

@@ -152,7 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not root.is_dir():
         print(f"No folder {str(root)!r}: give a sweep or outputs folder.", file=sys.stderr)
         return 2
-    table = report(root, plot=args.plot)
+    table = report(root, plot=args.plot, wide=args.wide)
     if table is None:
         print(f"No run folders (summary.json or .hydra/) under {root}.", file=sys.stderr)
         return 2
@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="a table of the runs in a sweep or outputs folder")
     p.add_argument("folder", help="e.g. outputs/multirun/2026-11-25/14-03-12_mlp_digits")
     p.add_argument("--plot", action="store_true", help="also write report.png (val curves)")
+    p.add_argument(
+        "--wide", action="store_true", help="print every column, values whole (as in report.md)"
+    )
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("init", help="write a new project (model, data set, conf/, smoke test)")
     p.add_argument("name", help="the new folder, e.g. my-project (package my_project)")
@@ -306,4 +309,14 @@ def main(argv: list[str] | None = None) -> None:
     # imports, export resumes the collector before its tracing
     collector.pause_for_start_up()
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except OSError as err:  # a damaged, missing or read-only place the user named
+        from athanor.cli.outcome import path_message
+
+        said = path_message(err)
+        if said is None:
+            raise
+        print(f"Error: {said}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -11,8 +11,8 @@ from typing import Any
 
 from athanor.cli.compose import CONF_DIR
 from athanor.cli.help import evaluate_help, print_help_if_asked
-from athanor.cli.outcome import DEBUG_ENV, report, report_user_code
-from athanor.errors import EXIT_FAILED, EXIT_USER_ERROR, ConfigError, UserCodeError
+from athanor.cli.outcome import DEBUG_ENV, failure_code, report
+from athanor.errors import EXIT_USER_ERROR, ConfigError
 from athanor.process import collector
 
 
@@ -66,6 +66,5 @@ def evaluate(argv: list[str] | None = None) -> None:
             raise
         report("Config error", str(err))
         sys.exit(EXIT_USER_ERROR)
-    except UserCodeError as err:
-        report_user_code(err)
-        sys.exit(EXIT_FAILED)
+    except Exception as err:  # the user's code, a place that cannot be written; else a bug
+        sys.exit(failure_code(err))

@@ -17,7 +17,7 @@ TEMPLATE = Path(__file__).resolve().parent / "templates" / "project"
 def package_name(name: str) -> str:
     """`my-project` -> `my_project`; refuses a name that cannot become a Python package."""
     package = re.sub(r"[-. ]+", "_", Path(name).name).lower()
-    if not package.isidentifier() or keyword.iskeyword(package):
+    if not package[:1].isalpha() or not package.isidentifier() or keyword.iskeyword(package):
         raise ConfigError(
             f"athanor init: {name!r} cannot name a Python package (it becomes {package!r}); use "
             "letters, digits, '-' or '_', starting with a letter, e.g. athanor init my-project."
@@ -28,6 +28,12 @@ def package_name(name: str) -> str:
 def init_project(name: str) -> list[Path]:
     """Write the project into the folder ``name`` (new or empty); returns the files written."""
     target = Path(name)
+    if ".." in target.parts and target.resolve().exists():
+        raise ConfigError(
+            f"athanor init: {name!r} goes through '..' to the existing folder "
+            f"{str(target.resolve())!r}; give the new project's own folder name, e.g. athanor "
+            "init my-project (init writes only into a new or empty folder)."
+        )
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(
             f"athanor init: {str(target.resolve())!r} already exists and is not empty; give a new "

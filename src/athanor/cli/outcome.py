@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from athanor.errors import (
     ConfigError,
     PeerFailed,
     UserCodeError,
+    as_user_code,
     kind_of,
+    user_traceback,
 )
 
 log = logging.getLogger("athanor")
@@ -39,13 +42,52 @@ def report(kind: str, message: str) -> None:
 
 
 def report_user_code(err: UserCodeError) -> None:
-    """First line: which module or builder failed; then the user's own traceback (their code)."""
-    import traceback
-
-    cause = err.__cause__ or err
-    trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
-    print(f"Error in your code: {err}\n{trace}", file=sys.stderr, end="", flush=True)
+    """First line: which builder, data set item or function failed; then the user's own
+    traceback: from their first frame on (the plumbing that called it is left out)."""
+    print(f"Error in your code: {err}\n{user_traceback(err)}", file=sys.stderr, end="", flush=True)
     log.debug("%s", err)
+
+
+def record_failure(run_dir: Path, reason: str) -> None:
+    """summary.json says `failed` with the reason, also for a run that failed while it was
+    being built (the user's builder or Dataset raised before the record started)."""
+    from athanor.distributed import env_dist
+    from athanor.record.folder import RunDir, write_json_atomic
+    from athanor.record.record import correct_outcome
+    from athanor.record.scratch import is_scratch
+
+    run = RunDir(run_dir)
+    if not env_dist().is_main or is_scratch(run_dir):
+        return
+    if run.started():  # its record says failed; the reason in the user's terms
+        if run.read_summary().get("status") == "failed":
+            correct_outcome(run, "failed", reason)
+        return
+    run.path.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    # never_started: the folder holds no run to continue, so a rerun in it is welcome
+    failed = {"status": "failed", "started": started, "error": reason, "never_started": True}
+    write_json_atomic(run.summary, failed)
+
+
+# file-system refusals that name a path: a place the user chose that cannot be read or written
+PATH_ERRORS = {
+    errno.EACCES: "permission denied: choose a place you can write to, or fix its permissions",
+    errno.EPERM: "not permitted: choose a place you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable place",
+    errno.ENOENT: "no such file or folder: check the path (a folder is created only for outputs)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.EEXIST: "a file is in the way where a folder is needed: choose another path",
+}
+
+
+def path_message(err: OSError) -> str | None:
+    """One sentence naming the path an OS error is about and the fix, or None when the error
+    names no path or is not one of PATH_ERRORS."""
+    if err.filename is None or err.errno not in PATH_ERRORS:
+        return None
+    return f"{err.filename}: {PATH_ERRORS[err.errno]} ({err.strerror})."
 
 
 def is_multirun() -> bool:
@@ -80,16 +122,8 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
         if isinstance(err, ConfigError) and os.environ.get(DEBUG_ENV) == "1":
             raise
         code = _end(err, run_dir)
-    except UserCodeError as err:
-        report_user_code(err)
-        code = EXIT_FAILED
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise  # any other OS error here is a bug: its traceback says where
-        from athanor.record.folder import disk_full_message
-
-        report("Disk full", disk_full_message(err, run_dir))
-        code = EXIT_FAILED
+    except Exception as err:
+        code = failure_code(err, run_dir)
     except KeyboardInterrupt:
         from athanor.record.folder import resume_command
 
@@ -102,6 +136,30 @@ def run_task(task, config: dict[str, Any], run_dir: Path) -> Any:
     if is_multirun() and code != EXIT_INTERRUPTED:
         return float("nan")  # the sweep goes on; the job's summary.json says why it failed
     sys.exit(code)
+
+
+def failure_code(err: Exception, run_dir: Path | None = None) -> int:
+    """A full disk, a place that cannot be written, or an error in the user's own code, said as
+    such (and recorded in ``run_dir``'s summary.json); -> the exit code. Anything else is a bug
+    and is raised again, its whole traceback shown."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and run_dir is not None:
+        from athanor.record.folder import disk_full_message
+
+        report("Disk full", disk_full_message(err, run_dir))
+        return EXIT_FAILED
+    said = path_message(err) if isinstance(err, OSError) and err.errno != errno.ENOENT else None
+    if said is not None:  # a read-only or unwritable place: the path, not a traceback
+        report("Failed", said)
+        if run_dir is not None:
+            record_failure(run_dir, said)
+        return EXIT_FAILED
+    framed = err if isinstance(err, UserCodeError) else as_user_code(err)
+    if framed is None:
+        raise err
+    report_user_code(framed)
+    if run_dir is not None:
+        record_failure(run_dir, f"error in your code: {str(framed).splitlines()[0]}")
+    return EXIT_FAILED
 
 
 def _end(err: BaseException, run_dir: Path) -> int:

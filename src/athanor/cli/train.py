@@ -145,14 +145,14 @@ def train() -> NoReturn:
 
 def _train_command() -> None:
     """`train [overrides]`: compose conf/train.yaml with the overrides and run (Hydra app)."""
-    StopSignals.install()  # first: a signal during start-up is a stop request, not a kill
-    print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
-    print_provenance_if_asked(sys.argv[1:])
     problem = sweep_under_torchrun(sys.argv[1:], dict(os.environ))
-    if problem:
+    if problem:  # before the signal handlers: torchrun's SIGTERM to the other workers is no stop
         from athanor.distributed import env_dist
 
         if env_dist().is_main:  # said once, not by every worker
             report("Config error", problem)
         sys.exit(EXIT_USER_ERROR)
+    StopSignals.install()  # a signal during start-up is a stop request, not a kill
+    print_help_if_asked(train_help)  # athanor's page; Hydra's stays as --hydra-help
+    print_provenance_if_asked(sys.argv[1:])
     run_hydra_app(_train_task, "train")

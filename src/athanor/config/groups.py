@@ -62,7 +62,8 @@ class DataOptions(GroupOptions):
     # sample of the training split; none: inputs as they come (uint8 still scaled to [0, 1])
     normalize: Literal["dataset", "auto", "none"] = "dataset"
     annotations: str | None = None  # CSV data sets: file of `path,label` rows
-    # data sets read per file: decode a seeded sample (or all, or none) before the first step
+    # before the first step, on a seeded sample (or all, or none): data sets read per file
+    # decode their files; your own Datasets' items must have the shapes of item 0
     verify: Literal["none", "sample", "all"] = "sample"
     on_bad_file: Literal["error", "skip"] = "error"  # skip: leave bad files out, listed in the log
 
@@ -91,6 +92,9 @@ class ModelOptions(GroupOptions):
     # module-name prefixes kept fixed ("0" in Sequentials)
     freeze: list[str | int] | None = ()  # type: ignore[assignment]
     init: Literal["default", "kaiming", "xavier"] = "default"  # before the weights are loaded
+    # the repeated blocks (class names) that fsdp shards, activation checkpointing recomputes and
+    # regional compile compiles; None: the zoo's known block classes (engine/blocks.py)
+    blocks: list[str] | None = None
 
 
 @dataclass(frozen=True)

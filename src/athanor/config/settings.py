@@ -91,7 +91,10 @@ class TrainerSettings:
     grad_clip_mode: Literal["norm", "value"] = "norm"  # norm | value
     # NHWC weights and inputs (faster convolutions on recent GPUs/CPUs)
     channels_last: bool = False
-    compile: bool = False  # torch.compile (falls back to eager with a message if it fails)
+    # torch.compile of the whole model (falls back to eager with a message if it fails);
+    # regional: each repeated block (engine/regions.py)
+    compile: bool | Literal["regional"] = False
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
     deterministic: bool = False  # torch deterministic algorithms (cuDNN benchmark off)
     ema: EmaSettings = field(default_factory=EmaSettings)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -212,6 +215,7 @@ class LoggerSettings:
 class DistributedSettings:
     nproc_per_node: int = 1  # >1: `train` launches N worker processes itself
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: parameters, gradients, optimizer sharded
     timeout_s: int = 120  # collective timeout: a dead rank ends the group, no 30-min hang
 
     def __post_init__(self) -> None:
@@ -234,6 +238,18 @@ class RunSettings:
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     logger: LoggerSettings = field(default_factory=LoggerSettings)
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
+
+    def __post_init__(self) -> None:
+        if self.distributed.strategy == "fsdp":
+            _require(
+                self.trainer.ema.decay is None,
+                "trainer.ema.decay is not supported with distributed.strategy=fsdp (the EMA "
+                "would be a second, unsharded copy of the model); use distributed.strategy=ddp.",
+            )
+            _require(
+                not self.trainer.sync_bn,
+                "trainer.sync_bn=true works with distributed.strategy=ddp only.",
+            )
 
 
 def run_settings(config: dict[str, Any]) -> RunSettings:

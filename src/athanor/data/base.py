@@ -84,6 +84,7 @@ class DataBundle:
             "class_names": list(self.class_names),
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
+            **({"columns": list(self.info["columns"])} if "columns" in self.info else {}),
         }
 
     def describe(self) -> str:

@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from athanor.data.base import DataBundle
 from athanor.data.loaders import Batch, DeviceBatches
 from athanor.data.options import DataOptions
 from athanor.data.order import Order
-from athanor.errors import ConfigError
+from athanor.data.verify import SAMPLE_SEED, SAMPLE_SIZE, BadDataError
+from athanor.errors import ConfigError, UserCodeError
 from athanor.tasks.base import TargetInfo
 
 log = logging.getLogger("athanor")
@@ -35,7 +36,17 @@ def is_plain(result: Any) -> bool:
     return (
         isinstance(result, tuple | list)
         and len(result) in (2, 3)
-        and all(isinstance(s, Dataset) or s is None for s in result)
+        and all(_map_style(s) for s in result[:2])
+        and (len(result) == 2 or result[2] is None or _map_style(result[2]))
+    )
+
+
+def _map_style(split: Any) -> bool:
+    """A Dataset read by index: an IterableDataset has no length or index to sample by."""
+    return (
+        isinstance(split, Dataset)
+        and not isinstance(split, IterableDataset)
+        and hasattr(split, "__len__")
     )
 
 
@@ -54,20 +65,41 @@ def _as_tensor(value: Any) -> Any:
     return value
 
 
-class _Items(Dataset):
-    """The user's Dataset, its inputs made collatable (PIL -> tensor)."""
+def _source(dataset: Dataset, i: int) -> tuple[Dataset, int]:
+    """The user's own Dataset and index behind item ``i`` (through data.subset's Subsets)."""
+    while isinstance(dataset, Subset):
+        dataset, i = dataset.dataset, int(dataset.indices[i])
+    return dataset, i
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+
+def where_item(dataset: Dataset, i: int, split: str) -> str:
+    """'item 5 of the train split (Scans, my_project.data)': the user's own index and class."""
+    source, index = _source(dataset, i)
+    kind = type(source)
+    return f"item {index} of the {split} split ({kind.__name__}, {kind.__module__})"
+
+
+class _Items(Dataset):
+    """The user's Dataset, its inputs made collatable (PIL -> tensor). Reading an item is the
+    user's code: what it raises is reported as theirs, naming the split and the index."""
+
+    def __init__(self, dataset: Dataset, split: str = "train"):
+        self.dataset, self.split = dataset, split
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int):
-        item = self.dataset[i]
+        try:
+            item = self.dataset[i]
+        except Exception as err:
+            raise UserCodeError(
+                f"the data set raised {type(err).__name__} reading "
+                f"{where_item(self.dataset, i, self.split)}: {err}"
+            ) from err
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise ConfigError(
-                f"Item {i} of {type(self.dataset).__name__} is a {type(item).__name__}, not an "
+                f"{where_item(self.dataset, i, self.split)} is a {type(item).__name__}, not an "
                 "(input, target) pair: a data set's items must be (input, target)."
             )
         return _as_tensor(item[0]), _target(item[1])
@@ -81,8 +113,8 @@ def _target(t: Any) -> torch.Tensor:
 class PlainSplit:
     """One split of a user's Dataset (read per item in a DataLoader)."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset if isinstance(dataset, _Items) else _Items(dataset)
+    def __init__(self, dataset: Dataset, split: str = "train"):
+        self.dataset = dataset if isinstance(dataset, _Items) else _Items(dataset, split)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -91,7 +123,7 @@ class PlainSplit:
         return self.select(torch.arange(min(n, len(self))))
 
     def select(self, indices: torch.Tensor) -> PlainSplit:
-        return PlainSplit(torch.utils.data.Subset(self.dataset.dataset, indices.tolist()))
+        return PlainSplit(Subset(self.dataset.dataset, indices.tolist()), self.dataset.split)
 
     def targets(self) -> torch.Tensor:
         """Every target, stacked: from a ``targets`` attribute when the Dataset has one."""
@@ -140,14 +172,89 @@ def target_info(split: PlainSplit, options: DataOptions, dataset: Dataset) -> Ta
         num = options.num_classes or getattr(dataset, "num_classes", None)
         if num is None:
             num = len(named) if named is not None else int(targets.max()) + 1
-        return TargetInfo(integer=True, num_classes=int(num))
+        _check_labels(split, targets, int(num))
+        column = getattr(dataset, "target_column", None)
+        return TargetInfo(integer=True, num_classes=int(num), column=column, names=named)
     flat = targets.view(len(targets), -1).double()
+    _refuse_targets(
+        split,
+        (~torch.isfinite(flat)).any(1),
+        targets,
+        "not a finite number",
+        "Targets must be finite (no NaN or inf): fix or leave out those items in the Dataset.",
+    )
     return TargetInfo(
         integer=False,
         width=flat.shape[1],
         mean=flat.mean(0).tolist(),
         std=flat.std(0).clamp(min=1e-12).tolist() if len(flat) > 1 else [1.0] * flat.shape[1],
+        low=float(flat.min()),
+        high=float(flat.max()),
+        binary=bool(((flat == 0) | (flat == 1)).all()),
     )
+
+
+def _refuse_targets(
+    split: PlainSplit, bad_rows: torch.Tensor, targets: torch.Tensor, problem: str, fix: str
+) -> None:
+    """Refuse the training targets when any of ``bad_rows`` [N] is set, naming the first such
+    item, its target and how many there are."""
+    bad = bad_rows.nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise BadDataError(
+            f"data: {where_item(split.dataset.dataset, i, 'train')} has the target "
+            f"{targets[i].tolist()}, {problem} ({len(bad)} item(s) in all). {fix}"
+        )
+
+
+def _check_labels(split: PlainSplit, targets: torch.Tensor, num: int) -> None:
+    """Class labels are indices in [0, num): name the first item whose label is not."""
+    _refuse_targets(
+        split,
+        ((targets < 0) | (targets >= num)).view(len(targets), -1).any(1),
+        targets,
+        f"a class label outside [0, {num})",
+        f"Class labels are indices 0..{num - 1}: fix the labels, or set data.num_classes (or "
+        "the Dataset's `classes`) to the true number of classes.",
+    )
+
+
+def check_sample(split: PlainSplit, verify: str) -> None:
+    """A seeded sample of training items (every item with data.verify=all) is shaped alike:
+    the same input shape and dtype and the same target shape as item 0, before the first step
+    (else the first batch fails inside torch's collate, naming neither the item nor the data)."""
+    if verify == "none":
+        return
+    n = len(split)
+    picks = range(n) if verify == "all" or n <= SAMPLE_SIZE else _sampled(n)
+    x0, y0 = split.dataset[0]
+    first = (_shape_of(x0), tuple(y0.shape))
+    for i in picks:
+        x, y = split.dataset[i]
+        if (_shape_of(x), tuple(y.shape)) != first:
+            raise BadDataError(
+                f"data: {where_item(split.dataset.dataset, i, 'train')} has input "
+                f"{_describe_input(x)} and target shape {list(y.shape)}, but item 0 has input "
+                f"{_describe_input(x0)} and target shape {list(y0.shape)}. Items are batched "
+                "together, so every item needs the same shapes: pad, crop or resize inside the "
+                "Dataset (checked on a seeded sample; data.verify=all checks every item, "
+                "data.verify=none skips this)."
+            )
+
+
+def _shape_of(x: Any) -> Any:
+    """An input's shapes (a tensor's, or each entry's of a tuple or dict): what collate stacks."""
+    if isinstance(x, dict):
+        return {k: _shape_of(v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return tuple(_shape_of(v) for v in x)
+    return tuple(getattr(x, "shape", ()))
+
+
+def _sampled(n: int) -> list[int]:
+    gen = torch.Generator().manual_seed(SAMPLE_SEED)
+    return sorted(torch.randperm(n, generator=gen)[:SAMPLE_SIZE].tolist())
 
 
 def _measure(split: PlainSplit, seed: int) -> tuple[list[float], list[float]]:
@@ -167,13 +274,14 @@ def from_datasets(splits: tuple | list, options: DataOptions, *, seed: int = 0) 
     """A DataBundle around (train, val[, test]) Datasets (data.subset applied), with what was
     found logged."""
     train_set, val_set, *rest = splits
-    train, val = PlainSplit(train_set), PlainSplit(val_set)
-    test = PlainSplit(rest[0]) if rest and rest[0] is not None else None
+    train, val = PlainSplit(train_set), PlainSplit(val_set, "val")
+    test = PlainSplit(rest[0], "test") if rest and rest[0] is not None else None
     if options.subset:
         train, val = train.subset(options.subset), val.subset(options.subset)
         test = test.subset(options.subset) if test is not None else None
     if len(train) == 0 or len(val) == 0:
         raise ConfigError("The data set's train and val splits must both hold items.")
+    check_sample(train, options.verify)
     example, _ = train.dataset[0]
     single = isinstance(example, torch.Tensor)
     shape = tuple(example.shape) if single else ()
@@ -201,6 +309,8 @@ def from_datasets(splits: tuple | list, options: DataOptions, *, seed: int = 0) 
         std=std,
         info={"inputs": _describe_input(example), "input_shape": shape, "targets": info},
     )
+    if getattr(train_set, "columns", None) is not None:  # a table: the checkpoint records them
+        bundle.info["columns"] = [str(c) for c in train_set.columns]
     if has_image:
         bundle.info["image"] = image_key
     targets = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,12 @@ def check_data(spec: dict[str, Any]) -> DataOptions:
     """Refuse `data.*` keys that the chosen data set would silently ignore (before any work)."""
     entry, _, shared = DATASETS.split(spec)
     options = data_options(shared)
+    root = Path(options.root)
+    if "root" in _options_for(entry, options) and root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"data.root={options.root} is a file, not a folder: data set '{entry.name}' reads "
+            "its files under data.root. Point data.root at the folder that holds them."
+        )
     for key in ("val_split", "annotations", "download"):
         value = getattr(options, key)
         if value not in (None, False) and key not in _options_for(entry, options):

@@ -41,6 +41,7 @@ class TableSplit(Dataset):
         self.columns: list[str] = info["columns"]  # the names of the F features
         self.mean: list[float] = info["mean"]
         self.std: list[float] = info["std"]
+        self.target_column: str = info["target"]  # named by the task's check of the targets
         if info.get("classes") is not None:
             self.classes: list[str] = info["classes"]
 
@@ -80,6 +81,21 @@ def read_table(path: str | None) -> Any:
         raise ConfigError(f"data.path={path} could not be read as {kind}: {err}") from err
 
 
+def _check_finite(values: Any, what: str) -> None:
+    """Refuse NaN or inf in a column, naming it and the first bad row (the file's line)."""
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        row = int(bad[0])
+        raise ConfigError(
+            f"data=table: {what} holds {values[row]} in row {row} (line {row + 2} of the file, "
+            f"after the header; {len(bad)} non-finite value(s) in all). Features and targets "
+            "must be finite numbers: fix or remove those rows, or leave the column out "
+            "(data.drop=[...])."
+        )
+
+
 def _holdout(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     n_val = max(1, int(round(n * fraction)))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
@@ -100,9 +116,14 @@ def _targets(column: Any, name: str, target_type: str, train_rows: Any) -> tuple
     )
     if is_float:
         try:
-            return torch.tensor(column.to_numpy(dtype="float32")), None
+            values = column.to_numpy(dtype="float32")
         except ValueError as err:
-            raise ConfigError(f"data.target={name} is not numeric: {err}") from err
+            raise ConfigError(
+                f"data.target={name} is not numeric ({err}), so it cannot be a float target; "
+                "choose a numeric column with data.target=, or data.target_type=classes."
+            ) from err
+        _check_finite(values, f"target column {name!r}")
+        return torch.tensor(values), None
     classes = sorted(column.iloc[train_rows].unique().tolist())
     unseen = sorted(set(column.unique().tolist()) - set(classes), key=str)
     if unseen:
@@ -127,6 +148,7 @@ def _features(frame: Any, train_rows: Any, categorical: str, max_categories: int
                     f"data=table: feature column {name!r} has {int(column.isna().sum())} empty "
                     f"values; fill them in the file or leave the column out (data.drop=[{name}])."
                 )
+            _check_finite(column.to_numpy(dtype="float32"), f"feature column {name!r}")
             parts.append(column.astype("float32").to_frame())
             names.append(str(name))
             continue
@@ -189,7 +211,13 @@ def table(
     mean = x[train_rows].mean(0)
     std = x[train_rows].std(0).nan_to_num(1.0)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays as is
-    info = {"columns": names, "mean": mean.tolist(), "std": std.tolist(), "classes": classes}
+    info = {
+        "columns": names,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "classes": classes,
+        "target": str(target),
+    }
     kind = f"{len(classes)} classes" if classes else "float targets"
     log.info(
         "data table: %s: %d features (%s), target %s (%s), standardized with the %d training rows",

@@ -31,7 +31,7 @@ from athanor.losses import (
 )
 from athanor.metrics import METRICS
 from athanor.models import MODELS, model_label
-from athanor.models.options import apply_model_options
+from athanor.models.options import apply_model_options, model_options
 from athanor.models.probe import probe
 from athanor.optim import OPTIMIZERS, SCHEDULERS
 from athanor.optim.param_groups import finalize_groups, group_options, param_groups
@@ -135,6 +135,11 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
         example=example_input(bundle),
     )
     return model
+
+
+def model_blocks(config: dict[str, Any]) -> list[str] | None:
+    """``model.blocks``: the user's names for the model's repeated blocks (None: the zoo's)."""
+    return model_options(MODELS.split(config["model"])[2]).blocks
 
 
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:

@@ -126,7 +126,7 @@ class Loop:
     def _save(self, p: Progress, best: bool) -> None:
         # the weights are checked (a sync over every parameter) only where a file will hold
         # them; with checkpoints off the losses and gradient norms are still checked
-        self.stepper.check_finite(weights=self.settings.checkpoint.enabled)
+        self.stepper.check_finite(weights=self.settings.checkpoint.enabled, step=p.step)
         self.save(p, best)
 
     def _should_stop(self, p: Progress, agree: bool) -> bool:

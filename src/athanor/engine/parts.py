@@ -19,6 +19,7 @@ from athanor.data import DataBundle, DataOptions
 from athanor.data.pipeline import Loaders, build_loaders
 from athanor.data.plain import example_input, to_device
 from athanor.distributed import Dist
+from athanor.engine.blocks import find_blocks
 from athanor.engine.build import (
     build_augmentation,
     build_data,
@@ -27,10 +28,13 @@ from athanor.engine.build import (
     build_optimizer,
     build_scheduler,
     build_task,
+    model_blocks,
     plan_steps,
 )
 from athanor.engine.ema import Ema
 from athanor.engine.eval_pass import validation_loss
+from athanor.engine.regions import checkpoint_activations, compile_regions
+from athanor.engine.sharding import ShardedState, shard_model
 from athanor.engine.speed import CompiledOrEager, to_channels_last
 from athanor.engine.state import Counter, ModelState, Progress, RngState, Stateful, TrainState
 from athanor.engine.step import Models, Objective, Stepper, warn_precision
@@ -69,6 +73,8 @@ class Parts:
     params: dict[str, int]
     task: Task  # outputs, loss targets, predictions, metrics
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. channels_last inputs
+    shards: ShardedState | None = None  # distributed.strategy=fsdp: model + optimizer state
+    compiled: dict[str, object] | None = None  # trainer.compile=regional: what was compiled
 
     @property
     def plan(self) -> dict[str, int]:
@@ -105,8 +111,12 @@ def build_parts(config: Config, settings: RunSettings, d: Dist, device: torch.de
     model = build_model(cfg, bundle).to(device)
     model_summary = summarize(model, to_device(example_input(bundle), device))
     log.info("%s", format_summary(model_label(cfg["model"]), model_summary))
-    model, train_model = wrap_model(model, s.trainer, d, device)
+    blocks = model_blocks(cfg)
+    model, train_model, compiled = wrap_model(
+        model, s.trainer, d, device, strategy=s.distributed.strategy, blocks=blocks
+    )
     optimizer = build_optimizer(cfg, model)
+    sharded = d.enabled and s.distributed.strategy == "fsdp"
     log.info("optim %s: %s", cfg["optim"]["name"], describe_groups(optimizer))
     steps_per_epoch, total_steps = plan_steps(s, len(loaders.train))
     schedule = build_scheduler(
@@ -161,6 +171,8 @@ def build_parts(config: Config, settings: RunSettings, d: Dist, device: torch.de
         params={"total": total, "trainable": trainable},
         prepare=prepare,
         task=task,
+        shards=ShardedState(model, optimizer) if sharded else None,
+        compiled=compiled,
     )
 
 
@@ -186,14 +198,27 @@ def _ema(model: nn.Module, t: TrainerSettings) -> Ema | None:
 
 
 def wrap_model(
-    model: nn.Module, t: TrainerSettings, d: Dist, device: torch.device
-) -> tuple[nn.Module, nn.Module]:
-    """channels_last, SyncBatchNorm, DDP and torch.compile. Returns (the model, possibly with
-    SyncBatchNorm layers; the module the loop trains)."""
+    model: nn.Module,
+    t: TrainerSettings,
+    d: Dist,
+    device: torch.device,
+    strategy: str = "ddp",
+    blocks: list[str] | None = None,
+) -> tuple[nn.Module, nn.Module, dict[str, object] | None]:
+    """channels_last, activation checkpointing and regional compile of the blocks (``blocks``:
+    their class names, None: the zoo's), SyncBatchNorm, DDP or FSDP, and torch.compile. Returns
+    (the model, possibly with SyncBatchNorm layers or sharded; the module the loop trains; what
+    regional compile compiled)."""
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    found = find_blocks(model, blocks)
+    if t.activation_checkpointing:
+        checkpoint_activations(model, found)
+    compiled = compile_regions(model, found) if t.compile == "regional" else None
     train_model = model
-    if d.enabled:
+    if d.enabled and strategy == "fsdp":
+        model = train_model = shard_model(model, found, t.precision, device, d.world)
+    elif d.enabled:
         if t.sync_bn and device.type != "cuda":
             log.warning(
                 "trainer.sync_bn=true needs CUDA (DDP refuses SyncBatchNorm on CPU): "
@@ -207,10 +232,10 @@ def wrap_model(
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     elif t.sync_bn:
         log.warning("trainer.sync_bn=true does nothing in a single process (no DDP).")
-    if t.compile:
+    if t.compile is True:
         log.info("trainer.compile=true: the first step compiles the model (can take a while)")
         train_model = CompiledOrEager(train_model)
-    return model, train_model
+    return model, train_model, compiled
 
 
 def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> TrainState:
@@ -221,8 +246,8 @@ def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> Tr
     return TrainState(
         {
             "progress": progress,
-            "model": ModelState(parts.model),
-            "optimizer": OptimizerState(parts.optimizer),
+            "model": parts.shards or ModelState(parts.model),  # fsdp: model and optimizer
+            "optimizer": None if parts.shards else OptimizerState(parts.optimizer),
             "schedule": ScheduleState(parts.schedule, parts.optimizer, parts.plan, progress),
             "grad_scaler": stepper.scaler,
             "skipped_steps": Counter(stepper, "nonfinite_skipped"),

@@ -4,15 +4,19 @@ checkpoints, ``close`` ends the observers and writes how the run ended."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
 import torch
 
+from athanor.config.settings import CheckpointSettings
 from athanor.distributed import Dist
 from athanor.engine.loop import Loop, RunHooks
 from athanor.engine.parts import Parts, train_state
+from athanor.engine.regions import compile_cost
+from athanor.engine.sharding import consolidated_weights
 from athanor.engine.state import Progress
 from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
@@ -30,6 +34,21 @@ from athanor.record.folder import RunDir
 from athanor.record.record import MetricsLog, RunRecord
 
 log = logging.getLogger("athanor")
+
+
+def checkpoint_policy(settings: CheckpointSettings, parts: Parts) -> CheckpointSettings:
+    """A run of one epoch or less (a smoke test, `trainer.max_steps` under an epoch) keeps one
+    file: best.pt is a link to the last save rather than a second copy of the weights, and one
+    periodic file is kept. Mid-epoch saves (checkpoint.every_steps) keep their settings."""
+    short = parts.total_steps <= parts.steps_per_epoch and not settings.every_steps
+    if not short or not settings.enabled:
+        return settings
+    log.info(
+        "checkpoints: a run of %d step(s), one epoch or less: one file (best.pt links to it)",
+        parts.total_steps,
+    )
+    # best.pt then links to the step file rather than holding a second copy of the weights
+    return dataclasses.replace(settings, best_weights_only=not short, keep_steps=1)
 
 
 class TrainingRun:
@@ -142,7 +161,7 @@ class TrainingRun:
     def fit(self, signals: StopSignals) -> dict[str, float]:
         s, parts = self.parts.settings, self.parts
         self.checkpointer = checkpointer = Checkpointer(
-            self.run.checkpoints, s.checkpoint, active=self.d.is_main
+            self.run.checkpoints, checkpoint_policy(s.checkpoint, parts), active=self.d.is_main
         )
         self.reporter = self._observers()
         if self.d.is_main and s.logger.image_grid and "tensorboard" in s.logger.active_trackers:
@@ -152,10 +171,16 @@ class TrainingRun:
                 self.reporter.image_grid(next(iter(parts.loaders.train.epoch(0))).inputs)
 
         data_spec = parts.bundle.spec()  # normalization and input facts, for evaluate/export
+        sharded = parts.shards if s.checkpoint.enabled else None
 
         def save(p: Progress, best: bool) -> None:
             with signals.shielded():  # a second Ctrl-C waits for a complete file
                 self.tracker.flush()  # events up to this step must survive a kill after the save
+                weights = None
+                if sharded is not None:  # every rank: its shards, then (best) the joined weights
+                    checkpointer.wait()  # the previous save's pruning is done with the folder
+                    sharded.write(self.run.checkpoints, p.step)
+                    weights = consolidated_weights(parts.model) if best else None
                 # the state only where it is written (not on other ranks, nor with checkpoints off)
                 if checkpointer.active:
                     checkpoint = {
@@ -163,11 +188,25 @@ class TrainingRun:
                         "data": data_spec,
                         "state": self.state.state_dict(),
                     }
-                    checkpointer.save(checkpoint, step=p.step, best=best)
+                    checkpointer.save(checkpoint, step=p.step, best=best, weights=weights)
 
         hooks = RunHooks(self.record, save, lambda: signals.requested, self.early_stopping)
         loop = Loop(parts, self.reporter, hooks)
         metrics = loop.fit(self.progress)
+        if sharded is not None:  # evaluate, export and model.weights read plain tensors
+            weights = consolidated_weights(parts.model)
+            state = self.state.state_dict()  # the weights-only parts: progress, task
+            checkpoint = {"config": self.config, "data": data_spec, "state": state}
+            path = checkpointer.save_consolidated(checkpoint, weights)
+            if path is not None:
+                log.info("fsdp: consolidated weights in %s", path)
+        if parts.compiled is not None:
+            compiled = self._compiled()["compiled"]
+            log.info(
+                "trainer.compile=regional: compiled %s; %.1f s spent compiling (start-up)",
+                compiled["blocks"],
+                compiled["compile_s"],
+            )
         if s.trainer.overfit_batches:
             self.reporter.overfit_verdict()
         return metrics
@@ -213,4 +252,11 @@ class TrainingRun:
             params=self.parts.params,
             model=self.parts.model_summary,
             checkpoint_bytes=checkpoint_bytes(self.run.checkpoints) if self.d.is_main else 0,
+            **self._compiled(),
         )
+
+    def _compiled(self) -> dict[str, Any]:
+        """trainer.compile=regional: what was compiled and the seconds it cost (summary.json)."""
+        if self.parts.compiled is None:
+            return {}
+        return {"compiled": {**self.parts.compiled, "compile_s": compile_cost()}}

@@ -219,18 +219,21 @@ class Stepper:
         terms = self.terms.last if self.terms is not None else None
         return StepResult(loss, count, grad_norm, outputs, terms=terms)
 
-    def check_finite(self, weights: bool = False) -> None:
+    def check_finite(self, weights: bool = False, step: int | None = None) -> None:
         """Raise NonFiniteError naming the first step since the last check whose loss or
         gradient norm was NaN/Inf. ``weights``: also check the parameters (before a checkpoint:
-        a bad gradient on an unmeasured step shows only there until the next loss)."""
+        a bad gradient on an unmeasured step shows only there until the next loss), found at
+        optimizer step ``step``."""
         self.watch.raise_if_nonfinite()
         if weights:
             finite = [torch.isfinite(p.detach()).all() for p in self.params]
             if finite and not bool(torch.stack(finite).all()):  # one sync, once per save
+                at = "" if step is None else f" by optimizer step {step}"
                 raise NonFiniteError(
-                    "The model's weights became NaN/Inf (a non-finite gradient on a step whose "
-                    "loss was still finite); the last good checkpoint is kept. Lower the learning "
-                    "rate or enable trainer.grad_clip (trainer.detect_anomaly=true finds the op)."
+                    f"The model's weights became NaN/Inf{at} (a non-finite gradient on a step "
+                    "whose loss was still finite); the last good checkpoint is kept. Lower the "
+                    "learning rate or enable trainer.grad_clip (trainer.detect_anomaly=true "
+                    "finds the op)."
                 )
 
     def _forward_backward(self, micro_batches: Sequence[Batch], step: int) -> Forward:

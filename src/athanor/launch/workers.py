@@ -36,7 +36,9 @@ from athanor.errors import (
     ConfigError,
     InterruptedRun,
     PeerFailed,
+    UserCodeError,
     kind_of,
+    user_traceback,
 )
 from athanor.process import collector
 from athanor.process.signals import StopSignals, signal_name
@@ -72,9 +74,11 @@ def launch(config: dict[str, Any], run_dir: Path) -> float | None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from athanor import plugins
     from athanor.config.settings import run_settings
     from athanor.engine.build import validate
 
+    plugins.load_user_code(config.get("imports"))  # the user's builders, before validation
     settings = run_settings(config)  # user errors surface here, once, before any process starts
     validate(config)
     collector.start_up_done()  # from here this process only waits for its workers
@@ -175,12 +179,22 @@ def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
         kind, code = "SystemExit", err.code if isinstance(err.code, int) else EXIT_FAILED
     elif isinstance(err, KeyboardInterrupt):
         kind, code = "InterruptedRun", EXIT_INTERRUPTED
+    elif isinstance(err, UserCodeError):  # their traceback travels in the message
+        kind, code, err = "UserCodeError", EXIT_FAILED, _with_traceback(err)
     else:
         kind = kind_of(err) or "Exception"
         code = ERROR_KINDS[kind].exit_code if kind in ERROR_KINDS else EXIT_FAILED
-    message = str(err) if kind in ERROR_KINDS else f"{type(err).__name__}: {err}"
+    message = (
+        str(err) if kind in (*ERROR_KINDS, "UserCodeError") else f"{type(err).__name__}: {err}"
+    )
     outcome = {"rank": rank, "kind": kind, "message": message}
     return {**outcome, "traceback": traceback.format_exc().rstrip()}, code
+
+
+def _with_traceback(err: UserCodeError) -> UserCodeError:
+    """A worker's error in the user's own code (a builder, a Dataset item), its message followed
+    by their traceback: the parent shows both, as a single-process run would."""
+    return UserCodeError(f"{err}\n{user_traceback(err)}".rstrip())
 
 
 @contextlib.contextmanager
@@ -225,6 +239,8 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
         error = f"rank {cause['rank']}: {cause['message']}"
         if cause["kind"] in ERROR_KINDS:
             exc = ERROR_KINDS[cause["kind"]].error(cause["message"])
+        elif cause["kind"] == "UserCodeError":  # reported with the traceback it carries
+            exc = UserCodeError(cause["message"])
         else:  # an unexpected error: the worker's own traceback says where
             exc = RuntimeError(f"rank {cause['rank']} failed:\n{cause['traceback']}")
     else:  # killed without a word (OOM killer, SIGKILL): the launcher knows the exit codes

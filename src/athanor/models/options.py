@@ -47,6 +47,12 @@ def initialize(model: nn.Module, scheme: str) -> None:
 def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state"), dict):
         obj = obj["state"]  # an athanor checkpoint of format 2: the train state's parts
+    if isinstance(obj, dict) and set(obj.get("model") or {}) == {"shards"}:
+        raise ConfigError(
+            f"model.weights={path} is a sharded checkpoint (distributed.strategy=fsdp): its "
+            "weights are in a folder of shards. Use the consolidated copy the run wrote beside "
+            f"it, model.weights={path.parent / 'model.pt'} (or best.pt)."
+        )
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # an athanor (or similar) training checkpoint
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

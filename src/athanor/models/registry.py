@@ -6,13 +6,16 @@ that names ``input_shape`` also gets one item's shape (plain Datasets; None for 
 
 from __future__ import annotations
 
+from torch import nn
+
 from athanor.config.groups import ModelOptions
-from athanor.registry import Registry
+from athanor.registry import Contract, Registry
 
 MODELS: Registry = Registry(
     "model",
     runtime=("num_classes", "in_channels", "image_size", "input_shape"),
     options=ModelOptions,
+    returns=Contract("an nn.Module", lambda built: isinstance(built, nn.Module)),
 )
 
 

@@ -78,21 +78,40 @@ def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str):
     return fig
 
 
+# the panels curves.png may hold, in order: the loss, the task's headline metric (accuracy for
+# classification, mAP for multilabel, MAE for regression) and the learning rate
+CURVE_PANELS = (
+    ("loss", "loss"),
+    ("acc", "accuracy"),
+    ("map", "mean average precision"),
+    ("mae", "mean absolute error"),
+    ("lr", "learning rate"),
+)
+
+
+def _series(train: list[dict[str, Any]], val: list[dict[str, Any]], key: str) -> list:
+    """[(label, steps, values)] of one panel: train, val and val_ema, those that were logged."""
+    found = []
+    for records, prefix in ((train, "train"), (val, "val"), (val, "val_ema")):
+        tag = key if key == "lr" else f"{prefix}/{key}"
+        points = [(r["step"], r[tag]) for r in records if tag in r]
+        if points:
+            found.append((prefix, *zip(*points, strict=True)))
+    return found
+
+
 def curves_figure(train: list[dict[str, Any]], val: list[dict[str, Any]]):
-    """Three panels over optimizer steps: loss, accuracy, learning rate."""
-    fig = _figure(15, 4)
-    panels = (("loss", "loss"), ("acc", "accuracy"), ("lr", "learning rate"))
-    for k, (key, label) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, k + 1)
-        for records, prefix in ((train, "train"), (val, "val"), (val, "val_ema")):
-            tag = key if key == "lr" else f"{prefix}/{key}"
-            points = [(r["step"], r[tag]) for r in records if tag in r]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=prefix)
+    """A panel over optimizer steps for each of CURVE_PANELS the run logged: no empty panel
+    (a regression run has no accuracy), no legend without lines."""
+    panels = [(label, s) for key, label in CURVE_PANELS if (s := _series(train, val, key))]
+    fig = _figure(5 * max(len(panels), 1), 4)
+    for k, (label, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for prefix, xs, ys in series:
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=prefix)
         ax.set_xlabel("optimizer step")
         ax.set_title(label)
-        if key != "lr":
+        if label != "learning rate":
             ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -210,6 +210,16 @@ class Reporter:
         if not self.active:
             return
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        if p.batch:  # stopped inside an epoch (a signal, a time limit): it is not done
+            log.info(
+                "epoch %d/%d stopped at step %d (%s)%s",
+                p.epoch + 1,
+                self.epochs,
+                p.step,
+                p.stop_reason,
+                f": {shown}" if shown else "",
+            )
+            return
         log.info(
             "epoch %d/%d done (step %d)%s",
             p.epoch,

@@ -22,6 +22,7 @@ from athanor.engine.parts import bind_task
 from athanor.errors import ConfigError
 from athanor.metrics.classification import MetricCounts
 from athanor.process import collector
+from athanor.record import shards
 from athanor.record.checkpoints import load_file, saved_progress
 from athanor.record.folder import write_json_atomic
 from athanor.record.resume import find, load_model_state, without_weights
@@ -47,6 +48,12 @@ def checkpoint_path(ckpt: str) -> Path:
 
 
 def load_for_evaluation(ckpt: str) -> tuple[dict[str, Any], Path]:
+    """The checkpoint ``ckpt`` names, with plain model weights (a sharded one's are joined)."""
+    state, path = _load(ckpt)
+    return shards.consolidated(state), path
+
+
+def _load(ckpt: str) -> tuple[dict[str, Any], Path]:
     path = checkpoint_path(ckpt)
     if path.name in ("best.pt", "last.pt"):
         try:
@@ -105,6 +112,7 @@ def saved_run_data(
 
 
 def _check_fits(saved: dict[str, Any], bundle: DataBundle) -> None:
+    _check_columns(saved.get("columns"), bundle.info.get("columns"))
     if saved["outputs"] != bundle.num_classes:
         raise ConfigError(
             f"The checkpoint's model has {saved['outputs']} outputs (trained on inputs "
@@ -117,6 +125,30 @@ def _check_fits(saved: dict[str, Any], bundle: DataBundle) -> None:
             saved["inputs"],
             bundle.inputs(),
         )
+
+
+def _check_columns(trained: list[str] | None, found: list[str] | None) -> None:
+    """A table run's features by name (one-hot categories included): the file evaluated must
+    give the same columns the model was trained on, else each input lands on the wrong weight."""
+    if trained is None or found is None or trained == found:
+        return
+    missing = [c for c in trained if c not in found]
+    extra = [c for c in found if c not in trained]
+    what = "; ".join(
+        filter(
+            None,
+            [
+                f"missing column(s) {', '.join(missing)}" if missing else "",
+                f"extra column(s) {', '.join(extra)}" if extra else "",
+                "" if missing or extra else "the same columns in another order",
+            ],
+        )
+    )
+    raise ConfigError(
+        f"The checkpoint's model was trained on the table columns {', '.join(trained)}; this "
+        f"file's columns differ: {what}. Evaluate on a file with the training columns (drop the "
+        "extra ones with data.drop=[...]; a one-hot column 'name=value' is a category of 'name')."
+    )
 
 
 def evaluate_checkpoint(options: dict[str, Any]) -> dict[str, Any]:

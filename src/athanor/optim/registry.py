@@ -7,8 +7,24 @@ and return a torch LR scheduler stepped once per optimizer step; warmup wraps an
 
 from __future__ import annotations
 
-from athanor.config.groups import ParamGroupOptions, WarmupOptions
-from athanor.registry import Registry
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
-OPTIMIZERS: Registry = Registry("optim", runtime=("params",), options=ParamGroupOptions)
-SCHEDULERS: Registry = Registry("scheduler", runtime=("optimizer", "plan"), options=WarmupOptions)
+from athanor.config.groups import ParamGroupOptions, WarmupOptions
+from athanor.registry import Contract, Registry
+
+OPTIMIZERS: Registry = Registry(
+    "optim",
+    runtime=("params",),
+    options=ParamGroupOptions,
+    returns=Contract("a torch.optim.Optimizer", lambda built: isinstance(built, Optimizer)),
+)
+SCHEDULERS: Registry = Registry(
+    "scheduler",
+    runtime=("optimizer", "plan"),
+    options=WarmupOptions,
+    returns=Contract(
+        "a torch LRScheduler, or None for a constant rate",
+        lambda built: built is None or isinstance(built, LRScheduler),
+    ),
+)

@@ -26,6 +26,7 @@ from torch import nn
 
 from athanor.config.settings import CheckpointSettings
 from athanor.errors import CheckpointSaveError, ConfigError
+from athanor.record import shards
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,12 @@ def is_weights_only(checkpoint: dict[str, Any]) -> bool:
     return bool(checkpoint.get(WEIGHTS_ONLY_KEY, False))
 
 
-def weights_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The weights-only form of a training checkpoint (shares its tensors: nothing is copied)."""
+def weights_of(checkpoint: dict[str, Any], model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The weights-only form of a training checkpoint (shares its tensors: nothing is copied).
+    ``model``: the consolidated weights of a sharded checkpoint (record/shards.py)."""
     parts = {k: v for k, v in checkpoint["state"].items() if k in WEIGHTS_PARTS}
+    if model is not None:
+        parts["model"] = model
     return {**checkpoint, "state": parts, WEIGHTS_ONLY_KEY: True}
 
 
@@ -128,7 +132,7 @@ def load_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
             f"{path} has checkpoint format {state['format_version']}, newer than this athanor "
             f"understands ({FORMAT_VERSION}); upgrade athanor to resume it."
         )
-    return state
+    return shards.locate(state, path.parent)
 
 
 def saved_progress(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -222,11 +226,24 @@ class Checkpointer:
         self._syncing: threading.Thread | None = None  # fsync + prune of the newest save
         if self.active:
             for stale in folder.glob(".*.tmp"):  # left by a process killed mid-save
-                stale.unlink(missing_ok=True)
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+            shards.remove_unnamed(folder)
 
-    def save(self, checkpoint: dict[str, Any], *, step: int, best: bool = False) -> Path | None:
+    def save(
+        self,
+        checkpoint: dict[str, Any],
+        *,
+        step: int,
+        best: bool = False,
+        weights: dict[str, Any] | None = None,
+    ) -> Path | None:
         """Write ``step_<step>.pt``; update last.pt (and best.pt when ``best``); prune old
-        periodic files (after they are on disk, in a thread)."""
+        periodic files (after they are on disk, in a thread). ``weights``: a sharded run's
+        consolidated model weights, for best.pt (always weights-only then: the step file's
+        shards are pruned)."""
         if not self.active:
             return None
         checkpoint = {**checkpoint, "format_version": FORMAT_VERSION}
@@ -237,9 +254,9 @@ class Checkpointer:
             if self.settings.save_last:
                 _link_atomic(path, self.folder / "last.pt")
             written = [path]
-            if best and self.settings.best_weights_only:
+            if best and (self.settings.best_weights_only or weights is not None):
                 written.append(self.folder / "best.pt")
-                save_atomic(weights_of(checkpoint), written[-1], durable=False)
+                save_atomic(weights_of(checkpoint, weights), written[-1], durable=False)
             elif best:
                 _link_atomic(path, self.folder / "best.pt")
         except (OSError, RuntimeError) as err:
@@ -258,6 +275,15 @@ class Checkpointer:
         # not a daemon: the interpreter waits for it at exit, so a finished run is on disk
         self._syncing = threading.Thread(target=self._sync_then_prune, args=(written,))
         self._syncing.start()
+        return path
+
+    def save_consolidated(self, checkpoint: dict[str, Any], weights: dict[str, Any]) -> Path | None:
+        """``model.pt``: a sharded run's final weights as plain tensors, in the weights-only
+        form of best.pt (evaluate, export and model.weights read it without a process group)."""
+        if not self.active:
+            return None
+        path = self.folder / "model.pt"
+        save_atomic(weights_of({**checkpoint, "format_version": FORMAT_VERSION}, weights), path)
         return path
 
     def wait(self) -> None:
@@ -281,6 +307,7 @@ class Checkpointer:
         periodic = sorted(self.folder.glob("step_*.pt"))
         for old in periodic[: max(0, len(periodic) - max(1, self.settings.keep_steps))]:
             old.unlink(missing_ok=True)  # last.pt / best.pt are hard links: their data stays
+            shutil.rmtree(old.with_suffix(shards.SUFFIX), ignore_errors=True)
 
 
 def checkpoint_bytes(folder: Path) -> int:
@@ -292,4 +319,6 @@ def checkpoint_bytes(folder: Path) -> int:
     for path in folder.glob("*.pt"):
         st = path.stat()
         seen[(st.st_dev, st.st_ino)] = st.st_size
-    return sum(seen.values())
+    return sum(seen.values()) + sum(
+        shards.folder_bytes(f) for f in folder.glob(f"step_*{shards.SUFFIX}")
+    )

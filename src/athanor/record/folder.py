@@ -134,9 +134,10 @@ class RunDir:
 
     def read_summary(self) -> dict[str, Any]:
         try:
-            return json.loads(self.summary.read_text())
-        except (OSError, ValueError):
+            summary = json.loads(self.summary.read_text())
+        except (OSError, ValueError):  # missing, torn, not UTF-8: no record to read
             return {}
+        return summary if isinstance(summary, dict) else {}
 
     def started(self) -> bool:
         """Whether a run started here (it has a record); a folder without one holds no run."""
@@ -159,15 +160,18 @@ class RunDir:
         return True
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The records of metrics.jsonl; a line torn by a killed process is skipped."""
+        """The records of metrics.jsonl; a line torn by a killed process, or damaged (bytes that
+        are not UTF-8), is skipped."""
         if not self.metrics.exists():
             return []
         records = []
-        for line in self.metrics.read_text().splitlines():
+        for line in self.metrics.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         return records
 
     def truncate_metrics(self, after_step: int) -> None:
@@ -247,6 +251,8 @@ def other_run(path: Path) -> str | None:
     checkpoints = run.checkpoints.is_dir() and any(run.checkpoints.iterdir())
     if not run.started() and not checkpoints:
         return None
+    if not checkpoints and run.read_summary().get("never_started"):
+        return None  # it failed while being built: the folder is free for the next try
     return str(run.read_summary().get("status", "unknown")) if run.started() else "no summary"
 
 

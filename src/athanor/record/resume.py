@@ -208,6 +208,18 @@ def resume_config(saved: dict[str, Any], full: dict[str, Any], typed: list[str])
     return config
 
 
+_said_fresh: set[Path] = set()  # checkpoint folders whose "starting a fresh run" was said
+
+
+def _first_time(checkpoints: Path) -> bool:
+    """True once per folder and process: `resume=auto` is looked up three times on the way in."""
+    key = checkpoints.absolute()
+    if key in _said_fresh:
+        return False
+    _said_fresh.add(key)
+    return True
+
+
 def find(
     resume: str | None, checkpoints: Path, *, mmap: bool = False
 ) -> tuple[dict[str, Any], Path] | None:
@@ -218,7 +230,7 @@ def find(
         return None
     if resume == "auto":
         found = load_latest(checkpoints, mmap=mmap) if checkpoints.is_dir() else None
-        if found is None:
+        if found is None and _first_time(checkpoints):  # the folder name, the config, the run
             log.info(
                 "resume=auto: no checkpoint in %s yet, starting a fresh run (a requeued job "
                 "finds its checkpoints only with a fixed hydra.run.dir).",
@@ -405,8 +417,18 @@ class OptimizerState:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        built = list(zip(base_lrs(self.optimizer), self._decays(), strict=True))
+        built = self.built()
         self.optimizer.load_state_dict(state)  # new group dicts: the saved values
+        self.rebase(built)
+
+    def built(self) -> list[tuple[float, float | None]]:
+        """The freshly built groups' base LR and weight decay (before a load replaces them)."""
+        decays = [g.get("weight_decay") for g in self.optimizer.param_groups]
+        return list(zip(base_lrs(self.optimizer), decays, strict=True))
+
+    def rebase(self, built: list[tuple[float, float | None]]) -> None:
+        """Write the built groups' LR and weight decay into the restored ones (a sharded
+        optimizer, restored its own way, calls this too)."""
         changed = False
         for group, (base, decay) in zip(self.optimizer.param_groups, built, strict=True):
             saved = group.get("initial_lr", group["lr"])
@@ -420,9 +442,6 @@ class OptimizerState:
                 group["weight_decay"], changed = decay, True
         if changed:
             log.info("resume: the optimizer's groups now: %s", self.describe())
-
-    def _decays(self) -> list[float | None]:
-        return [g.get("weight_decay") for g in self.optimizer.param_groups]
 
     def describe(self) -> str:
         return "; ".join(

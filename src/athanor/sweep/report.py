@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ def find_runs(root: Path) -> list[Path]:
 def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # missing, not UTF-8, not YAML: no overrides
         return None
 
 
@@ -72,14 +73,17 @@ def read_run(path: Path, root: Path) -> RunRow:
     summary = run.read_summary()
     config = _read_yaml(path / ".hydra" / "config.yaml") or {}
     checkpoint = config.get("checkpoint", {}) if isinstance(config, dict) else {}
-    overrides = _read_yaml(path / ".hydra" / "overrides.yaml") or []
-    pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
+    overrides = overrides if isinstance(overrides, list) else []
+    pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if isinstance(o, str) and "=" in o)
     history = run.read_metrics()
     return RunRow(
         path=path,
         label=_label(path, root),
         overrides=pairs,
-        status=summary.get("status", "unknown"),
+        status=summary.get(
+            "status", "damaged" if run.summary.exists() and not summary else "unknown"
+        ),
         monitor=summary.get("monitor") or checkpoint.get("monitor", DEFAULT_MONITOR),
         mode=summary.get("mode") or checkpoint.get("mode", DEFAULT_MODE),
         history=history,
@@ -209,6 +213,85 @@ def folded_tables(
     return md_headers, md_body, csv_headers, csv_body
 
 
+TERMINAL_WIDTH = 100  # the printed table fits this many columns (report.md keeps everything)
+CELL_WIDTH = 14  # characters a value or key keeps in the printed table
+LABEL_WIDTH = 28  # the run folder's label, its end kept (the time and name differ, not the date)
+
+
+def _short(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    return "…" + text[-(limit - 1) :] if keep_end else text[: limit - 1] + "…"
+
+
+def _short_key(key: str, keys: list[str]) -> str:
+    """An override key by its last part (`optim.lr` -> `lr`) when no other key ends alike."""
+    last = key.rsplit(".", 1)[-1]
+    unique = sum(k.rsplit(".", 1)[-1] == last for k in keys) == 1
+    return _short(last if unique else key, CELL_WIDTH)
+
+
+def _short_header(header: str, monitor: str) -> str:
+    """`best val/acc` -> `best`, `final val/loss` -> `val/loss`: the monitor is named above."""
+    for prefix in ("best ", "final "):
+        if header == prefix + monitor:
+            return prefix.strip()
+    return {"wall time (s)": "time (s)"}.get(header, header.removeprefix("final "))
+
+
+def terminal_table(
+    headers: list[str],
+    body: list[list[Any]],
+    keys: list[str],
+    monitor: str,
+    width: int = TERMINAL_WIDTH,
+) -> str:
+    """The table as printed: values shortened; when it is wider than ``width``, the headers too
+    (the monitor named once above), then the override columns with the most empty cells left
+    out until it fits; a last line says what was left out (`--wide` prints everything,
+    report.md and report.csv hold everything)."""
+    columns = [[h, *(row[i] for row in body)] for i, h in enumerate(headers)]
+    first_key = headers.index(keys[0]) if keys else 0
+    shown = list(range(len(headers)))
+    texts: dict[int, list[str]] = {}
+    for i, (header, *values) in enumerate(columns):
+        cells = [_fmt(v) for v in values]
+        if i == 0 and header == "run":
+            cells = [_short(c, LABEL_WIDTH, keep_end=True) for c in cells]
+        else:
+            cells = [_short(c, CELL_WIDTH) for c in cells]
+        texts[i] = [header, *cells]
+    left_out: list[str] = []
+
+    def total() -> int:
+        return sum(max(len(c) for c in texts[i]) + 3 for i in shown) + 1
+
+    key_columns = [i for i in range(first_key, first_key + len(keys))] if keys else []
+    title = ""
+    if total() > width:  # `optim.lr` -> `lr`, `best val/acc` -> `best` (named in a title)
+        title = f"best and final: {monitor}\n"
+        for i, header in enumerate(headers):
+            texts[i][0] = (
+                _short_key(header, keys) if i in key_columns else _short_header(header, monitor)
+            )
+    while total() > width and key_columns:
+        emptiest = max(reversed(key_columns), key=lambda i: texts[i][1:].count("-"))
+        key_columns.remove(emptiest)
+        shown.remove(emptiest)
+        left_out.append(headers[emptiest])
+    text = title + markdown(
+        [texts[i][0] for i in shown],
+        [[texts[i][r] for i in shown] for r in range(1, len(body) + 1)],
+    )
+    if left_out:
+        note = (
+            f"({len(left_out)} more varying key(s) not shown: {', '.join(left_out[:6])}"
+            f"{', …' if len(left_out) > 6 else ''}; `athanor report --wide` shows every column)"
+        )
+        text += textwrap.fill(note, width, break_long_words=False) + "\n"
+    return text
+
+
 def markdown(headers: list[str], body: list[list[Any]]) -> str:
     cells = [headers, *[[_fmt(v) for v in row] for row in body]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -253,8 +336,9 @@ def plot_curves(path: Path, rows: list[RunRow], monitor: str) -> None:
     plt.close(fig)
 
 
-def report(root: Path, *, plot: bool = False) -> str | None:
-    """Write report.csv / report.md (and report.png) into ``root``; the table, or None."""
+def report(root: Path, *, plot: bool = False, wide: bool = False) -> str | None:
+    """Write report.csv / report.md (and report.png) into ``root``; the table to print (fitted
+    to a terminal unless ``wide``), or None."""
     paths = find_runs(root)
     if not paths:
         return None
@@ -262,6 +346,7 @@ def report(root: Path, *, plot: bool = False) -> str | None:
     headers, body, monitor = build_table(rows)
     text = markdown(headers, body)
     folded = folded_tables(rows)
+    printed = text if wide else terminal_table(headers, body, varying_keys(rows), monitor)
     if folded is None:
         write_csv(root / "report.csv", headers, body)
         (root / "report.md").write_text(f"# Runs under {root}\n\n{text}")
@@ -269,6 +354,8 @@ def report(root: Path, *, plot: bool = False) -> str | None:
         md_headers, md_body, csv_headers, csv_body = folded
         runs = text
         text = markdown(md_headers, md_body)
+        keys = [k for k in varying_keys(rows) if k != SEED_KEY]
+        printed = text if wide else terminal_table(md_headers, md_body, keys, monitor)
         write_csv(root / "report.csv", csv_headers, csv_body)
         write_csv(root / "report_runs.csv", headers, body)
         (root / "report.md").write_text(
@@ -277,4 +364,4 @@ def report(root: Path, *, plot: bool = False) -> str | None:
         )
     if plot:
         plot_curves(root / "report.png", rows, monitor)
-    return text
+    return printed

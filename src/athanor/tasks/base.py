@@ -25,6 +25,12 @@ class TargetInfo:
     width: int | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
+    # float targets over the training split: their range, and whether every value is 0 or 1
+    low: float | None = None
+    high: float | None = None
+    binary: bool = False
+    column: str | None = None  # the table column the targets come from
+    names: list[str] | None = None  # the class names, when the data has them
 
 
 class Task:

@@ -54,9 +54,9 @@ class MultiLabel(Task):
     fitting_metrics = frozenset({"map", "f1"})
     monitor, mode = "val/map", "max"
 
-    def __init__(self, threshold: float):
+    def __init__(self, threshold: float, soft_labels: bool = False):
         super().__init__()
-        self.threshold = threshold
+        self.threshold, self.soft_labels = threshold, soft_labels
 
     def bind(self, info: TargetInfo) -> int:
         if info.integer:
@@ -64,8 +64,22 @@ class MultiLabel(Task):
                 "task=multilabel needs multi-hot float targets [K] (1.0 for each label present), "
                 "but the targets are class indices: use task=classification."
             )
+        if info.low is not None and not (info.binary or self._soft_fits(info)):
+            raise ConfigError(
+                f"task=multilabel needs multi-hot targets of 0 or 1, but the training targets "
+                f"range from {info.low:g} to {info.high:g}"
+                + (
+                    ". Soft labels must lie in [0, 1]."
+                    if self.soft_labels
+                    else ". Fix the targets, or pass task.soft_labels=true for soft labels in "
+                    "[0, 1]."
+                )
+            )
         self.num_outputs = int(info.width or 0)
         return self.num_outputs
+
+    def _soft_fits(self, info: TargetInfo) -> bool:
+        return self.soft_labels and 0.0 <= float(info.low) and float(info.high) <= 1.0
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.sigmoid()
@@ -91,6 +105,14 @@ class Regression(Task):
         self.mean = self.std = torch.zeros(0)
 
     def bind(self, info: TargetInfo) -> int:
+        if info.integer and info.column is not None:
+            shown = ", ".join(repr(n) for n in (info.names or [])[:3])
+            raise ConfigError(
+                f"task=regression needs numeric targets, but data.target={info.column} holds "
+                f"classes ({shown}, ...): text, or whole numbers read as classes. Choose a numeric "
+                "column with data.target=, pass data.target_type=float for whole numbers, or use "
+                "task=classification."
+            )
         if info.integer and info.width is None:
             raise ConfigError(
                 "task=regression needs float targets, but the targets are integer class "
@@ -151,9 +173,10 @@ def classification() -> Task:
 
 
 @TASKS.register("multilabel")
-def multilabel(*, threshold: Threshold = 0.5) -> Task:
-    """Multi-hot targets, one sigmoid per class: val/map (macro AP) and val/f1 at the threshold."""
-    return MultiLabel(threshold)
+def multilabel(*, threshold: Threshold = 0.5, soft_labels: bool = False) -> Task:
+    """Multi-hot targets, one sigmoid per class: val/map (macro AP) and val/f1 at the threshold.
+    Targets must be 0 or 1; ``soft_labels`` admits any value in [0, 1]."""
+    return MultiLabel(threshold, soft_labels)
 
 
 @TASKS.register("regression")

@@ -5,6 +5,11 @@ predictions and metrics are, and what a fresh model's loss should be."""
 from __future__ import annotations
 
 from athanor.config.groups import TaskOptions
-from athanor.registry import Registry
+from athanor.registry import Contract, Registry
+from athanor.tasks.base import Task
 
-TASKS: Registry = Registry("task", options=TaskOptions)
+TASKS: Registry = Registry(
+    "task",
+    options=TaskOptions,
+    returns=Contract("an athanor Task", lambda built: isinstance(built, Task)),
+)
