@@ -281,7 +281,7 @@ def test_an_optuna_study_resumes_on_sqlite_with_new_trials(tmp_path):
     assert re.fullmatch(r"1_[0-9a-f]{8}", run.name), run.name
     manifest = json.loads((tmp_path / "outputs" / "b" / "sweep_manifest.json").read_text())
     (entry,) = [e for e in manifest["jobs"].values() if e["folder"].endswith(run.name)]
-    for key, value in trials[1].params.items():
+    for key in trials[1].params:
         assert any(o.startswith(f"{key}=") for o in entry["overrides"]), (key, entry)
         assert any(a.startswith(f"{key}=") for a in summary["argv"]), summary["argv"]
     assert "best trial #" in second.output and "| completed" in second.output
