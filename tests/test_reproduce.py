@@ -150,7 +150,7 @@ def test_provenance_names_project_files_presets_group_defaults_and_overrides(
 
 def test_a_resumed_runs_provenance_names_its_saved_config(train, tmp_path):
     run = train(*TINY).run_dir
-    train(f"resume={run}", "trainer.max_steps=8", "logger.progress=plain")
+    train(f"resume={run}", "trainer.epochs=2", "trainer.max_steps=8", "logger.progress=plain")
     provenance = yaml.safe_load((run / "provenance.yaml").read_text())
     assert provenance["optim.lr"]["from"] == f"resume's saved config ({run})"
     assert provenance["trainer.max_steps"] == {

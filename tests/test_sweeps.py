@@ -216,7 +216,7 @@ def test_report_folds_seeds_into_mean_std_and_n_and_marks_the_best(tmp_path):
     for i, ((lr, seed), acc) in enumerate(accs.items()):
         _fake_run(tmp_path / f"{i}_x", [f"optim.lr={lr}", f"seed={seed}"], [acc - 0.1, acc])
     _fake_run(tmp_path / "9_x", ["optim.lr=0.1", "seed=3"], [], status="failed")  # no value
-    result = cli("athanor", "report", str(tmp_path), cwd=tmp_path)
+    result = cli("athanor", "report", str(tmp_path), "--wide", cwd=tmp_path)  # values whole
     lines = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
     assert len(lines) == 2, result.stdout  # one row per configuration, not per run
     best, other = lines

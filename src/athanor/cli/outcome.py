@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +51,8 @@ def record_failure(run_dir: Path, reason: str) -> None:
     """summary.json says `failed` with the reason, also for a run that failed while it was
     being built (the user's builder or Dataset raised before the record started)."""
     from athanor.distributed import env_dist
-    from athanor.record.folder import RunDir, write_json_atomic
-    from athanor.record.record import correct_outcome
+    from athanor.record.folder import RunDir
+    from athanor.record.record import RunRecord, correct_outcome
     from athanor.record.scratch import is_scratch
 
     run = RunDir(run_dir)
@@ -63,11 +62,7 @@ def record_failure(run_dir: Path, reason: str) -> None:
         if run.read_summary().get("status") == "failed":
             correct_outcome(run, "failed", reason)
         return
-    run.path.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    # never_started: the folder holds no run to continue, so a rerun in it is welcome
-    failed = {"status": "failed", "started": started, "error": reason, "never_started": True}
-    write_json_atomic(run.summary, failed)
+    RunRecord(run).failed_before_start(reason)
 
 
 # file-system refusals that name a path: a place the user chose that cannot be read or written

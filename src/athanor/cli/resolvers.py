@@ -69,19 +69,14 @@ def hydra_subdir(resume: str | None = None) -> str:
     return ".hydra"
 
 
-# a sweep job's folder is `<job number>_<its overrides>` while they read at a glance; longer (an
-# Optuna trial's floats at full precision, many keys) `<job number>_<short hash>`: the full
-# overrides are in the sweep's manifest and in the job's own summary.json (`argv`)
-READABLE_OVERRIDES = 60
-
-
-def slug(text: str) -> str:
+def slug(text: str, sweeper: str = "") -> str:
     """A sweep job's folder name from Hydra's override_dirname: file-name safe (no nested folders
-    from paths), and a short hash of the overrides when they are too long to read."""
-    safe = "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in str(text))
-    if len(safe) <= READABLE_OVERRIDES:
-        return safe or "default"
-    return hashlib.sha1(str(text).encode()).hexdigest()[:8]
+    from paths). An Optuna trial's overrides (its sampled floats at full precision, every key of
+    the search space) make no name to read: a trial is `<trial number>_<short hash>`, its full
+    overrides being in the sweep's manifest and the job's own summary.json (`argv`)."""
+    if sweeper.endswith("OptunaSweeper"):
+        return hashlib.sha1(str(text).encode()).hexdigest()[:8]
+    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in str(text))[:150] or "default"
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,14 @@ class RunRecord:
         self.summary.status, self.summary.error = status, error
         self._write()
 
+    def failed_before_start(self, reason: str) -> None:
+        """A run that failed while being built (the user's builder or Dataset raised before
+        ``start``): summary.json says `failed` with the reason, and that the folder holds no run
+        to continue (a rerun into it is welcome)."""
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        self.summary = Summary(status="failed", started=_now(), error=reason, never_started=True)
+        self._write()
+
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -75,6 +75,12 @@ class Summary:
     slurm: dict[str, Any] | None = _doc(
         "the SLURM job: job_id, raw_job_id, array_index, restart_count, node (null outside SLURM)"
     )
+    compiled: dict[str, Any] | None = _doc(
+        "trainer.compile=regional: the blocks compiled and compile_s, the seconds it cost"
+    )
+    never_started: bool = _doc(
+        "the run failed while being built: its folder holds no run to continue", False
+    )
     rerun: dict[str, Any] = _doc(
         "what a re-run needs: device, determinism, and the files beside (config, patch, "
         "data fingerprint)",
