@@ -1,8 +1,8 @@
 """The folder row's baseline (scripts/bench.py --rows folder): the torchvision reference recipe
 (`references/classification/train.py`) cut to its loop, on a folder of PNGs the bench writes.
 
-ImageFolder (PIL) + RandomResizedCrop + flip + ToTensor + Normalize in DataLoader workers, a
-torchvision resnet18, SGD with per-step cosine, a validation pass (Resize + CenterCrop) every
+ImageFolder (PIL) + RandomResizedCrop + flip + ToTensor + Normalize in DataLoader workers (the
+reference's DataLoader arguments: no persistent workers), a torchvision resnet18, SGD with per-step cosine, a validation pass (Resize + CenterCrop) every
 epoch, last weights saved each epoch. It prints one JSON line per epoch: what someone would write
 without a runner, at the settings athanor's side is given.
 """
@@ -47,7 +47,8 @@ def loaders(root: Path, size: int, batch_size: int, workers: int) -> tuple[DataL
     val_tf = T.Compose([T.Resize(round(size / 0.875)), T.CenterCrop(size), *normalize])
     train = torchvision.datasets.ImageFolder(str(root / "train"), train_tf)
     val = torchvision.datasets.ImageFolder(str(root / "val"), val_tf)
-    common = {"batch_size": batch_size, "num_workers": workers, "persistent_workers": workers > 0}
+    # the reference's DataLoader arguments: its workers start afresh each epoch and each pass
+    common = {"batch_size": batch_size, "num_workers": workers}
     return (
         DataLoader(train, shuffle=True, drop_last=True, **common),
         DataLoader(val, shuffle=False, **common),
