@@ -473,6 +473,53 @@ def subprocess_rows(epochs: int, threshold: float, reps: int) -> list[Row]:
     return [startup, accuracy, memory]
 
 
+# -- 8. the folder path against the torchvision reference recipe ---------------------------------
+def athanor_folder(cwd: Path, root: Path, epochs: int) -> None:
+    run_child(
+        [
+            sys.executable,
+            "-m",
+            "athanor.train",
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.image_size=32",
+            "model=resnet18",
+            "augment=imagenet",  # RandomResizedCrop + flip; validation Resize + CenterCrop
+            "optim=sgd",  # lr 0.1, momentum 0.9, wd 5e-4, per-step cosine: the hand loop's
+            "data.batch_size=32",
+            "data.num_workers=2",
+            f"trainer.epochs={epochs}",
+            "logger.progress=plain",
+            f"hydra.run.dir={cwd / f'run_{time.monotonic_ns()}'}",
+        ],
+        cwd,
+    )
+
+
+def folder_path(epochs: int, per_class: tuple[int, int], reps: int) -> Row:
+    """Whole processes, spawn to exit: `train data=imagefolder` against the torchvision reference
+    recipe's loop (scripts/bench_folder.py) on the same folder of 32 px PNGs, 10 classes."""
+    import bench_folder
+
+    byte_compile_sources()
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd, root = Path(tmp), Path(tmp) / "pngs"
+        bench_folder.write_pngs(root, 10, *per_class)
+        script = [sys.executable, str(ROOT / "scripts" / "bench_folder.py"), str(root)]
+        hand_cmd = [*script, f"--epochs={epochs}", f"--out={cwd / 'hand_last.pt'}"]
+        ours, hand = alternating(
+            reps,
+            lambda: _timed(lambda: athanor_folder(cwd, root, epochs)),
+            lambda: _timed(lambda: run_child(hand_cmd, cwd)),
+        )
+    images = 10 * sum(per_class)
+    details = {"epochs": epochs, "pngs": images, "athanor_s": ours, "hand_loop_s": hand}
+    name = f"folder of {images} PNGs, resnet18, 32 px, batch 32, 2 workers ({epochs} epochs)"
+    label = "torchvision reference loop"
+    baseline, figure = statistics.median(hand), statistics.median(ours)
+    return compare(name, "s", label, baseline, figure, higher=False, limit=1.0, details=details)
+
+
 # -- 5. checkpoint cost ---------------------------------------------------------------------------
 def training_state(arch: str) -> dict:
     """A real training state: model weights and SGD momentum after one step."""

@@ -27,6 +27,7 @@ ROWS = (
     "peak RSS",
     "activation checkpointing (resnet18, batch 8, 32 px): activations kept",
     "activation checkpointing (resnet18, batch 8, 32 px): step time",
+    "folder of 60 PNGs",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -34,7 +35,6 @@ from athanor.engine.build import (
 from athanor.engine.ema import Ema
 from athanor.engine.eval_pass import validation_loss
 from athanor.engine.regions import checkpoint_activations, compile_regions
-from athanor.engine.sharding import ShardedState, shard_model
 from athanor.engine.speed import CompiledOrEager, to_channels_last
 from athanor.engine.state import Counter, ModelState, Progress, RngState, Stateful, TrainState
 from athanor.engine.step import Models, Objective, Stepper, warn_precision
@@ -46,6 +46,9 @@ from athanor.optim.schedulers import Schedule
 from athanor.record.resume import OptimizerState, ScheduleState
 from athanor.seeding import seed_everything, set_determinism
 from athanor.tasks import Task
+
+if TYPE_CHECKING:  # imported by fsdp runs only: see _sharded_state
+    from athanor.engine.sharding import ShardedState
 
 log = logging.getLogger("athanor")
 
@@ -171,9 +174,18 @@ def build_parts(config: Config, settings: RunSettings, d: Dist, device: torch.de
         params={"total": total, "trainable": trainable},
         prepare=prepare,
         task=task,
-        shards=ShardedState(model, optimizer) if sharded else None,
+        shards=_sharded_state(model, optimizer) if sharded else None,
         compiled=compiled,
     )
+
+
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> ShardedState:
+    """The fsdp run's checkpoint state. engine/sharding.py is imported by fsdp runs only: its
+    torch.distributed.checkpoint and fsdp imports cost every other run ~1 s of start-up (2.3 s on
+    a busy 2-core machine), a tenth of a short folder run (scripts/bench.py --rows folder)."""
+    from athanor.engine.sharding import ShardedState
+
+    return ShardedState(model, optimizer)
 
 
 def bind_task(cfg: Config, bundle: DataBundle, device: torch.device) -> Task:
@@ -217,6 +229,8 @@ def wrap_model(
     compiled = compile_regions(model, found) if t.compile == "regional" else None
     train_model = model
     if d.enabled and strategy == "fsdp":
+        from athanor.engine.sharding import shard_model  # see _sharded_state
+
         model = train_model = shard_model(model, found, t.precision, device, d.world)
     elif d.enabled:
         if t.sync_bn and device.type != "cuda":

@@ -16,7 +16,6 @@ from athanor.distributed import Dist
 from athanor.engine.loop import Loop, RunHooks
 from athanor.engine.parts import Parts, train_state
 from athanor.engine.regions import compile_cost
-from athanor.engine.sharding import consolidated_weights
 from athanor.engine.state import Progress
 from athanor.metrics.monitor import Monitor
 from athanor.observe.reporter import Reporter
@@ -49,6 +48,14 @@ def checkpoint_policy(settings: CheckpointSettings, parts: Parts) -> CheckpointS
     )
     # best.pt then links to the step file rather than holding a second copy of the weights
     return dataclasses.replace(settings, best_weights_only=not short, keep_steps=1)
+
+
+def _consolidated_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An fsdp model's full weights (engine/sharding.py, imported by fsdp runs only: see
+    engine/parts.py's _sharded_state)."""
+    from athanor.engine.sharding import consolidated_weights
+
+    return consolidated_weights(model)
 
 
 class TrainingRun:
@@ -180,7 +187,7 @@ class TrainingRun:
                 if sharded is not None:  # every rank: its shards, then (best) the joined weights
                     checkpointer.wait()  # the previous save's pruning is done with the folder
                     sharded.write(self.run.checkpoints, p.step)
-                    weights = consolidated_weights(parts.model) if best else None
+                    weights = _consolidated_weights(parts.model) if best else None
                 # the state only where it is written (not on other ranks, nor with checkpoints off)
                 if checkpointer.active:
                     checkpoint = {
@@ -194,7 +201,7 @@ class TrainingRun:
         loop = Loop(parts, self.reporter, hooks)
         metrics = loop.fit(self.progress)
         if sharded is not None:  # evaluate, export and model.weights read plain tensors
-            weights = consolidated_weights(parts.model)
+            weights = _consolidated_weights(parts.model)
             state = self.state.state_dict()  # the weights-only parts: progress, task
             checkpoint = {"config": self.config, "data": data_spec, "state": state}
             path = checkpointer.save_consolidated(checkpoint, weights)
