@@ -137,6 +137,23 @@ def cli(
     return result
 
 
+def run_script(
+    name: str, *args: str, cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<name> <args>`` with this checkout's src, as a user would; it must exit 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
     with socket.socket() as s:

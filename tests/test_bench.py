@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from athanor.engine.build import validate
-from conftest import FAST, ROOT, compose
+from conftest import FAST, ROOT, compose, run_script
 
 ROWS = (
     "runner overhead (simple_cnn",
@@ -34,16 +31,7 @@ ROWS = (
 @pytest.mark.slow
 def test_bench_quick_writes_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_script("bench.py", "--quick", "--out", str(out), cwd=tmp_path, timeout=900)
     record = json.loads(out.read_text())
     assert record["quick"] is True and record["command"].endswith("--quick --out " + str(out))
     names = [row["name"] for row in record["rows"]]

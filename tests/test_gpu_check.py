@@ -4,14 +4,12 @@ come out, and a failing path makes the script exit 1 with the failure in its row
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -21,16 +19,7 @@ import gpu_check  # noqa: E402
 @pytest.mark.slow
 def test_cpu_smoke_runs_every_path(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu-smoke", "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_script("gpu_check.py", "--cpu-smoke", "--out", str(out), cwd=tmp_path, timeout=1500)
     record = json.loads(out.read_text())
     assert record["mode"] == "cpu-smoke" and record["processes"] == 2
     assert [r["path"] for r in record["results"]] == list(gpu_check.PATHS)
