@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import FAST, ROOT
+from conftest import FAST, ROOT
 
 USER_MODULE = """
 import torch
@@ -311,7 +311,7 @@ def test_evaluate_names_the_columns_a_table_run_did_not_train_on(train, tmp_path
     frame = pd.read_csv(tmp_path / "houses.csv").drop(columns=["rooms"])
     frame["floor"] = 1.0
     frame.to_csv(tmp_path / "other.csv", index=False)
-    from tests.conftest import cli
+    from conftest import cli
 
     result = cli(
         "athanor.evaluate", f"ckpt={done.run_dir}", "data.path=other.csv", cwd=tmp_path, expect=2
