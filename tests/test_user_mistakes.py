@@ -477,13 +477,25 @@ def test_the_readme_preemption_demo_is_killed_and_exits_130(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_dataset_that_raises_in_a_ddp_worker_is_framed_the_same(train, project):
+@pytest.mark.parametrize(
+    ("overrides", "first", "frame"),
+    [
+        (
+            ["data=raises_at_5", "model=mlp"],
+            "ValueError reading item 5 of the train split (RaisesAt5",
+            "in __getitem__",
+        ),
+        (["data=digits", "model=bad_forward"], "BadForward.helper (", "in helper"),
+        (["data=digits", "model=mlp", "loss=exploding"], "ExplodingLoss.forward (", "in forward"),
+    ],
+    ids=["dataset", "model_forward", "loss"],
+)
+def test_the_users_code_raising_in_a_ddp_worker_is_framed_the_same(
+    train, project, overrides, first, frame
+):
     """Under distributed.nproc_per_node=2 the worker's error travels home: the launcher loads
-    the user's code before it validates, and the parent shows the user's traceback once."""
-    result = run(
-        train, project, "data=raises_at_5", "model=mlp", "distributed.nproc_per_node=2", expect=1
-    )
-    assert_users_traceback(
-        result, "ValueError reading item 5 of the train split (RaisesAt5", "in __getitem__"
-    )
+    the user's code before it validates, and the parent shows the user's traceback once, for
+    their Dataset, their model's forward and their loss alike."""
+    result = run(train, project, *overrides, "distributed.nproc_per_node=2", expect=1)
+    assert_users_traceback(result, first, frame)
     assert result.stderr.count("Error in your code") == 1

@@ -37,6 +37,7 @@ from athanor.errors import (
     InterruptedRun,
     PeerFailed,
     UserCodeError,
+    as_user_code,
     kind_of,
     user_traceback,
 )
@@ -179,16 +180,23 @@ def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
         kind, code = "SystemExit", err.code if isinstance(err.code, int) else EXIT_FAILED
     elif isinstance(err, KeyboardInterrupt):
         kind, code = "InterruptedRun", EXIT_INTERRUPTED
-    elif isinstance(err, UserCodeError):  # their traceback travels in the message
-        kind, code, err = "UserCodeError", EXIT_FAILED, _with_traceback(err)
+    elif (kind := kind_of(err)) is not None:  # an expected error: its kind's exit code
+        code = ERROR_KINDS[kind].exit_code
+    elif (framed := _framed(err)) is not None:  # their traceback travels in the message
+        kind, code, err = "UserCodeError", EXIT_FAILED, _with_traceback(framed)
     else:
-        kind = kind_of(err) or "Exception"
-        code = ERROR_KINDS[kind].exit_code if kind in ERROR_KINDS else EXIT_FAILED
+        kind, code = "Exception", EXIT_FAILED
     message = (
         str(err) if kind in (*ERROR_KINDS, "UserCodeError") else f"{type(err).__name__}: {err}"
     )
     outcome = {"rank": rank, "kind": kind, "message": message}
     return {**outcome, "traceback": traceback.format_exc().rstrip()}, code
+
+
+def _framed(err: BaseException) -> UserCodeError | None:
+    """A failure in the user's own code (a builder or Dataset already framed, or their model's
+    forward or loss raising inside the step), as a one-process run frames it; else None."""
+    return err if isinstance(err, UserCodeError) else as_user_code(err)
 
 
 def _with_traceback(err: UserCodeError) -> UserCodeError:
