@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import FAST, ROOT
 
 USER_MODULE = """
