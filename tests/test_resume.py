@@ -40,9 +40,13 @@ def files(run: Path) -> dict[str, bytes]:
 def test_bad_resume_targets_are_one_paragraph_errors_and_change_nothing(finished, tmp_path):
     before = files(finished)
     (tmp_path / "notes.pt").write_text("not a checkpoint")
+    # a last.pt cut short: torch's reason, in one whole sentence without its paragraph of advice
+    (tmp_path / "cut.pt").write_bytes((finished / "checkpoints" / "last.pt").read_bytes()[:999])
     cases = {
         str(tmp_path / "missing"): "does not exist",
         str(tmp_path / "notes.pt"): "damaged or not a torch checkpoint",
+        str(tmp_path / "cut.pt"): "(RuntimeError: PytorchStreamReader failed reading zip archive: "
+        "failed finding central directory).",
     }
     for target, message in cases.items():
         result = cli("athanor.train", *TINY, f"resume={target}", cwd=tmp_path, expect=2)

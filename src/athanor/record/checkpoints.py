@@ -102,6 +102,17 @@ def _link_atomic(target: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
+def _first_sentence(err: Exception) -> str:
+    """What a loader's error says went wrong, in one sentence of at most 200 characters. torch
+    wraps it in paragraphs of advice: the zip reader's reason comes first, the weights-only
+    unpickler's after "WeightsUnpickler error:"."""
+    _, unpickler, reason = str(err).partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (reason if unpickler else str(err)).splitlines()]
+    text = next((line for line in lines if line), "unreadable")
+    end = text.find(". ")
+    return (text if end < 0 else text[: end + 1])[:200].rstrip(".")
+
+
 def load_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load one checkpoint (weights only: plain tensors and Python data), or raise ConfigError.
     A weights-only best.pt (checkpoint.best_weights_only) is refused: resume uses last.pt."""
@@ -110,9 +121,9 @@ def load_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # truncated, corrupt, or not a torch file at all
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
         raise ConfigError(
-            f"{path} is damaged or not a torch checkpoint ({type(err).__name__}: {first[:200]})."
+            f"{path} is damaged or not a torch checkpoint "
+            f"({type(err).__name__}: {_first_sentence(err)})."
         ) from err
     version = state.get("format_version") if isinstance(state, dict) else None
     if isinstance(version, int) and version < FORMAT_VERSION:
