@@ -157,3 +157,28 @@ def test_a_resumed_runs_provenance_names_its_saved_config(train, tmp_path):
         "value": 8,
         "from": "command line (trainer.max_steps=8)",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "words"),
+    [
+        ("config.yaml", b"optim: [1,\n", "config.yaml, line 2, column 1: not valid YAML"),
+        ("config.yaml", b"- 1\n", "config.yaml is damaged: it holds a list"),
+        ("config.yaml", b"\xff\xfe", "config.yaml is damaged: byte 0 is not UTF-8"),
+        (".hydra/overrides.yaml", b"- [a\n", "overrides.yaml, line 2, column 1: not valid YAML"),
+    ],
+    ids=["not_yaml", "not_a_mapping", "not_text", "overrides"],
+)
+def test_a_damaged_run_file_is_named_by_reproduce_and_diff(train, tmp_path, name, damage, words):
+    """A run folder's YAML edited by hand or cut short: `reproduce` and `diff` name the file
+    (and the line), exit 2 without a traceback, and leave the folder as it was."""
+    run = train(*TINY).run_dir
+    (run / name).write_bytes(damage)
+    before = sorted(p.name for p in run.parent.iterdir())
+    commands = [("reproduce", str(run)), ("diff", str(run), str(run))]
+    for command in commands if name == "config.yaml" else commands[:1]:
+        result = cli("athanor", *command, cwd=tmp_path, expect=2)
+        text = " ".join(result.stderr.split())
+        assert words in text and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in run.parent.iterdir()) == before  # no re-run folder
+    assert (run / name).read_bytes() == damage

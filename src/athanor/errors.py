@@ -126,3 +126,29 @@ def user_traceback(err: UserCodeError) -> str:
         ["Traceback (most recent call last):\n", *lines]
         + traceback.format_exception_only(type(cause), cause)
     )
+
+
+# -- files the user or an earlier run wrote ----------------------------------------------------
+
+
+def yaml_message(err: BaseException, source: str | None = None) -> str | None:
+    """A YAML file that does not parse (a project's conf/ file, athanor's own, a run folder's
+    config.yaml), named with the line and column where the parser stopped (``source`` names a
+    file the parser read as a string); None when ``err`` is not a YAML error."""
+    import yaml
+
+    while err is not None and not isinstance(err, yaml.YAMLError):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return None
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = "; ".join(
+        str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part
+    )
+    if mark is None:
+        return f"A config file is not valid YAML: {problem or err}."
+    return (
+        f"{source or mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML "
+        f"({problem or err}). Fix the file there (a missing bracket, quote or colon, or a tab "
+        "for indentation, are the usual causes)."
+    )

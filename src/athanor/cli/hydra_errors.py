@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from athanor.cli.outcome import report
-from athanor.errors import EXIT_USER_ERROR
+from athanor.errors import EXIT_USER_ERROR, yaml_message
 from athanor.registry import closest
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -58,28 +58,6 @@ def config_message(err: BaseException) -> str | None:
         key = text.split("'")[1]
         return f"{key} is already in the config: set it with {key}=<value> (without the +)."
     return " ".join(part for part in (text, str(cause or "")) if part).replace("\n", " ")
-
-
-def yaml_message(err: BaseException) -> str | None:
-    """A YAML file that does not parse (a project's conf/ file, or athanor's own), named with the
-    line and column where the parser stopped; None when ``err`` is not a YAML error."""
-    import yaml
-
-    while err is not None and not isinstance(err, yaml.YAMLError):
-        err = err.__cause__ or err.__context__
-    if err is None:
-        return None
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = "; ".join(
-        str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part
-    )
-    if mark is None:
-        return f"A config file is not valid YAML: {problem or err}."
-    return (
-        f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML "
-        f"({problem or err}). Fix the file there (a missing bracket, quote or colon, or a tab "
-        "for indentation, are the usual causes)."
-    )
 
 
 def unknown_key_message(full_key: str, valid: list[str], parent: Any = None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from athanor.compare.runs import Run
 from athanor.config.flatten import flatten
+from athanor.record.folder import read_yaml
 
 # overrides of the original command line a single re-run leaves out: its folder, a resume (the
 # re-run starts from scratch) and the sweep machinery (a sweep job is re-run as one run)
@@ -47,10 +48,7 @@ def hydra_value(value: Any) -> str:
 
 def saved_overrides(run: Run) -> list[str]:
     """The run's own command-line overrides (.hydra/overrides.yaml), less DROPPED."""
-    import yaml
-
-    file = run.path / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(file.read_text()) if file.is_file() else []
+    overrides = read_yaml(run.path / ".hydra" / "overrides.yaml")
     return [o for o in overrides or [] if not o.lstrip("+~").startswith(DROPPED)]
 
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from athanor.config.flatten import flatten
 from athanor.errors import ConfigError
-from athanor.record.folder import RunDir
+from athanor.record.folder import RunDir, read_yaml
 
 # scalars that measure the machine, not the training: never compared
 UNCOMPARED = ("time", "epoch", "step", "nonfinite", "train/samples_per_s", "sys/", "hparam/")
@@ -93,7 +91,12 @@ def read_run(path: str | Path) -> Run:
             f"{path} has no config.yaml (the resolved config): it was written by an athanor "
             "older than `athanor reproduce`; re-run it with `train` first."
         )
-    config = yaml.safe_load(config_file.read_text())
+    config = read_yaml(config_file)
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{config_file} is damaged: it holds a {type(config).__name__}, not the run's config "
+            "(a mapping of groups). Restore it from a copy, or re-run the run it belongs to."
+        )
     return Run(run.path, run.read_summary(), config, run.read_metrics())
 
 

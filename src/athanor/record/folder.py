@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from athanor.errors import ConfigError
+from athanor.errors import ConfigError, yaml_message
 from athanor.record.lock import check_free
 
 
@@ -90,6 +90,24 @@ def write_text_atomic(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         err.filename = err.filename or str(path)
         raise
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file a run wrote (config.yaml, .hydra/overrides.yaml), parsed; None when it is
+    missing. A damaged one is a ConfigError naming the file, and the line and column."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_bytes().decode())
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is damaged: byte {err.start} is not UTF-8 text. Restore it from a copy, or "
+            "re-run the run it belongs to."
+        ) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_message(err, str(path))) from err
 
 
 @dataclass(frozen=True)
