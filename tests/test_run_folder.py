@@ -182,6 +182,17 @@ def test_a_run_folder_path_that_is_a_file_is_refused(train, tmp_path):
     assert afile.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_a_place_that_refuses_the_folder_is_named_for_runs_and_sweeps(train, tmp_path, mode):
+    """/proc passes the permission check (as root, too) and refuses the mkdir itself: the run
+    or sweep folder is named, with the key that moves it, instead of a traceback."""
+    target = Path("/proc") / f"athanor-{mode}-{os.getpid()}"
+    where = ("-m", f"hydra.sweep.dir={target}") if mode == "sweep" else (f"hydra.run.dir={target}",)
+    result = train(where[0], *QUICK, *where[1:], expect=2)
+    assert f"The {mode} folder {target} cannot be written" in said(result), result.output
+    assert f"hydra.{mode}.dir=<folder>" in said(result) and "Traceback" not in result.output
+
+
 def test_a_name_too_long_for_the_file_system_is_refused(train, tmp_path):
     target = tmp_path / ("x" * 300)
     result = train(*QUICK, f"hydra.run.dir={target}", expect=2)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from athanor.record.folder import check_folder, claim_new
+from athanor.record.folder import check_folder, claim_new, make_folder
 from athanor.record.lock import RunLock
 from athanor.record.names import safe_name
 from athanor.record.scratch import scratch_dir
@@ -114,7 +114,7 @@ def claim_run_folder(cfg: Any) -> Claim:
         )
         # resume=auto in a fixed folder is that folder's own run, requeued (a sweep pool's job)
         check_folder(folder, resuming=resuming or resume == "auto")
-        folder.mkdir(parents=True, exist_ok=True)  # checked writable above
+        make_folder(folder)  # checked writable above
     try:
         lock = RunLock.acquire(folder)
     except BaseException:
@@ -132,8 +132,9 @@ def claim_sweep_folder(cfg: Any) -> Path:
     if _rank() != 0:
         return Path(scratch_dir())
     if _raw(cfg.hydra.sweep, "dir").startswith(SWEEP_DIR_RESOLVER):
-        return claim_new(folder)
-    check_folder(folder, resuming=True)  # a sweep folder holds runs, not one run's record
+        return claim_new(folder, "sweep")
+    check_folder(folder, resuming=True, kind="sweep")  # it holds runs, not one run's record
+    make_folder(folder, "sweep")  # here, not in Hydra's sweeper, which would show a traceback
     return folder
 
 

@@ -46,7 +46,8 @@ def resume_command(run: Path | str, *overrides: str) -> str:
     return " ".join(["train", f"resume={shlex.quote(str(run))}", *overrides])
 
 
-FIX = "choose another folder (hydra.run.dir=<folder>) or fix the folder's permissions"
+def _fix(kind: str) -> str:
+    return f"choose another folder (hydra.{kind}.dir=<folder>) or fix the folder's permissions"
 
 
 def strict(value: Any, where: str = "", bad: list[str] | None = None) -> Any:
@@ -221,26 +222,27 @@ def _read_only(path: Path) -> bool:
         return False
 
 
-def fs_message(path: Path, err: OSError | None = None) -> str:
-    """One sentence naming the run folder, what is wrong with it and the fix."""
+def fs_message(path: Path, err: OSError | None = None, kind: str = "run") -> str:
+    """One sentence naming the run (or sweep: ``kind``) folder, what is wrong with it and the
+    fix."""
     code = err.errno if err is not None else None
     if code == errno.ENAMETOOLONG:
         return (
-            f"The run folder path {path} is too long for the file system (one name at most "
-            f"{_name_max(path)} bytes): use a shorter name= or hydra.run.dir=."
+            f"The {kind} folder path {path} is too long for the file system (one name at most "
+            f"{_name_max(path)} bytes): use a shorter name= or hydra.{kind}.dir=."
         )
     if code in (errno.ENOTDIR, errno.EEXIST):
         where = _existing_ancestor(path)
         which = "" if where == path.absolute() else f" (its parent {where} is a file)"
         return (
-            f"The run folder path {path} is a file, not a folder{which}: choose another folder "
-            f"(hydra.run.dir=<folder>) or move the file away."
+            f"The {kind} folder path {path} is a file, not a folder{which}: choose another folder "
+            f"(hydra.{kind}.dir=<folder>) or move the file away."
         )
     if code == errno.ENOSPC:
-        return f"No space left on device for the run folder {path}: free space or {FIX}."
+        return f"No space left on device for the {kind} folder {path}: free space or {_fix(kind)}."
     where = _existing_ancestor(path)
     why = "is on a read-only file system" if _read_only(where) else "is not writable"
-    return f"The run folder {path} cannot be written: {where} {why}; {FIX}."
+    return f"The {kind} folder {path} cannot be written: {where} {why}; {_fix(kind)}."
 
 
 def _name_max(path: Path) -> int:
@@ -250,16 +252,16 @@ def _name_max(path: Path) -> int:
         return 255
 
 
-def _fs_fault(path: Path) -> str | None:
+def _fs_fault(path: Path, kind: str = "run") -> str | None:
     """A file-system fault that would stop a run in ``path`` later, or None."""
     limit = _name_max(path)
     if any(len(part.encode()) > limit for part in path.parts):
-        return fs_message(path, OSError(errno.ENAMETOOLONG, "name too long"))
+        return fs_message(path, OSError(errno.ENAMETOOLONG, "name too long"), kind)
     where = _existing_ancestor(path)
     if not where.is_dir():
-        return fs_message(path, OSError(errno.ENOTDIR, "not a directory"))
+        return fs_message(path, OSError(errno.ENOTDIR, "not a directory"), kind)
     if not os.access(where, os.W_OK | os.X_OK):
-        return fs_message(path)
+        return fs_message(path, kind=kind)
     return None
 
 
@@ -274,11 +276,11 @@ def other_run(path: Path) -> str | None:
     return str(run.read_summary().get("status", "unknown")) if run.started() else "no summary"
 
 
-def check_folder(path: Path, *, resuming: bool) -> None:
+def check_folder(path: Path, *, resuming: bool, kind: str = "run") -> None:
     """Refuse, before anything is written, a run folder this run cannot or may not write (a
     fault, a live lock, another run's record). Raises ConfigError naming the folder and the way
     on."""
-    problem = _fs_fault(path)
+    problem = _fs_fault(path, kind)
     if problem:
         raise ConfigError(problem)
     check_free(path)  # a run in progress: name its process, not its record
@@ -292,11 +294,20 @@ def check_folder(path: Path, *, resuming: bool) -> None:
         )
 
 
-def claim_new(path: str | Path) -> Path:
+def make_folder(path: Path, kind: str = "run") -> None:
+    """Create a fixed run folder (and its parents) that :func:`check_folder` accepted; a place
+    that refuses all the same (/proc, a quota, a race) is a ConfigError naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(fs_message(path, err, kind)) from None
+
+
+def claim_new(path: str | Path, kind: str = "run") -> Path:
     """Create ``path`` (or ``path_1``, ``path_2``, ...) exclusively: the mkdir is the claim, so
     two runs started in the same second get two folders. Raises ConfigError on a fault."""
     base, i = Path(path), 0
-    problem = _fs_fault(base)
+    problem = _fs_fault(base, kind)
     if problem:
         raise ConfigError(problem)
     candidate = base
@@ -308,7 +319,7 @@ def claim_new(path: str | Path) -> Path:
             i += 1
             candidate = base.with_name(f"{base.name}_{i}")
         except OSError as err:
-            raise ConfigError(fs_message(candidate, err)) from None
+            raise ConfigError(fs_message(candidate, err, kind)) from None
 
 
 def disk_full_message(err: OSError, path: Path) -> str:
