@@ -177,6 +177,9 @@ def test_damaged_images_in_an_imagefolder_are_named_or_skipped(tmp_path, caplog)
     skipped = {Path(s["file"]).name: s for s in bundle.skipped_files}
     assert set(skipped) == {"1.png", "2.png"}
     assert "empty" in skipped["2.png"]["reason"] and "decoded" in skipped["1.png"]["reason"]
+    # the decoder's reason, quoted whole: no C++ source location, not cut off mid-word
+    reason = skipped["1.png"]["reason"]
+    assert ".cpp:" not in reason and reason.endswith(")") and len(reason) < 240, reason
 
 
 def test_a_run_lists_the_files_it_skipped_in_its_summary(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import site
 import sysconfig
 import traceback
@@ -126,6 +127,26 @@ def user_traceback(err: UserCodeError) -> str:
         ["Traceback (most recent call last):\n", *lines]
         + traceback.format_exception_only(type(cause), cause)
     )
+
+
+# -- a library's error, quoted ---------------------------------------------------------------
+
+# a C++ source location that torch's and torchvision's errors start with ("decode_image,
+# /__w/vision/.../decode_image.cpp:61, "): where their code raised, nothing the user can act on
+_SOURCE_LOCATION = re.compile(r"^\(?[\w:()<>~]+, \S+\.(?:cpp|cc|cu|h|hpp):\d+,\s*")
+
+
+def short_reason(text: str, limit: int = 200) -> str:
+    """The reason a library's error gives, quoted inside one of athanor's sentences: its first
+    line and first sentence, without a C++ source location, cut at a word (with "...") rather
+    than mid-word when it is still longer than ``limit``."""
+    lines = (_SOURCE_LOCATION.sub("", line.strip()) for line in text.splitlines())
+    first = next((line for line in lines if line), "")
+    end = first.find(". ")
+    sentence = (first if end < 0 else first[: end + 1]).rstrip(".")
+    if len(sentence) <= limit:
+        return sentence
+    return sentence[: sentence.rfind(" ", 0, limit - 3)].rstrip(",;:") + "..."
 
 
 # -- files the user or an earlier run wrote ----------------------------------------------------

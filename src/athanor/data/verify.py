@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from athanor.errors import ConfigError
+from athanor.errors import ConfigError, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,7 @@ def check_file(path: str, decode: Callable[[str], Any]) -> str | None:
             return "the file is empty (0 bytes)"
         decode(path)
     except Exception as err:  # any decoder failure (RuntimeError, OSError, PIL's errors)
-        text = " ".join(str(err).split()) or type(err).__name__
-        return f"it cannot be decoded ({text[:200]})"
+        return f"it cannot be decoded ({short_reason(str(err)) or type(err).__name__})"
     return None
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from athanor.config.settings import CheckpointSettings
-from athanor.errors import CheckpointSaveError, ConfigError
+from athanor.errors import CheckpointSaveError, ConfigError, short_reason
 from athanor.record import shards
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,11 @@ def _link_atomic(target: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
-def _first_sentence(err: Exception) -> str:
-    """What a loader's error says went wrong, in one sentence of at most 200 characters. torch
-    wraps it in paragraphs of advice: the zip reader's reason comes first, the weights-only
-    unpickler's after "WeightsUnpickler error:"."""
+def _loader_reason(err: Exception) -> str:
+    """What torch.load's error says went wrong: torch wraps the weights-only unpickler's reason
+    in paragraphs of advice, after "WeightsUnpickler error:"."""
     _, unpickler, reason = str(err).partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (reason if unpickler else str(err)).splitlines()]
-    text = next((line for line in lines if line), "unreadable")
-    end = text.find(". ")
-    return (text if end < 0 else text[: end + 1])[:200].rstrip(".")
+    return short_reason(reason if unpickler else str(err)) or "unreadable"
 
 
 def load_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -123,7 +119,7 @@ def load_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     except Exception as err:  # truncated, corrupt, or not a torch file at all
         raise ConfigError(
             f"{path} is damaged or not a torch checkpoint "
-            f"({type(err).__name__}: {_first_sentence(err)})."
+            f"({type(err).__name__}: {_loader_reason(err)})."
         ) from err
     version = state.get("format_version") if isinstance(state, dict) else None
     if isinstance(version, int) and version < FORMAT_VERSION:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from athanor.errors import ConfigError
+from athanor.errors import ConfigError, short_reason
 from athanor.record.folder import RunDir, write_json_atomic
 
 log = logging.getLogger("athanor.sweep")
@@ -90,7 +90,7 @@ class Manifest:
             "from the %d job folder(s) with a record (%s).",
             self.path,
             type(err).__name__,
-            str(err)[:200],
+            short_reason(str(err)),
             kept.name,
             len(entries),
             ", ".join(f"job {e.index} {e.status}" for e in entries) or "none",
