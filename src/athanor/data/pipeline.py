@@ -96,11 +96,9 @@ def build_loaders(
             split = getattr(bundle, name)
             if split is not None:
                 setattr(bundle, name, load_into_memory(split, bundle.image_size, options))
-    train_split = bundle.train
-    if overfit_batches:
-        # a few fixed batches, no augmentation: the model must be able to memorize them
-        train_split = train_split.subset(overfit_batches * options.batch_size)
-        augmentation, mixer = Augmentation(sample_val=augmentation.sample_val), None
+    train_split, augmentation, mixer = _overfit(
+        bundle.train, augmentation, mixer, overfit_batches * options.batch_size
+    )
     train_order = _train_order(train_split, options, seed, d, shuffle=not overfit_batches)
     normalize = Normalize(bundle.mean, bundle.std, device)
     train_batches = DeviceBatches(normalize, augmentation, mixer, seed, device)
@@ -140,6 +138,15 @@ def evaluation_loaders(
     )
 
 
+def _overfit(split, augmentation: Augmentation, mixer, samples: int):
+    """trainer.overfit_batches: the first ``samples`` items (0: all, as they are) and no
+    augmentation or mixing, so the model must be able to memorize those few fixed batches.
+    -> (split, augmentation, mixer)."""
+    if not samples:
+        return split, augmentation, mixer
+    return split.subset(samples), Augmentation(sample_val=augmentation.sample_val), None
+
+
 def _train_order(split, options: DataOptions, seed: int, d: Dist, *, shuffle: bool) -> EpochOrder:
     """The training order: seeded per epoch, sharded across ranks, weighted when asked."""
     weights = _sample_weights(split) if options.sampler == "weighted" else None
@@ -176,10 +183,9 @@ def plain_loaders(
     batches' image input goes through the batch augmentations and mixing."""
     normalize = PlainNormalize(bundle.mean, bundle.std, bundle.info.get("input_shape", ()), device)
     loss_targets = task.loss_targets if task is not None else (lambda t: t)
-    train_split = bundle.train
-    if overfit_batches:  # a few fixed batches, no augmentation: the model must memorize them
-        train_split = train_split.subset(overfit_batches * options.batch_size)
-        augmentation, mixer = Augmentation(), None
+    train_split, augmentation, mixer = _overfit(
+        bundle.train, augmentation, mixer, overfit_batches * options.batch_size
+    )
     train_order = _train_order(train_split, options, seed, d, shuffle=not overfit_batches)
     augment = _plain_augment(bundle, augmentation, mixer, normalize, seed=seed, device=device)
 
