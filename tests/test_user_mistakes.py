@@ -78,6 +78,19 @@ def nan_target():
     return TensorDataset(torch.randn(64, 4), y), TensorDataset(torch.randn(64, 4), y)
 
 
+class DictInputs(Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return {"features": torch.randn(4)}, i % 3
+
+
+@DATASETS.register("dict_inputs")
+def dict_inputs():
+    return DictInputs(), DictInputs()
+
+
 @DATASETS.register("a_list")
 def a_list():
     return [1, 2, 3]
@@ -131,7 +144,15 @@ def a_list_opt(params, *, lr: float = 0.1):
 """
 
 GROUPS = {
-    "data": ["raises_at_5", "ragged", "label_10", "multihot", "nan_target", "a_list"],
+    "data": [
+        "raises_at_5",
+        "ragged",
+        "label_10",
+        "multihot",
+        "nan_target",
+        "a_list",
+        "dict_inputs",
+    ],
     "model": ["boom", "bad_forward", "a_dict"],
     "loss": ["exploding", "an_int"],
     "optim": ["a_list_opt"],
@@ -206,6 +227,15 @@ def test_a_model_forward_that_raises_names_the_function(train, project):
 def test_a_loss_that_raises_during_training_fails_the_run(train, project):
     result = run(train, project, "loss=exploding", "data=digits", "model=mlp", expect=1)
     assert_users_traceback(result, "ExplodingLoss.forward (", "the loss exploded")
+
+
+def test_a_model_whose_forward_cannot_take_the_datas_input_is_named(train, project):
+    """A Dataset of dict inputs and a model whose forward takes one tensor: both named, with
+    how athanor calls forward, before anything runs (not torch's TypeError from its call)."""
+    result = run(train, project, "data=dict_inputs", "model=mlp", expect=2)
+    text = " ".join(result.stderr.split())
+    assert "model mlp's forward(input) cannot take the data's input {features: 4}" in text, text
+    assert "forward(**inputs) for a dict input" in text and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

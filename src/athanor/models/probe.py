@@ -4,6 +4,7 @@ message at build time instead of a traceback mid-epoch."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ def probe(
         image_size,
     ):
         shape = _shape(example)
+    _check_signature(model, example, name=name, shape=shape)
     try:
         logits = call_model(model, to_device(example, device))
     except (RuntimeError, ValueError, AssertionError) as err:
@@ -61,3 +63,28 @@ def probe(
             f"model {name} returns {got} for one {shape} image, not logits of shape "
             f"(1, {num_classes})."
         )
+
+
+def _check_signature(model: nn.Module, example: Any, *, name: str, shape: str) -> None:
+    """Refuse a model whose forward cannot take the data's input as athanor passes it (a dict
+    as keyword arguments, a tuple as positional ones, a tensor as one): said in the terms of
+    the data and the forward, not as a TypeError from inside torch's module call."""
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # a builtin or C++ forward: nothing to compare with
+        return
+    if isinstance(example, dict):
+        args, kwargs = (), example
+    elif isinstance(example, tuple):
+        args, kwargs = example, {}
+    else:
+        args, kwargs = (example,), {}
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as err:
+        raise ConfigError(
+            f"model {name}'s forward{signature} cannot take the data's input {shape} ({err}). "
+            "athanor calls forward(**inputs) for a dict input, forward(*inputs) for a tuple and "
+            "forward(inputs) for a tensor: make the data set's input and the model's forward "
+            "agree (e.g. name forward's parameters after the dict's keys)."
+        ) from None
