@@ -138,9 +138,6 @@ def print_help_if_asked(page, argv: list[str] | None = None) -> None:
 # ---- the reference: every key of every group, every registered name, generated ---------------
 
 REFERENCE = Path(__file__).resolve().parent.parent / "REFERENCE.md"
-# the repository's README (absent in an installed wheel): its summary.json table is generated
-README = Path(__file__).resolve().parents[3] / "README.md"
-SUMMARY_BEGIN, SUMMARY_END = "<!-- summary-fields: begin -->", "<!-- summary-fields: end -->"
 WRITE_COMMAND = "athanor help --write-reference"
 
 
@@ -206,7 +203,7 @@ def reference_text() -> str:
 # athanor reference
 
 Generated from the typed settings, the option classes and the registries: do not edit, run
-`{WRITE_COMMAND}`. `athanor help <group>` prints one section; README.md is the guide.
+`{WRITE_COMMAND}`. `athanor help <group>` prints one section; README.md and GUIDE.md are the guide.
 
 {toc}
 
@@ -227,18 +224,8 @@ def _nested(row: str, groups: list[str]) -> bool:
     return any(row.startswith(f"| `{g}.") for g in groups)
 
 
-def readme_with_summary_table(readme: str) -> str:
-    """The README with its summary.json table (between the markers) regenerated."""
-    from athanor.record.summary import fields_table
-
-    head, _, rest = readme.partition(SUMMARY_BEGIN)
-    _, _, tail = rest.partition(SUMMARY_END)
-    return f"{head}{SUMMARY_BEGIN}\n{fields_table()}\n{SUMMARY_END}{tail}"
-
-
 def generated_files() -> dict[Path, str]:
-    """{path: the text it must hold}: REFERENCE.md, the settings groups' default.yaml and (in a
-    checkout) the README's summary.json table."""
+    """{path: the text it must hold}: REFERENCE.md and the settings groups' default.yaml."""
     from athanor.config.reference import SETTINGS_GROUPS, settings_yaml
 
     header = "# generated from config/settings.py: edit the class, then `{}`\n"
@@ -246,8 +233,6 @@ def generated_files() -> dict[Path, str]:
     for group, cls in SETTINGS_GROUPS.items():
         text = header.format(WRITE_COMMAND) + settings_yaml(cls) + "\n"
         files[CONF_DIR / group / "default.yaml"] = text
-    if README.is_file():
-        files[README] = readme_with_summary_table(README.read_text())
     return files
 
 
