@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, cli, free_port
 
 README = ROOT / "README.md"
 GUIDE = ROOT / "src" / "athanor" / "GUIDE.md"
@@ -254,3 +254,11 @@ def test_links_between_the_documents_land_on_headings(source):
                 broken.append(f"{path}#{link}")
     assert not broken, f"{source.name} links to headings that do not exist: {broken}"
     assert f"]({os.path.relpath(DOCS[1 - DOCS.index(source)], source.parent)}" in text
+
+
+def test_athanor_help_guide_prints_the_guide(tmp_path):
+    """The guide ships in the package (pyproject's package-data) and `athanor help guide` prints
+    it whole, wherever the command runs."""
+    out = cli("athanor", "help", "guide", cwd=tmp_path).stdout
+    assert out.rstrip("\n") == GUIDE.read_text().rstrip("\n")
+    assert "athanor help guide" in cli("athanor", "help", cwd=tmp_path).stdout

@@ -1,7 +1,7 @@
 """The generated forms of the schema: REFERENCE.md (every key and registered name),
 conf/<group>/default.yaml of the settings groups (with summary.json's table in the reference) are
 what the typed classes and the registries give today, and `athanor help <group>` prints one
-section."""
+section (`athanor help guide`: the hand-written guide)."""
 
 from __future__ import annotations
 

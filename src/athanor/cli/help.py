@@ -89,7 +89,7 @@ Config groups (pick one file with group=option, change a key with group.key=valu
 Top-level keys: seed, device (auto|cpu|cuda), name, resume (a run folder, a .pt or auto), dry_run.
 More: `athanor list [group]` (registered names), `athanor help <group>` (every key with its
 default and range), `train --cfg job` (the composed config),
-`train --hydra-help` (Hydra's own options), README.md (the user's guide)."""
+`train --hydra-help` (Hydra's own options), `athanor help guide` (the user's guide)."""
 
 
 def evaluate_keys(conf_dir: Path = CONF_DIR) -> str:
@@ -138,6 +138,8 @@ def print_help_if_asked(page, argv: list[str] | None = None) -> None:
 # ---- the reference: every key of every group, every registered name, generated ---------------
 
 REFERENCE = Path(__file__).resolve().parent.parent / "REFERENCE.md"
+# the hand-written guide, shipped beside the reference: `athanor help guide` prints it
+GUIDE = Path(__file__).resolve().parent.parent / "GUIDE.md"
 WRITE_COMMAND = "athanor help --write-reference"
 
 
@@ -242,8 +244,8 @@ def stale_files() -> list[Path]:
 
 
 def cmd_help(group: str | None, *, write: bool) -> int:
-    """`athanor help [group]`: one group's reference, or the list of groups; `--write-reference`
-    rewrites every generated file."""
+    """`athanor help [group]`: one group's reference, the list of groups, or (`athanor help
+    guide`) the guide; `--write-reference` rewrites every generated file."""
     if write:
         for path, text in generated_files().items():
             if not path.is_file() or path.read_text() != text:
@@ -253,6 +255,10 @@ def cmd_help(group: str | None, *, write: bool) -> int:
     groups = reference_groups()
     if group is None:
         print(f"athanor help <group>: one of {', '.join(groups)}. Everything: {REFERENCE}")
+        print(f"athanor help guide: the how-tos behind the README ({GUIDE.name}).")
+        return 0
+    if group == "guide":
+        print(GUIDE.read_text())
         return 0
     if group not in groups:
         from athanor.registry import closest
