@@ -67,16 +67,17 @@ def test_bench_quick_writes_table_and_json(tmp_path: Path) -> None:
     assert 50 < rss["baseline"] < 100_000 and 50 < rss["ours"] < 100_000
 
 
-def test_cifar10_fast_preset_builds_the_airbench_net_the_readme_describes() -> None:
+def test_cifar10_fast_preset_builds_the_airbench_net_the_guide_describes() -> None:
     """Its values on top of the groups are checked for every preset (test_presets.py); here the
-    README's claim about the network it builds: the airbench net, 1.97 M parameters."""
+    guide's claim about the network it builds: the airbench net, 1.97 M parameters."""
     from athanor.models import MODELS
 
     config = compose("experiment=cifar10_fast")
     validate(config)
     model = MODELS.build(config["model"], num_classes=10, in_channels=3, image_size=32)
     params = sum(p.numel() for p in model.parameters())
-    assert f"{params / 1e6:.2f} M parameters" in (ROOT / "README.md").read_text()
+    guide = ROOT / "src" / "athanor" / "GUIDE.md"  # "Speed and benchmarks", GPU readiness
+    assert f"{params / 1e6:.2f} M parameters" in guide.read_text()
 
 
 @pytest.mark.slow

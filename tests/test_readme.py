@@ -1,7 +1,8 @@
-"""Every command block of README.md runs as written, so an example can no longer rot.
+"""Every command block of README.md and of the guide (src/athanor/GUIDE.md) runs as written, so
+an example can no longer rot, and each document's contents and links land on its headings.
 
-The convention (also in the README's "Development" section): every ```bash block is preceded by
-one marker line, an HTML comment that GitHub does not render,
+The convention (also in the guide's "The documents' examples are tested"): every ```bash block is
+preceded by one marker line, an HTML comment that GitHub does not render,
 
     <!-- readme-test: MODE -->
 
@@ -31,9 +32,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, cli, free_port
 
 README = ROOT / "README.md"
+GUIDE = ROOT / "src" / "athanor" / "GUIDE.md"
+DOCS = (README, GUIDE)
 MARKER = re.compile(r"^<!-- readme-test: (run|dry_run|fast|steps|skip)(?::\s*(.*?))?\s*-->$")
 SUFFIX = {"dry_run": " dry_run=true", "fast": " debug=fast", "steps": " trainer.max_steps=2"}
 COMMAND_LANGS = ("bash", "sh", "shell", "console")
@@ -46,11 +49,12 @@ class Block:
     mode: str | None
     reason: str
     commands: list[str] = field(default_factory=list)
+    doc: str = ""  # the file's name: README.md or GUIDE.md
 
     @property
     def id(self) -> str:
         first = self.commands[0] if self.commands else ""
-        return f"L{self.line}:{first[:40]}"
+        return f"{self.doc}:L{self.line}:{first[:40]}"
 
 
 def strip_comment(line: str) -> str:
@@ -66,9 +70,9 @@ def strip_comment(line: str) -> str:
     return line.rstrip()
 
 
-def parse(text: str) -> list[Block]:
+def parse(text: str, doc: str = "") -> list[Block]:
     """The fenced blocks of a markdown text, each with its marker and its commands (a line
-    ending in a backslash continues on the next)."""
+    ending in a backslash continues on the next); `doc` names the file in each block's id."""
     blocks, lines, i = [], text.splitlines(), 0
     while i < len(lines):
         if not lines[i].startswith("```"):
@@ -81,6 +85,7 @@ def parse(text: str) -> list[Block]:
             lang=lines[i][3:].strip(),
             mode=marker[1] if marker else None,
             reason=(marker[2] or "") if marker else "",
+            doc=doc,
         )
         i += 1
         pending = ""
@@ -109,18 +114,25 @@ def script(block: Block) -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = parse(README.read_text())
-COMMAND_BLOCKS = [b for b in BLOCKS if b.lang in COMMAND_LANGS]
+BLOCKS = {doc.name: parse(doc.read_text(), doc.name) for doc in DOCS}
+COMMAND_BLOCKS = [b for blocks in BLOCKS.values() for b in blocks if b.lang in COMMAND_LANGS]
 
 
-def test_every_command_block_says_how_it_is_checked():
-    unlabeled = [b.line for b in BLOCKS if not b.lang]
-    assert not unlabeled, f"README blocks without a language (```text, ```bash): lines {unlabeled}"
-    unmarked = [b.line for b in COMMAND_BLOCKS if b.mode is None]
-    assert not unmarked, f"README command blocks without a readme-test marker: lines {unmarked}"
-    no_reason = [b.line for b in COMMAND_BLOCKS if b.mode == "skip" and not b.reason]
-    assert not no_reason, f"README blocks skipped without a reason: lines {no_reason}"
-    assert sum(b.mode != "skip" for b in COMMAND_BLOCKS) >= 20  # most examples do run
+@pytest.mark.parametrize("doc", [doc.name for doc in DOCS])
+def test_every_command_block_says_how_it_is_checked(doc):
+    blocks = BLOCKS[doc]
+    commands = [b for b in blocks if b.lang in COMMAND_LANGS]
+    unlabeled = [b.line for b in blocks if not b.lang]
+    assert not unlabeled, f"{doc} blocks without a language (```text, ```bash): lines {unlabeled}"
+    unmarked = [b.line for b in commands if b.mode is None]
+    assert not unmarked, f"{doc} command blocks without a readme-test marker: lines {unmarked}"
+    no_reason = [b.line for b in commands if b.mode == "skip" and not b.reason]
+    assert not no_reason, f"{doc} blocks skipped without a reason: lines {no_reason}"
+    assert commands, f"{doc} has no command block"
+
+
+def test_most_examples_run():
+    assert sum(b.mode != "skip" for b in COMMAND_BLOCKS) >= 20
 
 
 def test_the_parser_reads_markers_continuations_and_comments():
@@ -129,7 +141,8 @@ def test_the_parser_reads_markers_continuations_and_comments():
         'train a=1 \\\n      b="{x: 1}"   # joined # and cut\nathanor list  # no suffix\n```\n'
         "```text\ntrain not a command\n```\n"
     )
-    runnable, prose = parse(text)
+    runnable, prose = parse(text, "X.md")
+    assert runnable.id == 'X.md:L2:train a=1 b="{x: 1}"'
     assert (runnable.mode, runnable.lang, prose.mode, prose.lang) == (
         "dry_run",
         "bash",
@@ -176,15 +189,15 @@ def test_readme_block_runs_as_written(block, tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, (
-        f"README.md line {block.line} ({block.mode}) failed with exit {proc.returncode}:\n"
+        f"{block.doc} line {block.line} ({block.mode}) failed with exit {proc.returncode}:\n"
         f"{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
     )
 
 
 def test_the_room_table_names_every_room_and_base_module():
-    """The "Development" section's code layout lists every folder and module of src/athanor."""
-    text = README.read_text()
-    table = text[text.index("Code layout (`src/athanor/`)") :].split("\n\n", 2)[1]
+    """The guide's "Code layout" table lists every folder and module of src/athanor."""
+    text = GUIDE.read_text()
+    table = text[text.index("| room | what it owns |") :].split("\n\n", 1)[0]
     package = ROOT / "src" / "athanor"
     rooms = [f"`{p.name}/`" for p in package.iterdir() if (p / "__init__.py").exists()]
     modules = [f"`{p.name}`" for p in package.glob("*.py")]
@@ -198,17 +211,54 @@ def anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def test_the_contents_link_every_section_and_nothing_else():
-    """The README is a guide: every `##` section is reachable from the table of contents, and
-    every link there lands on a heading (a new section needs its line in the contents)."""
-    text, fenced, headings = README.read_text(), False, []
+def headings(text: str) -> list[str]:
+    """The `#` and `##` headings of a markdown text, outside fenced blocks."""
+    fenced, found = False, []
     for line in text.splitlines():
         fenced = fenced != line.startswith("```")
         if not fenced and re.match(r"#{1,2} ", line):
-            headings.append(line.lstrip("#").strip())
+            found.append(line.lstrip("#").strip())
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: doc.name)
+def test_the_contents_link_every_section_and_nothing_else(doc):
+    """Each document is a guide: every `##` section is reachable from its table of contents, and
+    every link there lands on a heading (a new section needs its line in the contents)."""
+    text = doc.read_text()
     contents = text[text.index("## Contents") :].split("\n\n", 2)[1]
     links = set(re.findall(r"\]\(#([^)]+)\)", contents))
-    anchors = {anchor(h) for h in headings}
-    assert links <= anchors, f"contents links without a heading: {sorted(links - anchors)}"
-    sections = {anchor(h) for h in headings if f"## {h}" in text.splitlines()} - {"contents"}
-    assert sections <= links, f"sections missing from the contents: {sorted(sections - links)}"
+    anchors = {anchor(h) for h in headings(text)}
+    assert links <= anchors, (
+        f"{doc.name}: contents links without a heading: {sorted(links - anchors)}"
+    )
+    sections = {anchor(h) for h in headings(text) if f"## {h}" in text.splitlines()} - {"contents"}
+    assert sections <= links, (
+        f"{doc.name}: sections missing from the contents: {sorted(sections - links)}"
+    )
+
+
+@pytest.mark.parametrize("source", DOCS, ids=lambda doc: doc.name)
+def test_links_between_the_documents_land_on_headings(source):
+    """The README's `[more](src/athanor/GUIDE.md#...)` links and the guide's links back to the
+    README name headings that exist, so moving or renaming a section cannot leave one dangling."""
+    text = source.read_text()
+    broken = []
+    for target in DOCS:
+        if target == source:
+            continue
+        path = os.path.relpath(target, source.parent)
+        anchors = {anchor(h) for h in headings(target.read_text())}
+        for link in re.findall(rf"\]\({re.escape(path)}(?:#([^)]*))?\)", text):
+            if link and link not in anchors:
+                broken.append(f"{path}#{link}")
+    assert not broken, f"{source.name} links to headings that do not exist: {broken}"
+    assert f"]({os.path.relpath(DOCS[1 - DOCS.index(source)], source.parent)}" in text
+
+
+def test_athanor_help_guide_prints_the_guide(tmp_path):
+    """The guide ships in the package (pyproject's package-data) and `athanor help guide` prints
+    it whole, wherever the command runs."""
+    out = cli("athanor", "help", "guide", cwd=tmp_path).stdout
+    assert out.rstrip("\n") == GUIDE.read_text().rstrip("\n")
+    assert "athanor help guide" in cli("athanor", "help", cwd=tmp_path).stdout

@@ -1,6 +1,7 @@
 """The generated forms of the schema: REFERENCE.md (every key and registered name),
-conf/<group>/default.yaml of the settings groups and README.md's summary.json table are what the
-typed classes and the registries give today, and `athanor help <group>` prints one section."""
+conf/<group>/default.yaml of the settings groups (with summary.json's table in the reference) are
+what the typed classes and the registries give today, and `athanor help <group>` prints one
+section (`athanor help guide`: the hand-written guide)."""
 
 from __future__ import annotations
 

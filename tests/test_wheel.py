@@ -88,6 +88,8 @@ def test_installed_wheel_trains_evaluates_lists_and_reports(venv, tmp_path):
     run([str(bin_ / "evaluate"), f"ckpt={run_dir}"], work)
     (written,) = (run_dir / "checkpoints").glob("eval_val_*.json")
     assert json.loads(written.read_text())["top1"] > 0.5
+    guide = run([str(bin_ / "athanor"), "help", "guide"], work).stdout
+    assert guide.startswith("# athanor guide")  # GUIDE.md ships in the wheel
     listing = run([str(bin_ / "athanor"), "list"], work).stdout
     assert "mlp" in listing and "digits_quick" in listing  # registries and the packaged conf/
     report = run([str(bin_ / "athanor"), "report", "outputs"], work)

@@ -256,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("help", help="every key of a group (default, type, range) and its names")
-    p.add_argument("group", nargs="?", help="model, data, ..., trainer, checkpoint, logger, ...")
+    p.add_argument(
+        "group", nargs="?", help="model, data, ..., trainer, checkpoint, logger, ... or guide"
+    )
     p.add_argument(
         "--write-reference",
         action="store_true",

@@ -89,7 +89,7 @@ Config groups (pick one file with group=option, change a key with group.key=valu
 Top-level keys: seed, device (auto|cpu|cuda), name, resume (a run folder, a .pt or auto), dry_run.
 More: `athanor list [group]` (registered names), `athanor help <group>` (every key with its
 default and range), `train --cfg job` (the composed config),
-`train --hydra-help` (Hydra's own options), README.md (the user's guide)."""
+`train --hydra-help` (Hydra's own options), `athanor help guide` (the user's guide)."""
 
 
 def evaluate_keys(conf_dir: Path = CONF_DIR) -> str:
@@ -138,9 +138,8 @@ def print_help_if_asked(page, argv: list[str] | None = None) -> None:
 # ---- the reference: every key of every group, every registered name, generated ---------------
 
 REFERENCE = Path(__file__).resolve().parent.parent / "REFERENCE.md"
-# the repository's README (absent in an installed wheel): its summary.json table is generated
-README = Path(__file__).resolve().parents[3] / "README.md"
-SUMMARY_BEGIN, SUMMARY_END = "<!-- summary-fields: begin -->", "<!-- summary-fields: end -->"
+# the hand-written guide, shipped beside the reference: `athanor help guide` prints it
+GUIDE = Path(__file__).resolve().parent.parent / "GUIDE.md"
 WRITE_COMMAND = "athanor help --write-reference"
 
 
@@ -206,7 +205,7 @@ def reference_text() -> str:
 # athanor reference
 
 Generated from the typed settings, the option classes and the registries: do not edit, run
-`{WRITE_COMMAND}`. `athanor help <group>` prints one section; README.md is the guide.
+`{WRITE_COMMAND}`. `athanor help <group>` prints one section; README.md and GUIDE.md are the guide.
 
 {toc}
 
@@ -227,18 +226,8 @@ def _nested(row: str, groups: list[str]) -> bool:
     return any(row.startswith(f"| `{g}.") for g in groups)
 
 
-def readme_with_summary_table(readme: str) -> str:
-    """The README with its summary.json table (between the markers) regenerated."""
-    from athanor.record.summary import fields_table
-
-    head, _, rest = readme.partition(SUMMARY_BEGIN)
-    _, _, tail = rest.partition(SUMMARY_END)
-    return f"{head}{SUMMARY_BEGIN}\n{fields_table()}\n{SUMMARY_END}{tail}"
-
-
 def generated_files() -> dict[Path, str]:
-    """{path: the text it must hold}: REFERENCE.md, the settings groups' default.yaml and (in a
-    checkout) the README's summary.json table."""
+    """{path: the text it must hold}: REFERENCE.md and the settings groups' default.yaml."""
     from athanor.config.reference import SETTINGS_GROUPS, settings_yaml
 
     header = "# generated from config/settings.py: edit the class, then `{}`\n"
@@ -246,8 +235,6 @@ def generated_files() -> dict[Path, str]:
     for group, cls in SETTINGS_GROUPS.items():
         text = header.format(WRITE_COMMAND) + settings_yaml(cls) + "\n"
         files[CONF_DIR / group / "default.yaml"] = text
-    if README.is_file():
-        files[README] = readme_with_summary_table(README.read_text())
     return files
 
 
@@ -257,8 +244,8 @@ def stale_files() -> list[Path]:
 
 
 def cmd_help(group: str | None, *, write: bool) -> int:
-    """`athanor help [group]`: one group's reference, or the list of groups; `--write-reference`
-    rewrites every generated file."""
+    """`athanor help [group]`: one group's reference, the list of groups, or (`athanor help
+    guide`) the guide; `--write-reference` rewrites every generated file."""
     if write:
         for path, text in generated_files().items():
             if not path.is_file() or path.read_text() != text:
@@ -268,6 +255,10 @@ def cmd_help(group: str | None, *, write: bool) -> int:
     groups = reference_groups()
     if group is None:
         print(f"athanor help <group>: one of {', '.join(groups)}. Everything: {REFERENCE}")
+        print(f"athanor help guide: the how-tos behind the README ({GUIDE.name}).")
+        return 0
+    if group == "guide":
+        print(GUIDE.read_text())
         return 0
     if group not in groups:
         from athanor.registry import closest

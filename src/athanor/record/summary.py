@@ -1,8 +1,8 @@
 """summary.json's one schema: every field a run's summary holds, its type and what it means.
 
 ``RunRecord`` (record/record.py) is the only writer; it fills a ``Summary`` and writes it whole.
-A field is added here and nowhere else: the README's table of fields and the reference
-(``athanor help --write-reference``) are generated from this module, and a test compares them.
+A field is added here and nowhere else: the reference's table of fields
+(``athanor help --write-reference``) is generated from this module, and a test compares them.
 ``format_version`` grows when a field changes meaning or is removed (readers of an older
 summary meet the older fields); adding a field keeps the version.
 """
@@ -19,7 +19,7 @@ FORMAT_VERSION = 2
 
 
 def _doc(text: str, default: Any = None, factory: Any = None) -> Any:
-    """A field with its meaning, read by the README's table and the reference."""
+    """A field with its meaning, read by the reference's table."""
     if factory is not None:
         return field(default_factory=factory, metadata={"doc": text})
     return field(default=default, metadata={"doc": text})
@@ -111,7 +111,7 @@ class Summary:
 
 
 def fields_table() -> str:
-    """The README's table of summary.json's fields, generated from the schema."""
+    """The reference's table of summary.json's fields, generated from the schema."""
     hints = typing.get_type_hints(Summary)
     rows = ["| field | type | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(Summary):
