@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # each one taking effect: the budget (the schedule is recomputed for the new length and replayed
 # to the saved step), the optimizer's LR and weight decay (written into the restored groups,
 # lr_mult and no-decay groups kept), what is logged and saved, and how batches are loaded (not
-# which). README.md, "Resuming a run", lists the same keys (a test checks it).
+# which). README.md, "Resume", lists the same keys (a test checks it).
 RESUMABLE_KEYS = (
     "trainer.epochs",
     "trainer.max_steps",
@@ -139,7 +139,7 @@ def config_changes(saved: dict[str, Any], config: dict[str, Any], source: Path) 
         raise ConfigError(
             f"Cannot resume from {source}: the command line changes settings the saved run "
             f"cannot follow. Differing keys: {'; '.join(bad)}. A resume keeps the run's own "
-            'config and may change only these keys (README, "Resuming a run"): '
+            'config and may change only these keys (README.md, "Resume"): '
             f"{', '.join(RESUMABLE_KEYS)}. Drop the other overrides, or start a new run (drop "
             "resume=) and load the weights with model.weights=<checkpoint>. The run's "
             "checkpoints and record are unchanged."
