@@ -19,6 +19,7 @@ from athanor.errors import (
     InterruptedRun,
     NonFiniteError,
     PeerFailed,
+    UserCodeError,
 )
 from athanor.launch.workers import _outcome, _root_cause
 from athanor.metrics.monitor import Monitor
@@ -85,8 +86,10 @@ def test_a_known_error_on_one_rank_is_raised_again_with_its_kind_message_and_cod
     assert summary["status"] == ("interrupted" if kind is InterruptedRun else "failed")
 
 
-def test_a_bug_keeps_the_workers_traceback(dirs):
-    """An error in the user's own code is no paragraph: the parent shows where it happened."""
+def test_an_error_in_the_users_code_travels_home_with_their_traceback(dirs):
+    """An error raised in the user's own code (here: this file, which is not athanor's) is
+    framed in the worker as a one-process run frames it: the function named on the first line,
+    their traceback after it, and the first line alone in summary.json."""
     scratch, run = dirs
 
     def users_forward():
@@ -97,10 +100,24 @@ def test_a_bug_keeps_the_workers_traceback(dirs):
     except KeyError as err:
         outcome, code = _outcome(err, 1)
     (scratch / "outcome-1.json").write_text(json.dumps(outcome))
+    assert code == EXIT_FAILED and outcome["kind"] == "UserCodeError"
+    raised = _root_cause(scratch, Failed(1, code), run)
+    first, *trace = str(raised).splitlines()
+    assert isinstance(raised, UserCodeError) and "users_forward (" in first
+    assert first.endswith("raised KeyError: 'logits'")
+    assert any("in users_forward" in line for line in trace), str(raised)
+    assert RunDir(run).read_summary()["error"] == f"rank 1: {first}"
+
+
+def test_a_bug_keeps_the_workers_traceback(dirs):
+    """An error with no frame in the user's code is athanor's bug: no paragraph, the parent
+    shows the worker's traceback."""
+    scratch, run = dirs
+    outcome, code = _outcome(KeyError("logits"), 1)  # raised nowhere near the user's code
+    (scratch / "outcome-1.json").write_text(json.dumps(outcome))
     assert code == EXIT_FAILED and outcome["kind"] == "Exception"
     raised = _root_cause(scratch, Failed(1, code), run)
     assert isinstance(raised, RuntimeError) and "rank 1 failed" in str(raised)
-    assert "users_forward" in str(raised) and "KeyError: 'logits'" in str(raised)
     assert RunDir(run).read_summary()["error"] == "rank 1: KeyError: 'logits'"
 
 

@@ -244,7 +244,8 @@ def _root_cause(scratch: Path, failed, run_dir: Path) -> BaseException:
     real = [o for o in outcomes if o["kind"] not in ("PeerFailed", "SystemExit")]
     if real:
         cause = real[0]
-        error = f"rank {cause['rank']}: {cause['message']}"
+        said = cause["message"]  # a user's error carries its traceback after the first line
+        error = f"rank {cause['rank']}: {said.splitlines()[0] if said else said}"
         if cause["kind"] in ERROR_KINDS:
             exc = ERROR_KINDS[cause["kind"]].error(cause["message"])
         elif cause["kind"] == "UserCodeError":  # reported with the traceback it carries
