@@ -160,3 +160,5 @@ def test_submitit_local_runs_a_sweep_job_in_its_own_process(tmp_path):
     summary = json.loads((job / "summary.json").read_text())  # ...is where the job wrote
     assert job.name.startswith("0_") and summary["status"] == "completed"
     assert list((sweep / ".submitit").rglob("*_result.pkl"))
+    # the job is recorded as the user's command, not as submitit's `_submit.py <folder>`
+    assert summary["command"].startswith("train ") and "_submit" not in summary["command"]

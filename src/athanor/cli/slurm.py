@@ -31,6 +31,7 @@ import submitit
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocal
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as Submitit
 from omegaconf import OmegaConf
 from submitit.core.utils import FailedJobError, UncompletedJobError
@@ -123,6 +124,15 @@ class SlurmLauncher(Submitit):
         """In the job's process, started by SLURM: it is the user's `train` command."""
         sys.argv = ["train", *sweep_overrides]
         SlurmJobEnvironment._requeue = _requeue  # called by submitit's time-limit handler
+        return super().__call__(sweep_overrides, *args)
+
+
+class LocalLauncher(SubmititLocal):
+    """``hydra/launcher=local_ddp``: submitit's local executor, each job a process started by
+    submitit, recorded (summary.json's ``command``) as the user's `train`, not ``_submit.py``."""
+
+    def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
+        sys.argv = ["train", *sweep_overrides]
         return super().__call__(sweep_overrides, *args)
 
 

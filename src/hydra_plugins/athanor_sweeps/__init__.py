@@ -50,3 +50,10 @@ class SlurmLauncher(_Shim, Launcher):
     checks and job layout (athanor.cli.slurm)."""
 
     real = "athanor.cli.slurm:SlurmLauncher"
+
+
+class LocalLauncher(_Shim, Launcher):
+    """``hydra/launcher=local_ddp`` (conf/hydra/launcher/local_ddp.yaml): submitit's local
+    executor, its jobs recorded as `train` commands (athanor.cli.slurm)."""
+
+    real = "athanor.cli.slurm:LocalLauncher"
