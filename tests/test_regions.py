@@ -45,6 +45,15 @@ def test_the_users_blocks_are_found_by_name():
     assert find_blocks(model) == []  # no zoo class: nothing unless named
 
 
+def test_a_block_name_the_model_does_not_hold_is_refused(train):
+    """A typo in model.blocks would leave the model unsharded or unchecked: it is named, with
+    the classes the model does hold, before the run starts."""
+    result = train(*FAST, *TINY, "model.blocks=[Linear,Lineer]", expect=2)
+    said = " ".join(result.stderr.split())
+    assert "model.blocks names Lineer, but no module of the model (Sequential)" in said, said
+    assert "Its module classes: Flatten, Linear, ReLU." in said and "Traceback" not in said
+
+
 def test_activation_checkpointing_trains_the_same_weights(train):
     args = (*FAST, *TINY, "model.blocks=[Linear]")
     plain = train(*args)

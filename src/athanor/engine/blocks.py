@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from athanor.errors import ConfigError
+
 # module.ClassName of the repeated blocks of torchvision's, timm's and athanor's own models
 ZOO_BLOCKS = frozenset(
     {
@@ -53,6 +55,8 @@ def find_blocks(model: nn.Module, named: Iterable[str] | None = None) -> list[nn
     """The outermost submodules whose class is a zoo block, or one of ``named`` when given
     (``model.blocks``: then the table is not used). In forward order of registration."""
     wanted = set(named) if named else None
+    if wanted is not None:
+        _check_named(model, wanted)
     found: list[nn.Module] = []
     inside: set[str] = set()
     for name, module in model.named_modules():
@@ -75,3 +79,18 @@ def describe(blocks: list[nn.Module]) -> str:
     for block in blocks:
         counts[type(block).__name__] = counts.get(type(block).__name__, 0) + 1
     return ", ".join(f"{n} x {name}" for name, n in counts.items()) or "none"
+
+
+def _check_named(model: nn.Module, named: set[str]) -> None:
+    """Refuse a ``model.blocks`` name that no module of ``model`` has: a typo would otherwise
+    leave the model unsharded, unchecked or uncompiled, said only in a warning."""
+    held = {name for module in model.modules() for name in class_names(module)}
+    missing = sorted(named - held)
+    if missing:
+        classes = sorted({type(m).__name__ for m in model.modules() if m is not model})
+        raise ConfigError(
+            f"model.blocks names {', '.join(missing)}, but no module of the model "
+            f"({type(model).__name__}) has that class. Its module classes: "
+            f"{', '.join(classes) or '(none)'}. Name the class of its repeated blocks (ClassName "
+            "or module.QualName), or leave model.blocks out for the zoo's block table."
+        )
