@@ -87,3 +87,19 @@ def test_a_study_of_another_search_space_is_refused_naming_both(tmp_path):
     said = refusal(url, space=wider)
     assert "optim.lr: [0.0001, 0.03] log in the study, [1e-05, 0.03] log now" in said
     driver(url)  # the same space continues
+
+
+@pytest.mark.parametrize("setting", ["n_trials=0", "n_trials=-1", "n_jobs=0"])
+def test_a_count_of_trials_under_one_is_refused_and_leaves_no_sweep_folder(tmp_path, setting):
+    """`n_trials=-1` ran an empty study and exited 0; the sweep folder claimed for it stayed."""
+    result = cli(
+        "athanor.train",
+        "hparams_search=digits_optuna",
+        f"hydra.sweeper.{setting}",
+        cwd=tmp_path,
+        expect=2,
+    )
+    said = " ".join(result.stderr.split())
+    assert f"hydra.sweeper.{setting}: it must be a whole number >= 1" in said, said
+    assert "Nothing was written." in said and "Traceback" not in result.output
+    assert not list((tmp_path / "outputs" / "multirun").glob("*/*")), "a sweep folder stayed"

@@ -179,11 +179,16 @@ def end_of_sweep(entries: list[Entry], runner: PoolRunner) -> None:
         sys.exit(EXIT_FAILED)
 
 
-def _guarded(fn, *args):
+def _guarded(fn, *args, sweep_dir: Path | None = None):
+    """``fn(*args)``; a ConfigError ends the command (exit 2), and the sweep folder claimed for
+    it goes when nothing was written there yet."""
     try:
         return fn(*args)
     except ConfigError as err:
-        report("Config error", str(err))
+        unused = sweep_dir is not None and sweep_dir.is_dir() and not any(sweep_dir.iterdir())
+        if unused:
+            sweep_dir.rmdir()
+        report("Config error", str(err) + (" Nothing was written." if unused else ""))
         sys.exit(EXIT_USER_ERROR)
 
 
@@ -289,7 +294,8 @@ class OptunaSweeper(Sweeper):
         space = search_space(params)
         runner = PoolRunner(self.hydra_context, self.config, launcher_settings(self.config))
         monitor = str(self.config.checkpoint.monitor)
-        driver = _guarded(study.StudyDriver, settings, fixed, space, monitor)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        driver = _guarded(study.StudyDriver, settings, fixed, space, monitor, sweep_dir=sweep_dir)
 
         def run_batch(job_overrides, indices, watch):
             entries = runner.run(job_overrides, indices, watch)

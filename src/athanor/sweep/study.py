@@ -92,6 +92,13 @@ class StudyDriver:
             raise ConfigError(
                 f"hydra.sweeper.direction={direction!r}: valid directions are maximize, minimize."
             )
+        for key in ("n_trials", "n_jobs"):  # before the study is opened: nothing is written
+            value = settings.get(key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"hydra.sweeper.{key}={value!r}: it must be a whole number >= 1 "
+                    "(n_trials: the trials to run, n_jobs: the trials run at a time)."
+                )
         name, url = settings.get("study_name") or "athanor", settings.get("storage")
         # the same storage and name: the study continues, if it searches the same way
         self.study = open_study(url, name, direction)
