@@ -147,6 +147,30 @@ def test_a_killed_sharded_save_leaves_nothing_the_next_start_keeps(tmp_path):
     ]
 
 
+def test_a_batchnorm_model_trains_sharded_in_bf16_with_channels_last(tmp_path):
+    """FSDP casts a unit's parameters to bf16 but not its buffers (BatchNorm's running
+    statistics), and shards contiguous parameters only: both were crashes on the first step."""
+    result = cli(
+        "athanor.train",
+        "model=simple_cnn",
+        "model.width=8",
+        "distributed.strategy=fsdp",
+        "distributed.nproc_per_node=2",
+        "trainer.precision=bf16",
+        "trainer.channels_last=true",
+        "trainer.max_steps=3",
+        "logger.progress=plain",
+        "logger.plots=false",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert "parameters in torch.bfloat16" in result.output
+    assert "BatchNorm layers in float32" in result.output
+    assert "channels_last inputs, weights left contiguous" in result.output
+    summary = result.summary()
+    assert summary["status"] == "completed" and summary["steps"] == 3
+
+
 def test_what_fsdp_cannot_shard_is_refused_before_any_work(tmp_path):
     for bad, says in (
         ("trainer.ema.decay=0.9", "trainer.ema.decay"),

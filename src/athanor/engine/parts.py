@@ -221,14 +221,19 @@ def wrap_model(
     their class names, None: the zoo's), SyncBatchNorm, DDP or FSDP, and torch.compile. Returns
     (the model, possibly with SyncBatchNorm layers or sharded; the module the loop trains; what
     regional compile compiled)."""
-    if t.channels_last:
+    sharded = d.enabled and strategy == "fsdp"
+    if t.channels_last and sharded:
+        # FSDP2 shards contiguous parameters only (NotImplementedError otherwise): the weights
+        # stay as they are; the inputs are still made channels_last (Parts.prepare)
+        log.info("trainer.channels_last with fsdp: channels_last inputs, weights left contiguous")
+    elif t.channels_last:
         model.to(memory_format=torch.channels_last)
     found = find_blocks(model, blocks)
     if t.activation_checkpointing:
         checkpoint_activations(model, found)
     compiled = compile_regions(model, found) if t.compile == "regional" else None
     train_model = model
-    if d.enabled and strategy == "fsdp":
+    if sharded:
         from athanor.engine.sharding import shard_model  # see _sharded_state
 
         model = train_model = shard_model(model, found, t.precision, device, d.world)

@@ -55,6 +55,7 @@ def shard_model(
     name, units = type(model).__name__, describe(blocks)
     mesh = init_device_mesh(device.type, (world,))
     policy = mixed_precision(precision)
+    norms = _keep_norms_in_fp32(model, mesh) if policy.param_dtype is not None else 0
     for block in blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
@@ -67,14 +68,27 @@ def shard_model(
         )
     log.info(
         "fsdp: %d ranks, each holding 1/%d of the parameters; units: %s + the root; "
-        "parameters in %s, gradients reduced in %s",
+        "parameters in %s, gradients reduced in %s%s",
         world,
         world,
         units,
         policy.param_dtype or torch.float32,
         policy.reduce_dtype or torch.float32,
+        f"; {norms} BatchNorm layers in float32" if norms else "",
     )
     return model
+
+
+def _keep_norms_in_fp32(model: nn.Module, mesh) -> int:
+    """Shard each BatchNorm layer as its own unit with float32 parameters: FSDP casts a unit's
+    parameters to the policy's dtype but not its buffers, and batch_norm refuses bf16 weights
+    beside float32 running statistics ("expected scalar type BFloat16 but found Float"). FSDP1
+    left BatchNorm out of its casting for the same reason. -> how many."""
+    fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        fully_shard(norm, mesh=mesh, mp_policy=fp32)
+    return len(norms)
 
 
 def consolidated_weights(model: nn.Module) -> dict[str, torch.Tensor]:
