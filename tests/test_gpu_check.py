@@ -42,3 +42,17 @@ def test_a_failing_path_fails_the_check(tmp_path: Path, monkeypatch) -> None:
     (row,) = json.loads(out.read_text())["results"]
     assert row["path"] == "broken" and not row["ok"]
     assert "exit 2" in row["detail"] and "trainer.epochs=0" in row["detail"]
+
+
+def test_ddp_and_fsdp_on_one_gpu_are_skipped_not_ok(tmp_path: Path, monkeypatch, capsys) -> None:
+    """With one GPU, nproc_per_node=1 starts no process group: the rows say they were skipped
+    (not a green "ok" for NCCL that never ran), and a skip does not fail the check."""
+    import dataclasses
+
+    monkeypatch.setattr(gpu_check, "CPU_SMOKE", dataclasses.replace(gpu_check.CPU_SMOKE, gpus=1))
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--cpu-smoke", "--out", str(out), "--paths", "ddp,fsdp"]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["path"], r["skipped"]) for r in rows] == [("ddp", True), ("fsdp", True)]
+    assert all(r["detail"] == "skipped: needs 2 GPUs or more; 1 visible" for r in rows)
+    assert "| ddp  | skipped |" in capsys.readouterr().out
