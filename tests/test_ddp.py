@@ -238,3 +238,23 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_result(single, tmp_path):
     a, b = weights(single.run_dir), weights(run_dir)
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), key
+
+
+def test_each_rank_resumes_its_own_random_stream(tmp_path):
+    """Dropout draws from each rank's own generator (seeded seed + rank): a 2-process run cut at
+    step 7 and resumed ends with the straight 2-process run's weights, so rank 1 continued its
+    own stream and not rank 0's (the checkpoint holds every rank's states)."""
+    args = (*ARGS, "model.dropout=0.5", "distributed.nproc_per_node=2", "checkpoint.every_steps=7")
+    cli("athanor.train", *args, "hydra.run.dir=straight", cwd=tmp_path, timeout=300)
+    cut = ("trainer.stop_at_step=7", "hydra.run.dir=split")
+    cli("athanor.train", *args, *cut, cwd=tmp_path, timeout=300)
+    saved = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=True)
+    assert len(saved["state"]["rng"]["ranks"]) == 2
+    # the cut run's own stop_at_step would take one step and stop: said, with the way on
+    refused = cli("athanor.train", *args, "resume=split", cwd=tmp_path, expect=2)
+    assert "`train resume=split trainer.stop_at_step=null`" in " ".join(refused.stderr.split())
+    on = ("resume=split", "trainer.stop_at_step=null")
+    cli("athanor.train", *args, *on, cwd=tmp_path, timeout=300)
+    assert json.loads((tmp_path / "split/summary.json").read_text())["steps"] == 44
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

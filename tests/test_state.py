@@ -67,6 +67,7 @@ def _job(config: dict, run: RunDir, tally: Tally) -> TrainingRun:
     job.state = train_state(
         parts,
         job.progress,
+        Dist(),
         metrics_log=job.metrics_log,
         early_stopping=job.early_stopping,
         tally=tally,

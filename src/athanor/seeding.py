@@ -26,8 +26,10 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def rng_state() -> dict[str, Any]:
-    """All global RNG states as plain data (loadable with torch.load(weights_only=True))."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's global RNG states as plain data (loadable with
+    torch.load(weights_only=True)): Python, numpy, torch's CPU generator and, on a CUDA
+    ``device``, that device's (only: a resume may see other GPUs, or fewer)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -40,8 +42,8 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
@@ -49,12 +51,16 @@ def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
     np.random.set_state(
         (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list | tuple):  # checkpoints before 2026-12: every visible device's
+        index = device.index or 0 if device is not None else 0
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)

@@ -257,10 +257,10 @@ def wrap_model(
     return model, train_model, compiled
 
 
-def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> TrainState:
+def train_state(parts: Parts, progress: Progress, d: Dist, **more: Stateful | None) -> TrainState:
     """The one list of what a checkpoint holds, in restore order (progress first: the schedule
-    may be stepped up to its step; RNG last). ``more``: the run's own parts (metrics log, early
-    stopping), placed before the RNG states."""
+    may be stepped up to its step; RNG last, every rank's). ``more``: the run's own parts
+    (metrics log, early stopping), placed before the RNG states."""
     stepper = parts.stepper
     return TrainState(
         {
@@ -273,6 +273,6 @@ def train_state(parts: Parts, progress: Progress, **more: Stateful | None) -> Tr
             "ema": stepper.ema,
             "task": parts.task if parts.task.state_dict() else None,
             **more,
-            "rng": RngState(),
+            "rng": RngState(parts.device, d.rank, d.world),
         }
     )

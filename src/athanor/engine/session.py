@@ -71,7 +71,11 @@ class TrainingRun:
         es = s.trainer.early_stopping
         self.early_stopping = Monitor(es.monitor, es.mode, es.min_delta) if es.monitor else None
         self.state = train_state(
-            parts, self.progress, metrics_log=self.metrics_log, early_stopping=self.early_stopping
+            parts,
+            self.progress,
+            d,
+            metrics_log=self.metrics_log,
+            early_stopping=self.early_stopping,
         )
         self.tracker: NullTracker = NullTracker()
         self.reporter: Reporter | None = None
@@ -188,6 +192,7 @@ class TrainingRun:
                     checkpointer.wait()  # the previous save's pruning is done with the folder
                     sharded.write(self.run.checkpoints, p.step)
                     weights = _consolidated_weights(parts.model) if best else None
+                self.state.gather()  # every rank's part of it (e.g. its RNG states)
                 # the state only where it is written (not on other ranks, nor with checkpoints off)
                 if checkpointer.active:
                     checkpoint = {

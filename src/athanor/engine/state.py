@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 from athanor.errors import ConfigError
@@ -86,13 +87,34 @@ class Counter:
 
 
 class RngState:
-    """Python, numpy and torch (CPU + CUDA) generators."""
+    """Python, numpy and torch (CPU + CUDA) generators of every rank: each rank draws its own
+    (dropout; seeded with seed + rank), and a resumed rank continues its own stream."""
+
+    def __init__(self, device: torch.device | None = None, rank: int = 0, world: int = 1):
+        self.device, self.rank, self.world = device, rank, world
+        self._gathered: list[dict[str, Any]] | None = None
+
+    def gather(self) -> None:
+        """Collect every rank's states for the next ``state_dict`` (a collective: every rank
+        calls it before rank 0 writes the checkpoint)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            states: list[Any] = [None] * self.world
+            dist.all_gather_object(states, rng_state(self.device))
+            self._gathered = states
 
     def state_dict(self) -> dict[str, Any]:
-        return rng_state()
+        gathered, self._gathered = self._gathered, None
+        return {"ranks": gathered} if gathered else rng_state(self.device)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_rng_state(state)
+        ranks = state.get("ranks")
+        if ranks is None:  # one process's states (or a checkpoint of before per-rank states)
+            set_rng_state(state, self.device)
+        elif self.rank < len(ranks):  # a rank the saved run had: its own stream
+            set_rng_state(ranks[self.rank], self.device)
+        # a rank the saved run did not have keeps its fresh seed (seed + rank)
 
 
 class TrainState:
@@ -104,6 +126,14 @@ class TrainState:
         for name, part in self.parts.items():
             if not isinstance(part, Stateful):
                 raise TypeError(f"train state part {name!r} has no state_dict/load_state_dict")
+
+    def gather(self) -> None:
+        """What every rank must contribute before rank 0 writes (a collective where a part
+        has one, e.g. the per-rank RNG states); called on every rank."""
+        for part in self.parts.values():
+            gather = getattr(part, "gather", None)
+            if gather is not None:
+                gather()
 
     def state_dict(self) -> dict[str, Any]:
         return {name: part.state_dict() for name, part in self.parts.items()}

@@ -349,6 +349,9 @@ def _refuse_nothing_to_do(checkpoint: dict[str, Any], path: Path, config: dict[s
     elif max_steps and p["step"] >= max_steps:
         why = f"it is at step {p['step']}, and trainer.max_steps={max_steps}"
         more = resume_command(asked, "trainer.max_steps=null")
+    elif t.get("stop_at_step") and p["step"] >= t["stop_at_step"]:  # it would take one step
+        why = f"it is at step {p['step']}, and trainer.stop_at_step={t['stop_at_step']}"
+        more = resume_command(asked, "trainer.stop_at_step=null")
     else:
         return
     further = f"To train it further, raise the budget: `{more}`; to" if more else "To"
