@@ -162,3 +162,19 @@ def test_a_failed_checkpoint_save_on_a_rank_is_raised_again_as_itself(dirs):
     worker_failure(CheckpointSaveError("could not write last.pt: disk full"), 0, scratch)
     raised = _root_cause(scratch, Failed(0, EXIT_FAILED), run)
     assert isinstance(raised, CheckpointSaveError) and str(raised).endswith("disk full")
+
+
+def test_a_gpu_index_beyond_the_visible_ones_is_named(monkeypatch):
+    """Two processes per node in a slot that holds one GPU (fake device counts: only the
+    assignment is checked): local rank 1 would use cuda:1 of 1 visible."""
+    import torch
+
+    from athanor.distributed import Dist, check_visible
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    check_visible(torch.device("cuda", 0), Dist(rank=0, local_rank=0, world=2), visible=1)
+    with pytest.raises(ConfigError) as refused:
+        check_visible(torch.device("cuda", 1), Dist(rank=1, local_rank=1, world=2), visible=1)
+    said = str(refused.value)
+    assert said.startswith("rank 1 (local rank 1) would train on cuda:1, but it sees 1 GPU(s)")
+    assert "CUDA_VISIBLE_DEVICES=3" in said and "distributed.nproc_per_node" in said

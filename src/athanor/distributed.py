@@ -135,8 +135,24 @@ def resolve_device(name: str, d: Dist) -> torch.device:
             )
         if device.index is None:
             device = torch.device("cuda", d.local_rank)
+        check_visible(device, d)
         torch.cuda.set_device(device)
     return device
+
+
+def check_visible(device: torch.device, d: Dist, visible: int | None = None) -> None:
+    """Refuse a GPU index this process cannot see (``visible``: torch.cuda.device_count()),
+    e.g. 2 processes per node in a pool slot or SLURM job that holds one GPU, instead of
+    CUDA's "invalid device ordinal" from the first tensor moved there."""
+    visible = torch.cuda.device_count() if visible is None else visible
+    if device.index is not None and device.index >= visible:
+        which = f"rank {d.rank} (local rank {d.local_rank})" if d.enabled else "this process"
+        raise ConfigError(
+            f"{which} would train on cuda:{device.index}, but it sees {visible} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Start "
+            "at most as many processes per node as visible GPUs (distributed.nproc_per_node, "
+            "torchrun --nproc_per_node, hydra.launcher.gpus_per_job), or name a visible device."
+        )
 
 
 def setup(d: Dist, device: torch.device, backend: str, timeout_s: int) -> None:
