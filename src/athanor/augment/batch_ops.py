@@ -158,7 +158,9 @@ class Cutout:
 
     def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         h, w = x.shape[-2:]
-        cy, cx = (_uniform(x, draws, 2) * torch.tensor([h, w], device=x.device)).long().unbind(1)
+        # Python scalars, not a tensor built from a list: that is a blocking copy to the GPU
+        where = _uniform(x, draws, 2)
+        cy, cx = (where[:, 0] * h).long(), (where[:, 1] * w).long()
         top, left = cy - self.size // 2, cx - self.size // 2
         side = torch.full_like(top, self.size)
         return _fill_boxes(x, top, left, side, side, self.value)
@@ -180,15 +182,18 @@ class ColorJitter:
     saturation: float = 0.4
 
     def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
-        strengths = torch.tensor([self.brightness, self.contrast, self.saturation], device=x.device)
-        factors = 1 + strengths * (2 * _uniform(x, draws, 3) - 1)  # [B, 3]
-        f = factors[:, :, None, None, None]  # broadcast over [C, H, W]
-        x = (x * f[:, 0]).clamp(0, 1)
+        signed = (2 * _uniform(x, draws, 3) - 1)[:, :, None, None, None]  # [B, 3], over C, H, W
+        # each factor from a Python scalar strength (a tensor of them would be a blocking copy)
+        brightness, contrast, saturation = (
+            1 + strength * signed[:, i]
+            for i, strength in enumerate((self.brightness, self.contrast, self.saturation))
+        )
+        x = (x * brightness).clamp(0, 1)
         mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)  # [B, 1, 1, 1]
-        x = ((x - mean) * f[:, 1] + mean).clamp(0, 1)
+        x = ((x - mean) * contrast + mean).clamp(0, 1)
         if x.shape[1] == 3:
             grey = _grey(x)
-            x = ((x - grey) * f[:, 2] + grey).clamp(0, 1)
+            x = ((x - grey) * saturation + grey).clamp(0, 1)
         return x
 
     def __str__(self) -> str:
@@ -199,5 +204,5 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] luminance with torchvision's rgb_to_grayscale weights (grey stays grey)."""
     if x.shape[1] == 1:
         return x
-    weights = torch.tensor([0.2989, 0.587, 0.114], device=x.device, dtype=x.dtype)
-    return (x * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return 0.2989 * r + 0.587 * g + 0.114 * b  # torchvision's own expression
