@@ -100,6 +100,25 @@ def test_a_resumed_epoch_sees_the_batches_it_would_have_seen(loader):
     assert same(full[2:], resumed)
 
 
+@pytest.mark.parametrize(
+    ("n", "batch", "world"), [(359, 32, 2), (65, 32, 2), (129, 32, 2), (70, 8, 4)]
+)
+def test_every_rank_runs_as_many_evaluation_batches_and_sees_its_share_once(n, batch, world):
+    """65 samples on 2 ranks in batches of 32: rank 0 holds 33 and rank 1 32; with fixed-size
+    slices rank 0 ran 2 forwards and rank 1 one, and a sharded (FSDP) model, whose forward is a
+    collective, waited forever. Every sample is still seen exactly once, no batch too big."""
+    from athanor.data.order import ShardOrder
+
+    orders = [ShardOrder(n, batch, rank=r, world=world) for r in range(world)]
+    batches = [list(order.batches()) for order in orders]
+    assert len({len(b) for b in batches}) == 1 and all(
+        len(o) == len(b) for o, b in zip(orders, batches, strict=True)
+    )
+    assert max(len(x) for rank in batches for x in rank) <= batch
+    seen = sorted(int(i) for rank in batches for x in rank for i in x)
+    assert seen == list(range(n))
+
+
 def test_weighted_sampler_balances_an_imbalanced_data_set():
     labels = torch.tensor([0] * 90 + [1] * 10)
     split = TensorSplit(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels)

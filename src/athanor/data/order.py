@@ -76,15 +76,19 @@ class EpochOrder:
 
 
 class ShardOrder:
-    """Evaluation order of one rank: samples rank, rank+world, ... in fixed-size batches, so every
-    sample is seen exactly once across ranks (no padding duplicates)."""
+    """Evaluation order of one rank: samples rank, rank+world, ... in batches of at most
+    ``batch_size``, so every sample is seen exactly once across ranks (no padding duplicates).
+    Every rank runs the same number of batches: a sharded model (FSDP) gathers its parameters
+    in each forward, a collective all ranks must join (a rank holding one sample more would
+    otherwise run one forward more, and wait for the others forever)."""
 
     def __init__(self, n: int, batch_size: int, *, rank: int = 0, world: int = 1):
         self.indices = torch.arange(rank, n, world)
-        self.batch_size = batch_size
+        self.batch_size, self.world = batch_size, world
+        self.count = -(-(-(-n // world)) // batch_size)  # the largest shard's batches
 
     def __len__(self) -> int:
-        return -(-len(self.indices) // self.batch_size)
+        return self.count
 
     def shard(self, b: int) -> tuple[int, int]:
         del b
@@ -92,6 +96,9 @@ class ShardOrder:
 
     def batches(self, epoch: int = 0, start: int = 0):
         del epoch
+        if self.world > 1:  # as many batches on every rank, each at most batch_size
+            yield from self.indices.tensor_split(self.count)[start:]
+            return
         for b in range(start, len(self)):
             yield self.indices[b * self.batch_size : (b + 1) * self.batch_size]
 
