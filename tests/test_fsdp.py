@@ -175,6 +175,8 @@ def test_what_fsdp_cannot_shard_is_refused_before_any_work(tmp_path):
     for bad, says in (
         ("trainer.ema.decay=0.9", "trainer.ema.decay"),
         ("trainer.sync_bn=true", "sync_bn"),
+        ("logger.grad_stats_every=2", "logger.grad_stats_every=2 works with"),
+        ("logger.histograms_every=5", "logger.histograms_every=5 works with"),
     ):
         result = cli(
             "athanor.train", "model=mlp", "distributed.strategy=fsdp", bad, cwd=tmp_path, expect=2

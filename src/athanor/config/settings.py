@@ -250,6 +250,17 @@ class RunSettings:
                 not self.trainer.sync_bn,
                 "trainer.sync_bn=true works with distributed.strategy=ddp only.",
             )
+            watched = [
+                f"logger.{key}={getattr(self.logger, key)}"
+                for key in ("grad_stats_every", "histograms_every")
+                if getattr(self.logger, key)
+            ]
+            _require(
+                not watched,
+                f"{' and '.join(watched)} works with distributed.strategy=ddp only: under fsdp "
+                "each rank holds a shard of every gradient, and rank 0 alone cannot read them "
+                "(it would wait for the other ranks forever). Leave it out, or use ddp.",
+            )
 
 
 def run_settings(config: dict[str, Any]) -> RunSettings:
