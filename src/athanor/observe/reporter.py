@@ -104,7 +104,6 @@ class Reporter:
             self.bar.update(1)
         if not log_step:
             return
-        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         device = result.loss.device
         loss_sum, counts = 0.0, [r.count for r in self.window]
         if self.window:
@@ -113,6 +112,9 @@ class Reporter:
         hits = metric.total() if metric is not None else 0
         # every rank logs on the same steps: the window's sums over all ranks give the global mean
         loss_sum, hits, count = sum_across_ranks(loss_sum, hits, sum(counts), device=device)
+        # after the sums reached the host (a device sync): the window's steps have all run, so
+        # an asynchronous GPU's queued work is inside the time, not after it
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         scalars = {
             "train/loss": loss_sum / max(count, 1),
             **({metric.name: hits / max(count, 1)} if metric is not None else {}),
