@@ -6,6 +6,8 @@ run can resume mid-epoch (skip the first batches) and a DDP run sees the single-
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -85,7 +87,8 @@ class ShardOrder:
     def __init__(self, n: int, batch_size: int, *, rank: int = 0, world: int = 1):
         self.indices = torch.arange(rank, n, world)
         self.batch_size, self.world = batch_size, world
-        self.count = -(-(-(-n // world)) // batch_size)  # the largest shard's batches
+        largest = math.ceil(n / world)  # rank 0's shard
+        self.count = math.ceil(largest / batch_size)
 
     def __len__(self) -> int:
         return self.count
