@@ -31,6 +31,8 @@ class CompiledOrEager(nn.Module):
         if not self.failed:
             try:
                 return self.compiled(*args, **kwargs)
+            except torch.OutOfMemoryError:  # the batch, not the compiler: eager would fail too
+                raise
             except Exception as err:  # noqa: BLE001 - any compiler failure means: run eager
                 self.failed = True
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
