@@ -20,9 +20,11 @@ def build_mixer(options: MixOptions, num_classes: int):
         choices.append(v2.CutMix(alpha=options.cutmix_alpha, num_classes=num_classes))
 
     def mix(x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator):
-        # v2.MixUp/CutMix draw from the global RNG: seed it from the batch's own generator so
-        # batches stay reproducible, without disturbing the training RNG stream.
-        seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device).item())
+        # v2.MixUp/CutMix draw from the global RNG: seed it from the batch's own seed so batches
+        # stay reproducible, without disturbing the training RNG stream. The seed is read on the
+        # host (a number drawn on the GPU and read back would be a device sync every batch),
+        # mixed with a constant so the draws are not the batch ops' own.
+        seed = (gen.initial_seed() * 6364136223846793005 + 1442695040888963407) % 2**63
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             torch.manual_seed(seed)
             if torch.rand(()) >= options.mix_prob:
