@@ -156,7 +156,9 @@ class MemoryLoader:
         batches, sharded = self.device_batches, self.device_batches.draws_random
         standardized = self.standardized
         for b, idx in enumerate(self.order.batches(epoch, start), start=start):
-            idx = idx if on_device else idx.to(self.images.device)
+            # non_blocking: CUDA stages a pageable copy at once; a blocking one would also wait
+            # for every queued kernel (a device sync each batch)
+            idx = idx if on_device else idx.to(self.images.device, non_blocking=True)
             # index_select, not x[idx]: rows are copied whole (12x faster on a CIFAR batch)
             labels = self.labels.index_select(0, idx)
             if standardized is not None:
