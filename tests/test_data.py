@@ -119,6 +119,15 @@ def test_every_rank_runs_as_many_evaluation_batches_and_sees_its_share_once(n, b
     assert seen == list(range(n))
 
 
+def test_one_sample_a_batch_per_rank_makes_no_empty_evaluation_batch():
+    """A shard smaller than the batch count (a global batch of 2 on 2 ranks) keeps one sample a
+    batch: an empty batch's mean loss is NaN and fails the run."""
+    from athanor.data.order import ShardOrder
+
+    batches = [list(ShardOrder(359, 1, rank=r, world=2).batches()) for r in range(2)]
+    assert [len(b) for b in batches] == [180, 179] and all(len(x) == 1 for b in batches for x in b)
+
+
 def test_weighted_sampler_balances_an_imbalanced_data_set():
     labels = torch.tensor([0] * 90 + [1] * 10)
     split = TensorSplit(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels)

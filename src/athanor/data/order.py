@@ -91,7 +91,9 @@ class ShardOrder:
         self.count = math.ceil(largest / batch_size)
 
     def __len__(self) -> int:
-        return self.count
+        if self.world > 1 and len(self.indices) >= self.count:
+            return self.count
+        return math.ceil(len(self.indices) / self.batch_size)
 
     def shard(self, b: int) -> tuple[int, int]:
         del b
@@ -99,9 +101,10 @@ class ShardOrder:
 
     def batches(self, epoch: int = 0, start: int = 0):
         del epoch
-        if self.world > 1:  # as many batches on every rank, each at most batch_size
+        if self.world > 1 and len(self.indices) >= self.count:  # as many batches on every rank
             yield from self.indices.tensor_split(self.count)[start:]
             return
+        # alone, or a shard smaller than the batch count (one sample a batch): no empty batch
         for b in range(start, len(self)):
             yield self.indices[b * self.batch_size : (b + 1) * self.batch_size]
 
