@@ -9,6 +9,7 @@ optimizer into the schedule, steps per epoch into the schedule); no builder read
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from athanor.augment import AUGMENTS, Augmentation, MixOptions
 from athanor.config.groups import COMPONENT_GROUPS
 from athanor.config.settings import RunSettings
 from athanor.data import DATASETS, DataBundle, DataOptions
-from athanor.data.plain import example_input
+from athanor.data.plain import call_model, example_input
 from athanor.data.prepare import apply_data_options, builder_options, check_data
 from athanor.errors import ConfigError
 from athanor.losses import (
@@ -115,8 +116,13 @@ def build_augmentation(
     return augmentation, mix
 
 
-def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
-    """The model for the data's shape; ``bundle.num_classes`` is the task's number of outputs."""
+def build_model(
+    config: dict[str, Any],
+    bundle: DataBundle,
+    forward: Callable[[nn.Module, Any], Any] = call_model,
+) -> nn.Module:
+    """The model for the data's shape; ``bundle.num_classes`` is the task's number of outputs.
+    ``forward``: how the probe runs it once on an example input (models/probe.py)."""
     model = MODELS.build(
         config["model"],
         num_classes=bundle.num_classes,
@@ -133,6 +139,7 @@ def build_model(config: dict[str, Any], bundle: DataBundle) -> nn.Module:
         in_channels=bundle.channels,
         image_size=bundle.image_size,
         example=example_input(bundle),
+        forward=forward,
     )
     return model
 

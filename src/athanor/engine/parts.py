@@ -18,7 +18,6 @@ from torch import nn
 from athanor.config.settings import RunSettings, TrainerSettings
 from athanor.data import DataBundle, DataOptions
 from athanor.data.pipeline import Loaders, build_loaders
-from athanor.data.plain import example_input, to_device
 from athanor.distributed import Dist
 from athanor.engine.blocks import find_blocks
 from athanor.engine.build import (
@@ -40,7 +39,7 @@ from athanor.engine.state import Counter, ModelState, Progress, RngState, Statef
 from athanor.engine.step import Models, Objective, Stepper, warn_precision
 from athanor.metrics.monitor import check_monitors
 from athanor.models import model_label
-from athanor.observe.model_summary import format_summary, summarize
+from athanor.observe.model_summary import CountingForward, format_summary
 from athanor.optim.param_groups import describe_groups
 from athanor.optim.schedulers import Schedule
 from athanor.record.resume import OptimizerState, ScheduleState
@@ -111,8 +110,9 @@ def build_parts(config: Config, settings: RunSettings, d: Dist, device: torch.de
         len(loaders.train),
         options.batch_size,
     )
-    model = build_model(cfg, bundle).to(device)
-    model_summary = summarize(model, to_device(example_input(bundle), device))
+    counting = CountingForward()  # the probe's pass counts the FLOPs: no second pass
+    model = build_model(cfg, bundle, forward=counting).to(device)
+    model_summary = counting.summary(model)
     log.info("%s", format_summary(model_label(cfg["model"]), model_summary))
     blocks = model_blocks(cfg)
     model, train_model, compiled = wrap_model(

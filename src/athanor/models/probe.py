@@ -5,6 +5,7 @@ message at build time instead of a traceback mid-epoch."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,9 +32,11 @@ def probe(
     in_channels: int,
     image_size: int,
     example: Any = None,
+    forward: Callable[[nn.Module, Any], Any] = call_model,
 ):
     """Raise ConfigError unless ``model`` maps one input (``example``, with a batch dimension;
-    default zeros [1, C, H, W]) to outputs [1, num_classes]."""
+    default zeros [1, C, H, W]) to outputs [1, num_classes]. ``forward(model, input)`` runs it
+    (a training run's build counts the FLOPs of this pass for its model summary)."""
     was_training = model.training
     model.eval()  # batch statistics of one image would be meaningless (and fail on 1x1 maps)
     device = next(model.parameters()).device
@@ -48,7 +51,7 @@ def probe(
         shape = _shape(example)
     _check_signature(model, example, name=name, shape=shape)
     try:
-        logits = call_model(model, to_device(example, device))
+        logits = forward(model, to_device(example, device))
     except (RuntimeError, ValueError, AssertionError) as err:
         raise ConfigError(
             f"model {name} cannot run on {shape} images: {str(err).splitlines()[0]}. Use larger "
