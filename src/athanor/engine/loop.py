@@ -77,6 +77,8 @@ class Loop:
                     break  # leftover micro-batches that cannot fill an optimizer step
                 # a log step ends a logging window: the loop's only per-window sync
                 log_step = (p.step + 1) % t.log_every == 0 or p.step + 1 == self.total_steps
+                if p.step == 0:  # the run's first batch (a resumed run's grid was logged)
+                    self.reporter.image_grid(micro[0].inputs)
                 observes = self.reporter.observes_grads  # off by default: no call a step
                 on_grads = self.reporter.grad_observer(p.step + 1) if observes else None
                 result = self.stepper.step(micro, p.step, on_grads=on_grads, measure=log_step)

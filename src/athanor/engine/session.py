@@ -174,12 +174,7 @@ class TrainingRun:
         self.checkpointer = checkpointer = Checkpointer(
             self.run.checkpoints, checkpoint_policy(s.checkpoint, parts), active=self.d.is_main
         )
-        self.reporter = self._observers()
-        if self.d.is_main and s.logger.image_grid and "tensorboard" in s.logger.active_trackers:
-            # fork_rng: peeking at a batch must not shift the RNG the training run consumes
-            cuda = [parts.device] if parts.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):
-                self.reporter.image_grid(next(iter(parts.loaders.train.epoch(0))).inputs)
+        self.reporter = self._observers()  # the loop hands it the first batch's image grid
 
         data_spec = parts.bundle.spec()  # normalization and input facts, for evaluate/export
         sharded = parts.shards if s.checkpoint.enabled else None
