@@ -163,17 +163,16 @@ def test_a_failing_rank_ends_the_group_promptly_with_one_message(tmp_path, launc
             expect=1,
             timeout=300,
         )
-    if launcher == "torchrun":  # the failing rank frames it: a first line, then its traceback
-        assert result.output.count("Error in your code: failing_step") == 1, result.output[-3000:]
-        raised = 'raise RuntimeError("injected failure on rank 1")'
-        assert result.output.count(raised) == 1, result.output[-3000:]  # one traceback
-    else:
-        message = "RuntimeError: injected failure on rank 1"
-        assert result.output.count(message) == 1, result.output[-3000:]
+    # the injected step is code outside athanor (the user's, as far as it can tell): under both
+    # launchers it is framed as in one process, a first line naming it, then its traceback once
+    assert result.output.count("Error in your code: failing_step") == 1, result.output[-3000:]
+    raised = 'raise RuntimeError("injected failure on rank 1")'
+    assert result.output.count(raised) == 1, result.output[-3000:]  # one traceback
     summary = result.summary()
     assert summary["status"] == "failed" and summary["steps"] < 22
     if launcher == "nproc_per_node":
-        assert summary["error"] == f"rank 1: {message}"
+        assert summary["error"].startswith("error in your code: failing_step (")
+        assert summary["error"].endswith("raised RuntimeError: injected failure on rank 1")
     assert result.output.count("sync_bn=true needs CUDA") == 1  # said once, by rank 0
     assert len(result.run_dirs()) == 1
     assert not list((tmp_path / "tmp").glob(SCRATCH_GLOB))

@@ -108,7 +108,10 @@ def test_diff_of_two_sweep_jobs(tmp_path):
     assert a != b
     again = reproduce(jobs[1], cwd=tmp_path)  # a sweep job re-runs as one run, the same
     command = next(line for line in again.stdout.splitlines() if line.startswith("reproduce:"))
-    assert "optim.lr=0.01" in command.split() and "-m" not in command.split()[3:], command
+    head, _, overrides = command.partition(" -m athanor.train ")
+    threads = json.loads((jobs[1] / "summary.json").read_text())["rerun"]["device"]["threads"]
+    assert f"OMP_NUM_THREADS={threads}" in head.split(), command  # the job's own threads
+    assert "optim.lr=0.01" in overrides.split() and "-m" not in overrides.split(), command
     assert "identical: " in again.output, again.output
 
 

@@ -60,7 +60,7 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if isinstance(cuda, list | tuple):  # checkpoints before 2026-12: every visible device's
-        index = device.index or 0 if device is not None else 0
+        index = (device.index or 0) if device is not None else 0
         cuda = cuda[index] if index < len(cuda) else None
     if cuda is not None and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(cuda, device)

@@ -198,8 +198,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 2
     for line in warnings:
         print(f"warning: {line}", flush=True)
-    print("reproduce:", " ".join(command[1:]), flush=True)
-    code = cli_reproduce.rerun(command, cwd)
+    threads = cli_reproduce.rerun_threads(original)
+    pinned = " ".join(f"{k}={v}" for k, v in threads.items())
+    print("reproduce:", pinned, " ".join(command[1:]), flush=True)
+    code = cli_reproduce.rerun(command, cwd, threads)
     if code != 0 or not (target / "summary.json").is_file():
         print(f"the re-run failed (exit {code}); its folder: {target}", file=sys.stderr)
         return code or 1

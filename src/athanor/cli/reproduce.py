@@ -96,6 +96,16 @@ def run_folder_of(run: Run) -> Path:
     return cwd if cwd.is_dir() else Path.cwd()
 
 
-def rerun(command: list[str], cwd: Path) -> int:
-    """Run the re-run (its output passes through); its exit status."""
-    return subprocess.run(command, cwd=cwd).returncode
+def rerun_threads(run: Run) -> dict[str, str]:
+    """The run's own intra-op thread count, for the re-run's environment: how a CPU splits a
+    sum across threads changes its last bits (a sweep job ran with its slot's threads, which
+    this shell may not have)."""
+    threads = (run.rerun.get("device") or {}).get("threads")
+    if not isinstance(threads, int) or threads < 1:
+        return {}
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def rerun(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Run the re-run (its output passes through) with ``env`` added; its exit status."""
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})}).returncode
