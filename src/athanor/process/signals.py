@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 
+def _say(message: str, *args: object) -> None:
+    """A warning from the signal handler, written by a short-lived thread. The handler runs
+    wherever the main thread was interrupted, also inside a write to the log file (a write
+    that returns EINTR runs pending handlers): logging to that file again from the handler
+    raised "reentrant call inside BufferedWriter" and printed logging's own traceback. The
+    thread waits for the interrupted write's lock, then writes (it is joined at exit)."""
+    threading.Thread(target=log.warning, args=(message, *args), name="athanor-signal-log").start()
+
+
 class StopSignals:
     """The stop request of this process: ``requested`` once any stop signal came."""
 
@@ -70,22 +79,22 @@ class StopSignals:
             self.sigints += 1
         name = signal.Signals(signum).name
         if first:
-            log.warning(
+            _say(
                 "%s received: finishing the current step, then saving a checkpoint "
                 "(Ctrl-C again to exit at once).",
                 name,
             )
         if self._shield and not self._during_save:  # said once: the phase shows in the log
             self._during_save = True
-            log.warning("%s received while a checkpoint is being written: it is finished.", name)
+            _say("%s received while a checkpoint is being written: it is finished.", name)
         if self.sigints < 2 or signum != signal.SIGINT:
             return
         if not (self._escalate and self._may_cut()):  # stopping is already the quickest way on
             if self.sigints == 2:
-                log.warning("Ctrl-C again: the run is already stopping; it saves first.")
+                _say("Ctrl-C again: the run is already stopping; it saves first.")
         elif self._shield:
             if not self._pending:
-                log.warning("Ctrl-C again: the checkpoint being written is finished, then exit.")
+                _say("Ctrl-C again: the checkpoint being written is finished, then exit.")
             self._pending = True
         else:
             self._interrupt()
