@@ -200,7 +200,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"warning: {line}", flush=True)
     threads = cli_reproduce.rerun_threads(original)
     pinned = " ".join(f"{k}={v}" for k, v in threads.items())
-    print("reproduce:", pinned, " ".join(command[1:]), flush=True)
+    print("reproduce:", *filter(None, (pinned, " ".join(command[1:]))), flush=True)
     code = cli_reproduce.rerun(command, cwd, threads)
     if code != 0 or not (target / "summary.json").is_file():
         print(f"the re-run failed (exit {code}); its folder: {target}", file=sys.stderr)
