@@ -123,10 +123,15 @@ def table(rows: list[Row]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+    return markdown_table(head, lines)
+
+
+def markdown_table(head: tuple[str, ...], rows: list[tuple]) -> str:
+    """A Markdown table with padded columns (bench.py's and gpu_check.py's, as BENCH.md holds)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt.format(*head), rule, *(fmt.format(*line) for line in lines)])
+    return "\n".join([fmt.format(*head), rule, *(fmt.format(*row) for row in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import markdown_table  # noqa: E402  (the bench's table, a sibling script)
 
 # imported by every Python process the checks start (workers included, via PYTHONPATH): at exit
 # it appends "pid kind peak_mb CUDA_VISIBLE_DEVICES" to $GPU_CHECK_LOG
@@ -333,10 +336,7 @@ def table(results: list[Result]) -> str:
         )
         for r in results
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt.format(*head), rule, *(fmt.format(*row) for row in rows)])
+    return markdown_table(head, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
