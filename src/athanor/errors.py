@@ -98,7 +98,10 @@ def _user_frames(err: BaseException) -> list[traceback.FrameSummary]:
 
 def as_user_code(err: BaseException) -> UserCodeError | None:
     """An exception raised in the user's code (their model's forward, their loss, a helper
-    their Dataset calls) as a UserCodeError naming the function, file and line; else None."""
+    their Dataset calls) as a UserCodeError naming the function, file and line; one framed
+    already (a builder's, a Dataset item's) as it is; else None."""
+    if isinstance(err, UserCodeError):
+        return err
     mine = [
         (frame.f_code, line)
         for frame, line in traceback.walk_tb(err.__traceback__)

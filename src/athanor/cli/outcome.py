@@ -148,7 +148,7 @@ def failure_code(err: Exception, run_dir: Path | None = None) -> int:
         if run_dir is not None:
             record_failure(run_dir, said)
         return EXIT_FAILED
-    framed = err if isinstance(err, UserCodeError) else as_user_code(err)
+    framed = as_user_code(err)
     if framed is None:
         raise err
     report_user_code(framed)

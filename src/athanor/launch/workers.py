@@ -182,7 +182,7 @@ def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
         kind, code = "InterruptedRun", EXIT_INTERRUPTED
     elif (kind := kind_of(err)) is not None:  # an expected error: its kind's exit code
         code = ERROR_KINDS[kind].exit_code
-    elif (framed := _framed(err)) is not None:  # their traceback travels in the message
+    elif (framed := as_user_code(err)) is not None:  # their traceback goes in the message
         kind, code, err = "UserCodeError", EXIT_FAILED, _with_traceback(framed)
     else:
         kind, code = "Exception", EXIT_FAILED
@@ -191,12 +191,6 @@ def _outcome(err: BaseException, rank: int) -> tuple[dict[str, Any], int]:
     )
     outcome = {"rank": rank, "kind": kind, "message": message}
     return {**outcome, "traceback": traceback.format_exc().rstrip()}, code
-
-
-def _framed(err: BaseException) -> UserCodeError | None:
-    """A failure in the user's own code (a builder or Dataset already framed, or their model's
-    forward or loss raising inside the step), as a one-process run frames it; else None."""
-    return err if isinstance(err, UserCodeError) else as_user_code(err)
 
 
 def _with_traceback(err: UserCodeError) -> UserCodeError:
