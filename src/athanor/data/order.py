@@ -86,14 +86,15 @@ class ShardOrder:
 
     def __init__(self, n: int, batch_size: int, *, rank: int = 0, world: int = 1):
         self.indices = torch.arange(rank, n, world)
-        self.batch_size, self.world = batch_size, world
-        largest = math.ceil(n / world)  # rank 0's shard
-        self.count = math.ceil(largest / batch_size)
+        self.batch_size = batch_size
+        same = math.ceil(math.ceil(n / world) / batch_size)  # the largest shard's (rank 0's)
+        # split into that many batches, unless the shard is smaller than that count (one
+        # sample a batch): then no empty batch. Alone, the split is the plain slicing.
+        self.split = world > 1 and len(self.indices) >= same
+        self.count = same if self.split else math.ceil(len(self.indices) / batch_size)
 
     def __len__(self) -> int:
-        if self.world > 1 and len(self.indices) >= self.count:
-            return self.count
-        return math.ceil(len(self.indices) / self.batch_size)
+        return self.count
 
     def shard(self, b: int) -> tuple[int, int]:
         del b
@@ -101,11 +102,10 @@ class ShardOrder:
 
     def batches(self, epoch: int = 0, start: int = 0):
         del epoch
-        if self.world > 1 and len(self.indices) >= self.count:  # as many batches on every rank
+        if self.split:  # as many batches on every rank, each at most batch_size
             yield from self.indices.tensor_split(self.count)[start:]
             return
-        # alone, or a shard smaller than the batch count (one sample a batch): no empty batch
-        for b in range(start, len(self)):
+        for b in range(start, self.count):
             yield self.indices[b * self.batch_size : (b + 1) * self.batch_size]
 
 
