@@ -111,6 +111,15 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(yaml_message(err, str(path))) from err
 
 
+def read_yaml_or_none(path: Path) -> Any:
+    """:func:`read_yaml` for a reader that goes on without the file (a report, a tracker's
+    view of a sweep): None when it is missing, unreadable or damaged."""
+    try:
+        return read_yaml(path)
+    except (OSError, ConfigError):
+        return None
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from athanor.metrics.monitor import Monitor, is_finite
-from athanor.record.folder import RunDir
+from athanor.record.folder import RunDir, read_yaml_or_none
 
 DEFAULT_MONITOR, DEFAULT_MODE = "val/acc", "max"
 
@@ -55,13 +53,6 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("summary.json"))
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):  # missing, not UTF-8, not YAML: no overrides
-        return None
-
-
 def _label(path: Path, root: Path) -> str:
     rel = str(path.relative_to(root)) if path != root else path.name
     # a sweep job folder `3_optim.lr=0.1,...`: the overrides get their own columns
@@ -71,9 +62,9 @@ def _label(path: Path, root: Path) -> str:
 def read_run(path: Path, root: Path) -> RunRow:
     run = RunDir(path)
     summary = run.read_summary()
-    config = _read_yaml(path / ".hydra" / "config.yaml") or {}
+    config = read_yaml_or_none(path / ".hydra" / "config.yaml") or {}
     checkpoint = config.get("checkpoint", {}) if isinstance(config, dict) else {}
-    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
+    overrides = read_yaml_or_none(path / ".hydra" / "overrides.yaml")
     overrides = overrides if isinstance(overrides, list) else []
     pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if isinstance(o, str) and "=" in o)
     history = run.read_metrics()

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from athanor.record.folder import read_yaml_or_none
+
 # the keys a reader of a sweep table wants beside what varied
 HEADLINE = (
     "model.name",
@@ -52,20 +54,13 @@ def _value(text: str | None) -> Any:
     return value
 
 
-def _load(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def swept_keys(run_folder: Path) -> tuple[tuple[str, ...], str | None]:
     """(the override keys this sweep job varies, the sweep folder) or ((), None) for a single run."""
-    sweep = _load(run_folder.parent / "multirun.yaml")
+    sweep = read_yaml_or_none(run_folder.parent / "multirun.yaml")
     if not isinstance(sweep, dict):
         return (), None
     given = _overrides((sweep.get("hydra") or {}).get("overrides", {}).get("task"))
-    job = _overrides(_load(run_folder / ".hydra" / "overrides.yaml"))
+    job = _overrides(read_yaml_or_none(run_folder / ".hydra" / "overrides.yaml"))
     swept = tuple(k for k, v in job.items() if k not in given or _value(given[k]) != _value(v))
     return swept, str(run_folder.parent)
 
